@@ -1,0 +1,151 @@
+// Composition root: builds storage, index, upstream clients, services and the server from a config.
+// Everything else receives its dependencies; nothing reaches for globals.
+import { mkdir, readdir, rm } from 'node:fs/promises';
+import type { AddressInfo } from 'node:net';
+import { join, resolve } from 'node:path';
+import type { ResolvedConfig } from './config/load.js';
+import { usesLibraryPrefix } from './config/load.js';
+import { createRegistryHandler } from './http/handlers.js';
+import { createServer, type RouteHandler, type RunningServer } from './http/server.js';
+import { SqliteIndex } from './index/sqlite.js';
+import { createLogger, type Logger } from './observability/logger.js';
+import { BlobService } from './registry/blobs.js';
+import { ListingService } from './registry/listing.js';
+import { ManifestService } from './registry/manifests.js';
+import type { RoutingTable } from './registry/routing.js';
+import { FilesystemDriver } from './storage/fs.js';
+import { UpstreamClient } from './upstream/client.js';
+
+export interface RelaisInstance {
+  readonly config: ResolvedConfig;
+  readonly url: string;
+  readonly port: number;
+  readonly logger: Logger;
+  readonly blobs: BlobService;
+  readonly manifests: ManifestService;
+  readonly index: SqliteIndex;
+  readonly http: RunningServer;
+  /** Graceful stop: drain requests, cancel downloads, close the index. */
+  close(): Promise<void>;
+}
+
+export interface StartOptions {
+  readonly logger?: Logger;
+}
+
+function splitListen(listen: string): { host: string; port: number } {
+  const i = listen.lastIndexOf(':');
+  return { host: listen.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(listen.slice(i + 1)) };
+}
+
+export async function startRelais(config: ResolvedConfig, opts: StartOptions = {}): Promise<RelaisInstance> {
+  const logger = opts.logger ?? createLogger(config.log.level);
+  const dataDir = resolve(config.dataDir);
+  await mkdir(dataDir, { recursive: true });
+  const storage = new FilesystemDriver(join(dataDir, 'storage'));
+  // Spool files left by a crash are never served: remove them before serving.
+  await rm(storage.tmpDir, { recursive: true, force: true });
+  await mkdir(storage.tmpDir, { recursive: true });
+  const index = new SqliteIndex(join(dataDir, 'index.db'));
+
+  const upstreams = new Map<string, UpstreamClient>();
+  for (const [name, cfg] of Object.entries(config.upstreams)) upstreams.set(name, new UpstreamClient(name, cfg));
+  const routing: RoutingTable = {
+    defaultUpstream: config.defaultUpstream,
+    upstreams: new Map(Object.entries(config.upstreams).map(([n, u]) => [n, { libraryPrefix: usesLibraryPrefix(n, u) }])),
+  };
+  const upstreamCfg = (name: string) => {
+    const u = config.upstreams[name];
+    if (!u) throw new Error(`upstream ${name} is not configured`);
+    return u;
+  };
+
+  const blobs = new BlobService({
+    storage,
+    index,
+    upstreams,
+    spoolDir: storage.tmpDir,
+    attempts: (name) => upstreamCfg(name).retries.attempts,
+    observer: {
+      event: (event, detail) => logger.warn({ event, ...detail }, `blob download: ${event}`),
+    },
+  });
+  const manifests = new ManifestService({
+    storage,
+    index,
+    upstreams,
+    settings: (name) => upstreamCfg(name),
+    maxManifestSize: config.server.maxManifestSize,
+  });
+  const listing = new ListingService(upstreams, index);
+  const registry = createRegistryHandler({ routing, manifests, blobs, listing });
+
+  const health: RouteHandler = (req, res) => {
+    const path = (req.url ?? '/').split('?')[0];
+    if (path === '/healthz') {
+      res.setHeader('content-type', 'text/plain');
+      res.end('ok\n');
+      return Promise.resolve(true);
+    }
+    if (path === '/readyz') {
+      return (async () => {
+        let ok = index.db.open;
+        try {
+          await readdir(storage.tmpDir);
+        } catch {
+          ok = false;
+        }
+        res.statusCode = ok ? 200 : 503;
+        res.setHeader('content-type', 'text/plain');
+        res.end(ok ? 'ready\n' : 'not ready\n');
+        return true;
+      })();
+    }
+    return Promise.resolve(false);
+  };
+
+  const http = createServer({
+    tls: config.tls,
+    headersTimeout: config.server.headersTimeout,
+    keepAliveTimeout: config.server.keepAliveTimeout,
+    requestTimeout: config.server.requestTimeout,
+    logRequests: config.log.requests,
+    logger,
+    handlers: [registry, health],
+  });
+  const { host, port } = splitListen(config.listen);
+  await new Promise<void>((resolveListen, reject) => {
+    http.server.once('error', reject);
+    http.server.listen(port, host, () => {
+      http.server.off('error', reject);
+      resolveListen();
+    });
+  });
+  const addr = http.server.address() as AddressInfo;
+  const shownHost = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host.includes(':') ? `[${host}]` : host;
+  const url = `${config.tls ? 'https' : 'http'}://${shownHost}:${addr.port}`;
+  logger.info({ listen: `${host}:${addr.port}`, dataDir, upstreams: Object.fromEntries(Object.entries(config.upstreams).map(([n, u]) => [n, u.url])), defaultUpstream: config.defaultUpstream }, 'relais serving');
+
+  let closing: Promise<void> | undefined;
+  return {
+    config,
+    url,
+    port: addr.port,
+    logger,
+    blobs,
+    manifests,
+    index,
+    http,
+    close: () => {
+      closing ??= (async () => {
+        await http.drain(config.server.drainTimeout);
+        await blobs.cancelAll();
+        await Promise.all([...upstreams.values()].map((u) => u.close()));
+        await index.close();
+        logger.info('relais stopped');
+        logger.flush();
+      })();
+      return closing;
+    },
+  };
+}

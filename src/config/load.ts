@@ -1,0 +1,126 @@
+// Loads the configuration: YAML file (optional) -> ${ENV} interpolation -> CLI overrides -> schema.
+// Any mistake names the field and what was expected, and relais refuses to start.
+import { readFile } from 'node:fs/promises';
+import { parse as parseYaml, YAMLParseError } from 'yaml';
+import type { ZodError } from 'zod';
+import { RelaisError } from '../errors.js';
+import { configSchema, type RelaisConfig, type UpstreamConfig } from './schema.js';
+
+export interface CliOverrides {
+  readonly listen?: string | undefined;
+  readonly dataDir?: string | undefined;
+  /** `NAME=URL` pairs; the first is the default upstream. */
+  readonly upstreams?: readonly string[] | undefined;
+}
+
+export interface ResolvedConfig extends RelaisConfig {
+  readonly defaultUpstream: string;
+}
+
+function configError(source: string, message: string, hint?: string): RelaisError {
+  return new RelaisError('CONFIG_INVALID', `${source}: ${message}`, {
+    status: 500,
+    hint: hint ?? 'fix the configuration; see "Configuration reference" in README.md',
+  });
+}
+
+function pathToString(path: readonly PropertyKey[]): string {
+  return path
+    .map((p) => (typeof p === 'number' ? `[${p}]` : /^[A-Za-z_][\w]*$/.test(String(p)) ? `.${String(p)}` : `["${String(p)}"]`))
+    .join('')
+    .replace(/^\./, '');
+}
+
+export function formatZodError(source: string, err: ZodError): RelaisError {
+  const lines = err.issues.map((i) => `  ${pathToString(i.path) || '(top level)'}: ${i.message}`);
+  return configError(source, `invalid configuration\n${lines.join('\n')}`);
+}
+
+const ENV_REF = /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g;
+
+/** Replaces ${NAME} and ${NAME:-default} in every string value; a missing variable is an error naming the field. */
+export function interpolateEnv(value: unknown, env: NodeJS.ProcessEnv, source: string, path: string[] = []): unknown {
+  if (typeof value === 'string') {
+    return value.replace(ENV_REF, (_m, name: string, fallback: string | undefined) => {
+      const v = env[name];
+      if (v !== undefined) return v;
+      if (fallback !== undefined) return fallback;
+      throw configError(source, `${pathToString(path)}: environment variable ${name} is not set`, `export ${name}, or write \${${name}:-default}`);
+    });
+  }
+  if (Array.isArray(value)) return value.map((v: unknown, i) => interpolateEnv(v, env, source, [...path, String(i)]));
+  if (value !== null && typeof value === 'object') {
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(value)) out[k] = interpolateEnv(v, env, source, [...path, k]);
+    return out;
+  }
+  return value;
+}
+
+export function parseUpstreamFlag(flag: string): { name: string; url: string } {
+  const eq = flag.indexOf('=');
+  if (eq <= 0) throw configError('--upstream', `expected NAME=URL, got "${flag}"`, 'e.g. --upstream docker.io=https://registry-1.docker.io');
+  return { name: flag.slice(0, eq), url: flag.slice(eq + 1) };
+}
+
+export async function loadConfig(file: string | undefined, overrides: CliOverrides = {}, env: NodeJS.ProcessEnv = process.env): Promise<ResolvedConfig> {
+  let raw: Record<string, unknown> = {};
+  const source = file ?? 'configuration';
+  if (file !== undefined) {
+    let text: string;
+    try {
+      text = await readFile(file, 'utf8');
+    } catch (e) {
+      throw configError(file, `cannot read the config file (${(e as NodeJS.ErrnoException).code ?? String(e)})`, 'check the path given to --config');
+    }
+    let doc: unknown;
+    try {
+      doc = parseYaml(text, { prettyErrors: true, uniqueKeys: true });
+    } catch (e) {
+      if (e instanceof YAMLParseError) throw configError(file, `not valid YAML: ${e.message}`);
+      throw e;
+    }
+    if (doc === null || doc === undefined) doc = {};
+    if (typeof doc !== 'object' || Array.isArray(doc)) throw configError(file, 'expected a mapping at the top level');
+    raw = interpolateEnv(doc, env, file) as Record<string, unknown>;
+  }
+  return resolveConfig(raw, overrides, source);
+}
+
+/** Applies CLI overrides to an already-read raw object and validates it. Exported for tests and embedding. */
+export function resolveConfig(raw: Record<string, unknown>, overrides: CliOverrides = {}, source = 'configuration'): ResolvedConfig {
+  const merged: Record<string, unknown> = { ...raw };
+  if (overrides.listen !== undefined) merged.listen = overrides.listen;
+  if (overrides.dataDir !== undefined) merged.dataDir = overrides.dataDir;
+  if (overrides.upstreams !== undefined && overrides.upstreams.length > 0) {
+    const fromFile = (raw.upstreams ?? {}) as Record<string, unknown>;
+    const ups: Record<string, unknown> = { ...fromFile };
+    overrides.upstreams.forEach((flag, i) => {
+      const { name, url } = parseUpstreamFlag(flag);
+      const prev = fromFile[name];
+      ups[name] = { ...(prev !== null && typeof prev === 'object' ? prev : {}), url };
+      if (i === 0) merged.defaultUpstream = name;
+    });
+    merged.upstreams = ups;
+  }
+  const parsed = configSchema.safeParse(merged);
+  if (!parsed.success) throw formatZodError(source, parsed.error);
+  const cfg = parsed.data;
+  const names = Object.keys(cfg.upstreams);
+  if (names.length === 0) throw configError(source, 'upstreams: at least one upstream is required');
+  const defaultUpstream = cfg.defaultUpstream ?? names[0];
+  if (defaultUpstream === undefined || !(defaultUpstream in cfg.upstreams)) {
+    throw configError(source, `defaultUpstream: "${String(defaultUpstream)}" is not one of the upstreams (${names.join(', ')})`);
+  }
+  for (const [name, up] of Object.entries(cfg.upstreams)) {
+    if ((up.username === undefined) !== (up.password === undefined)) {
+      throw configError(source, `upstreams.${name}: username and password go together`);
+    }
+  }
+  return { ...cfg, defaultUpstream };
+}
+
+/** Docker Hub's library/ rule applies to docker.io unless configured otherwise. */
+export function usesLibraryPrefix(name: string, up: UpstreamConfig): boolean {
+  return up.libraryPrefix ?? name === 'docker.io';
+}

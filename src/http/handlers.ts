@@ -1,0 +1,185 @@
+// The registry API handlers: parse, call a service, stream. No caching logic lives here.
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { pipeline } from 'node:stream/promises';
+import parseRange from 'range-parser';
+import { errors } from '../errors.js';
+import type { BlobService, CacheResult } from '../registry/blobs.js';
+import type { ListingService } from '../registry/listing.js';
+import type { ManifestService } from '../registry/manifests.js';
+import { validateDigest, validateReference } from '../registry/reference.js';
+import { resolveRoute, type RoutingTable, type UpstreamRoute } from '../registry/routing.js';
+import type { ByteRange } from '../storage/driver.js';
+import { parseApiPath, type ApiRoute } from './route.js';
+
+/** What a handler tells the request log. */
+export interface RequestContext {
+  upstream?: string;
+  result?: CacheResult;
+  bytes?: number;
+}
+
+export interface RegistryHandlerDeps {
+  readonly routing: RoutingTable;
+  readonly manifests: ManifestService;
+  readonly blobs: BlobService;
+  readonly listing: ListingService;
+}
+
+const API_VERSION = 'registry/2.0';
+/** The largest page of tags/list relais asks for. */
+const MAX_TAGS_PAGE = 10_000;
+
+function splitUrl(url: string): { path: string; query: URLSearchParams | undefined } {
+  const q = url.indexOf('?');
+  return q === -1 ? { path: url, query: undefined } : { path: url.slice(0, q), query: new URLSearchParams(url.slice(q + 1)) };
+}
+
+export function createRegistryHandler(deps: RegistryHandlerDeps) {
+  const route = (name: string, query: URLSearchParams | undefined): UpstreamRoute => resolveRoute(deps.routing, name, query?.get('ns') ?? undefined);
+
+  async function manifest(req: IncomingMessage, res: ServerResponse, ctx: RequestContext, r: Extract<ApiRoute, { kind: 'manifest' }>, query: URLSearchParams | undefined): Promise<void> {
+    validateReference(r.reference);
+    const up = route(r.name, query);
+    ctx.upstream = up.upstream;
+    const m = await deps.manifests.get(up, r.reference);
+    ctx.result = m.result;
+    res.statusCode = 200;
+    res.setHeader('content-type', m.mediaType);
+    res.setHeader('content-length', m.body.byteLength);
+    res.setHeader('docker-content-digest', m.digest);
+    res.setHeader('etag', `"${m.digest}"`);
+    res.setHeader('docker-distribution-api-version', API_VERSION);
+    ctx.bytes = req.method === 'HEAD' ? 0 : m.body.byteLength;
+    res.end(req.method === 'HEAD' ? undefined : m.body);
+  }
+
+  async function blob(req: IncomingMessage, res: ServerResponse, ctx: RequestContext, r: Extract<ApiRoute, { kind: 'blob' }>, query: URLSearchParams | undefined): Promise<void> {
+    validateDigest(r.digest);
+    const up = route(r.name, query);
+    ctx.upstream = up.upstream;
+    const common = (): void => {
+      res.setHeader('content-type', 'application/octet-stream');
+      res.setHeader('docker-content-digest', r.digest);
+      res.setHeader('etag', `"${r.digest}"`);
+      res.setHeader('accept-ranges', 'bytes');
+      res.setHeader('cache-control', 'max-age=31536000, immutable');
+      res.setHeader('docker-distribution-api-version', API_VERSION);
+    };
+    if (req.method === 'HEAD') {
+      const h = await deps.blobs.head(up, r.digest);
+      ctx.result = h.result;
+      res.statusCode = 200;
+      common();
+      res.setHeader('content-length', h.size);
+      ctx.bytes = 0;
+      res.end();
+      return;
+    }
+    const handle = await deps.blobs.get(up, r.digest);
+    ctx.result = handle.result;
+    let range: ByteRange | undefined;
+    const rangeHeader = req.headers.range;
+    if (rangeHeader !== undefined && handle.size !== undefined) range = byteRange(rangeHeader, handle.size);
+    const stream = await handle.open(range);
+    common();
+    if (range) {
+      res.statusCode = 206;
+      res.setHeader('content-range', `bytes ${range.start}-${range.end}/${handle.size ?? '*'}`);
+      res.setHeader('content-length', range.end - range.start + 1);
+      ctx.bytes = range.end - range.start + 1;
+    } else {
+      res.statusCode = 200;
+      if (handle.size !== undefined) res.setHeader('content-length', handle.size);
+      ctx.bytes = handle.size;
+    }
+    await pipeline(stream, res);
+  }
+
+  async function tags(req: IncomingMessage, res: ServerResponse, ctx: RequestContext, r: Extract<ApiRoute, { kind: 'tags' }>, query: URLSearchParams | undefined): Promise<void> {
+    const up = route(r.name, query);
+    ctx.upstream = up.upstream;
+    const nRaw = query?.get('n');
+    let n: number | undefined;
+    if (nRaw !== null && nRaw !== undefined) {
+      if (!/^\d{1,6}$/.test(nRaw)) throw errors.paginationInvalid(`n must be a number from 0 to ${MAX_TAGS_PAGE}`);
+      n = Math.min(Number(nRaw), MAX_TAGS_PAGE);
+    }
+    const last = query?.get('last') ?? undefined;
+    const page = await deps.listing.tags(up, r.name, { n, last });
+    ctx.result = page.result;
+    const body = JSON.stringify(page.body);
+    res.statusCode = 200;
+    res.setHeader('content-type', 'application/json');
+    res.setHeader('content-length', Buffer.byteLength(body));
+    res.setHeader('docker-distribution-api-version', API_VERSION);
+    const ns = query?.get('ns');
+    if (page.next !== undefined) res.setHeader('link', `<${page.next}${ns !== null && ns !== undefined ? `&ns=${encodeURIComponent(ns)}` : ''}>; rel="next"`);
+    ctx.bytes = Buffer.byteLength(body);
+    res.end(req.method === 'HEAD' ? undefined : body);
+  }
+
+  async function referrers(req: IncomingMessage, res: ServerResponse, ctx: RequestContext, r: Extract<ApiRoute, { kind: 'referrers' }>, query: URLSearchParams | undefined): Promise<void> {
+    validateDigest(r.digest);
+    const up = route(r.name, query);
+    ctx.upstream = up.upstream;
+    const out = await deps.listing.referrers(up, r.digest, query?.get('artifactType') ?? undefined);
+    ctx.result = 'miss';
+    res.statusCode = out.status;
+    res.setHeader('content-type', out.contentType);
+    res.setHeader('content-length', out.body.byteLength);
+    res.setHeader('docker-distribution-api-version', API_VERSION);
+    ctx.bytes = out.body.byteLength;
+    res.end(req.method === 'HEAD' ? undefined : out.body);
+  }
+
+  /** Handles /v2/ requests; returns false for other paths. */
+  return async function handle(req: IncomingMessage, res: ServerResponse, ctx: RequestContext): Promise<boolean> {
+    const { path, query } = splitUrl(req.url ?? '/');
+    const r = parseApiPath(path);
+    if (r === undefined) return false;
+    const method = req.method ?? 'GET';
+    if (method !== 'GET' && method !== 'HEAD') {
+      throw errors.unsupported(r.kind === 'upload' ? 'pushing blobs' : `${method} ${r.kind === 'manifest' ? 'on manifests' : 'on this endpoint'}`);
+    }
+    switch (r.kind) {
+      case 'base': {
+        const body = '{}';
+        res.statusCode = 200;
+        res.setHeader('content-type', 'application/json');
+        res.setHeader('content-length', 2);
+        res.setHeader('docker-distribution-api-version', API_VERSION);
+        res.end(method === 'HEAD' ? undefined : body);
+        return true;
+      }
+      case 'catalog':
+        throw errors.unsupported('the catalog API');
+      case 'upload':
+        throw errors.unsupported('pushing blobs');
+      case 'manifest':
+        await manifest(req, res, ctx, r, query);
+        return true;
+      case 'blob':
+        await blob(req, res, ctx, r, query);
+        return true;
+      case 'tags':
+        await tags(req, res, ctx, r, query);
+        return true;
+      case 'referrers':
+        await referrers(req, res, ctx, r, query);
+        return true;
+    }
+  };
+}
+
+/** One satisfiable range of the blob, or a 416. Several ranges are refused: relais does not send multipart/byteranges. */
+export function byteRange(header: string, size: number): ByteRange | undefined {
+  if (header.length > 256) throw errors.rangeInvalid(header.slice(0, 64) + '…', size);
+  const parsed = parseRange(size, header, { combine: true });
+  if (parsed === -2) throw errors.rangeInvalid(header, size); // malformed
+  if (parsed === -1) throw errors.rangeInvalid(header, size); // unsatisfiable
+  if (parsed.type !== 'bytes') throw errors.rangeInvalid(header, size);
+  if (parsed.length !== 1) throw errors.rangeInvalid(header, size);
+  const first = parsed[0];
+  if (!first) return undefined;
+  return { start: first.start, end: first.end };
+}

@@ -1,0 +1,51 @@
+// The cache index: what is cached, under which names, and when it was last used. SQLite for one node
+// (sqlite.ts); the interface is async so a shared engine (PostgreSQL) can implement it for a cluster.
+
+export interface TagEntry {
+  readonly digest: string;
+  /** When the upstream last sent this mapping (ms since epoch). */
+  readonly fetchedAt: number;
+  /** When relais last confirmed it with the upstream (ms since epoch). */
+  readonly checkedAt: number;
+}
+
+export interface ContentEntry {
+  readonly digest: string;
+  readonly size: number;
+  /** Set for manifests (their Content-Type), undefined for blobs. */
+  readonly mediaType: string | undefined;
+  readonly createdAt: number;
+  readonly lastAccess: number;
+}
+
+export interface ManifestRecord {
+  readonly upstream: string;
+  readonly repo: string;
+  readonly digest: string;
+  readonly size: number;
+  readonly mediaType: string;
+  /** Blobs and child manifests it references (config, layers, index children, subject). */
+  readonly references: readonly string[];
+  /** Set when the manifest was fetched by tag. */
+  readonly tag?: string | undefined;
+  readonly now: number;
+}
+
+export interface CacheIndex {
+  getTag(upstream: string, repo: string, tag: string): Promise<TagEntry | undefined>;
+  /** Records that the upstream confirmed the tag still points to its digest. */
+  markTagChecked(upstream: string, repo: string, tag: string, now: number): Promise<void>;
+  deleteTag(upstream: string, repo: string, tag: string): Promise<void>;
+  listTags(upstream: string, repo: string): Promise<string[]>;
+  /** Stores a manifest's metadata, its references, its repository link and (optionally) its tag, at once. */
+  putManifest(m: ManifestRecord): Promise<void>;
+  putBlob(digest: string, size: number, now: number): Promise<void>;
+  getContent(digest: string): Promise<ContentEntry | undefined>;
+  /** Links content to a repository: relais serves a digest under a name only once the upstream showed it there. */
+  linkContent(upstream: string, repo: string, digests: readonly string[]): Promise<void>;
+  isLinked(upstream: string, repo: string, digest: string): Promise<boolean>;
+  /** Notes a use of the content (batched; refreshed on every hit). */
+  touch(digest: string, now: number): void;
+  flush(): Promise<void>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,20 @@
+// Structured logs (pino): one JSON line per request, plus lifecycle and failure events.
+// Secrets never reach a log line: relais never logs request headers, and redacts known secret fields.
+import { pino, type Logger } from 'pino';
+
+export type { Logger };
+
+export function createLogger(level: string, destination?: NodeJS.WritableStream): Logger {
+  return pino(
+    {
+      level,
+      base: { service: 'relais' },
+      timestamp: pino.stdTimeFunctions.isoTime,
+      redact: {
+        paths: ['password', '*.password', 'authorization', '*.authorization', 'token', '*.token', 'headers.authorization', 'config.upstreams.*.password'],
+        censor: '[redacted]',
+      },
+    },
+    destination ?? pino.destination({ dest: 1, sync: false, minLength: 4096 }),
+  );
+}

@@ -1,0 +1,215 @@
+// Blobs: one content-addressed store shared by every upstream and repository.
+// A hit streams from storage; a miss starts (or joins) the single download of that digest.
+import { open } from 'node:fs/promises';
+import { join } from 'node:path';
+import { randomUUID } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { errors, RelaisError } from '../errors.js';
+import type { CacheIndex } from '../index/index.js';
+import { blobKey, StorageNotFound, type ByteRange, type StorageDriver } from '../storage/driver.js';
+import { header, type UpstreamClient } from '../upstream/client.js';
+import { BlobDownload } from './download.js';
+import type { UpstreamRoute } from './routing.js';
+
+export type CacheResult = 'hit' | 'miss' | 'join' | 'stale' | 'revalidated' | 'negative';
+
+export interface BlobHandle {
+  readonly digest: string;
+  /** Undefined only while an upstream that sent no length is still streaming. */
+  readonly size: number | undefined;
+  readonly result: CacheResult;
+  /** The bytes, or a range of them; the stream errors if the download fails. */
+  open(range?: ByteRange, signal?: AbortSignal): Promise<Readable>;
+}
+
+export interface BlobServiceOptions {
+  readonly storage: StorageDriver;
+  readonly index: CacheIndex;
+  readonly upstreams: ReadonlyMap<string, UpstreamClient>;
+  /** Local directory for spool files (same filesystem as storage for the filesystem driver). */
+  readonly spoolDir: string;
+  readonly attempts: (upstream: string) => number;
+  readonly observer?: BlobObserver;
+}
+
+export interface BlobObserver {
+  downloadStarted?(d: BlobDownload): void;
+  downloadEnded?(d: BlobDownload): void;
+  bytesFetched?(upstream: string, bytes: number): void;
+  event?(event: string, detail: Record<string, unknown>): void;
+}
+
+/** How much a follower reads from the spool at a time. */
+const FOLLOW_CHUNK = 1024 * 1024;
+
+export class BlobService {
+  /** Downloads in flight, by digest: the single-flight table. */
+  readonly inflight = new Map<string, BlobDownload>();
+
+  constructor(private readonly opts: BlobServiceOptions) {}
+
+  private upstream(name: string): UpstreamClient {
+    const u = this.opts.upstreams.get(name);
+    if (!u) throw errors.internal(`upstream ${name} is not configured`);
+    return u;
+  }
+
+  /** Checks that the upstream serves this digest under this repository before relais does. */
+  private async ensureLinked(route: UpstreamRoute, digest: string, signal?: AbortSignal): Promise<void> {
+    if (await this.opts.index.isLinked(route.upstream, route.repo, digest)) return;
+    const res = await this.upstream(route.upstream).send({ method: 'HEAD', repo: route.repo, path: `/v2/${route.repo}/blobs/${digest}`, signal });
+    res.body.destroy();
+    if (res.status === 200) {
+      await this.opts.index.linkContent(route.upstream, route.repo, [digest]);
+      return;
+    }
+    if (res.status === 404) throw errors.blobUnknown(route.repo, digest);
+    throw new RelaisError('UPSTREAM_ERROR', `upstream ${route.upstream} answered ${res.status} to HEAD blob`, { status: 502 });
+  }
+
+  /** Metadata only: cached size, an in-flight download's size, or the upstream's HEAD (nothing is fetched). */
+  async head(route: UpstreamRoute, digest: string, signal?: AbortSignal): Promise<{ size: number; result: CacheResult }> {
+    const cached = await this.opts.index.getContent(digest);
+    if (cached) {
+      await this.ensureLinked(route, digest, signal);
+      return { size: cached.size, result: 'hit' };
+    }
+    const res = await this.upstream(route.upstream).send({ method: 'HEAD', repo: route.repo, path: `/v2/${route.repo}/blobs/${digest}`, signal });
+    res.body.destroy();
+    if (res.status === 404) throw errors.blobUnknown(route.repo, digest);
+    if (res.status !== 200) throw new RelaisError('UPSTREAM_ERROR', `upstream ${route.upstream} answered ${res.status} to HEAD blob`, { status: 502 });
+    const len = Number(header(res.headers, 'content-length'));
+    if (!Number.isSafeInteger(len) || len < 0) throw new RelaisError('UPSTREAM_ERROR', `upstream ${route.upstream} sent no Content-Length for blob`, { status: 502 });
+    await this.opts.index.linkContent(route.upstream, route.repo, [digest]);
+    return { size: len, result: 'miss' };
+  }
+
+  async get(route: UpstreamRoute, digest: string, signal?: AbortSignal): Promise<BlobHandle> {
+    const key = blobKey(digest);
+    const cached = await this.opts.index.getContent(digest);
+    if (cached) {
+      await this.ensureLinked(route, digest, signal);
+      this.opts.index.touch(digest, Date.now());
+      return {
+        digest,
+        size: cached.size,
+        result: 'hit',
+        open: async (range, sig) => {
+          try {
+            return await this.opts.storage.reader(key, range, sig);
+          } catch (e) {
+            if (e instanceof StorageNotFound) throw errors.blobUnknown(route.repo, digest);
+            throw e;
+          }
+        },
+      };
+    }
+    let dl = this.inflight.get(digest);
+    let result: CacheResult = 'join';
+    if (dl) {
+      await this.ensureLinked(route, digest, signal);
+    } else {
+      dl = this.startDownload(route, digest);
+      result = 'miss';
+    }
+    await dl.headers();
+    const download = dl;
+    return {
+      digest,
+      size: download.size,
+      result,
+      open: (range) => Promise.resolve(this.follow(download, key, range)),
+    };
+  }
+
+  private startDownload(route: UpstreamRoute, digest: string): BlobDownload {
+    const upstream = this.upstream(route.upstream);
+    const obs = this.opts.observer;
+    const dl = new BlobDownload({
+      digest,
+      upstream,
+      repo: route.repo,
+      spoolPath: join(this.opts.spoolDir, `${digest.replace(':', '-')}.${randomUUID().slice(0, 8)}.part`),
+      attempts: this.opts.attempts(route.upstream),
+      commit: async (spool, size) => {
+        await this.opts.storage.importFile(blobKey(digest), spool);
+        const now = Date.now();
+        await this.opts.index.putBlob(digest, size, now);
+        await this.opts.index.linkContent(route.upstream, route.repo, [digest]);
+      },
+      onProgress: (n) => obs?.bytesFetched?.(route.upstream, n),
+      onEvent: (event, detail) => obs?.event?.(event, detail),
+    });
+    this.inflight.set(digest, dl);
+    obs?.downloadStarted?.(dl);
+    void dl.done
+      .catch(() => undefined)
+      .finally(() => {
+        if (this.inflight.get(digest) === dl) this.inflight.delete(digest);
+        obs?.downloadEnded?.(dl);
+      });
+    return dl;
+  }
+
+  /**
+   * A stream that follows a download's spool file as it grows. The final byte of the requested range is
+   * only sent once the digest is verified; if the download fails, the stream errors (the client's response
+   * is destroyed, never completed).
+   */
+  private follow(dl: BlobDownload, key: string, range?: ByteRange): Readable {
+    const storage = this.opts.storage;
+    async function* gen(): AsyncGenerator<Buffer> {
+      let pos = range?.start ?? 0;
+      const endExclusive = range ? range.end + 1 : undefined;
+      let fh;
+      try {
+        fh = await open(dl.spoolPath, 'r');
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+      }
+      if (!fh) {
+        // Committed (renamed away) or failed between the lookup and now.
+        if (dl.state === 'failed') throw dl.error ?? errors.internal('download failed');
+        await dl.done;
+        const size = dl.size ?? 0;
+        yield* storageRead(await storage.reader(key, { start: pos, end: (endExclusive ?? size) - 1 }));
+        return;
+      }
+      try {
+        for (;;) {
+          const state = dl.state;
+          if (state === 'failed') throw dl.error ?? errors.internal('download failed');
+          const total = endExclusive ?? (state === 'committed' ? dl.written : Infinity);
+          if (pos >= total) return;
+          // While unverified, hold back the response's last byte.
+          const allowed = state === 'committed' ? Math.min(dl.written, total) : Math.min(dl.written, total - 1);
+          if (pos < allowed) {
+            const n = Math.min(allowed - pos, FOLLOW_CHUNK);
+            const buf = Buffer.allocUnsafe(n);
+            const { bytesRead } = await fh.read(buf, 0, n, pos);
+            if (bytesRead === 0) throw errors.internal('spool file shorter than written');
+            pos += bytesRead;
+            yield bytesRead === n ? buf : buf.subarray(0, bytesRead);
+            continue;
+          }
+          // Nothing new to send: sleep until the download writes more or ends (no await since `state` was read).
+          await dl.changed();
+        }
+      } finally {
+        await fh.close();
+      }
+    }
+    return Readable.from(gen(), { objectMode: false, highWaterMark: FOLLOW_CHUNK });
+  }
+
+  /** Cancels every download (shutdown). Their spool files are removed. */
+  async cancelAll(): Promise<void> {
+    const all = [...this.inflight.values()];
+    for (const d of all) d.cancel();
+    await Promise.allSettled(all.map((d) => d.done));
+  }
+}
+
+async function* storageRead(stream: Readable): AsyncGenerator<Buffer> {
+  for await (const chunk of stream) yield chunk as Buffer;
+}

@@ -1,0 +1,200 @@
+// One upstream download of one blob, shared by every client that wants it (single-flight).
+//
+// The bytes are spooled to a temp file while they are hashed. Clients follow the spool as it grows, so
+// nobody waits for the whole blob before the first byte, and the download belongs to no client: it goes on
+// when they disconnect. Only a blob whose digest matches is committed (rename into storage); on a mismatch
+// the spool is deleted and every follower is failed. Followers are never given the final byte of their
+// response before the digest is verified, so a client can never see a complete-looking transfer of wrong bytes.
+import { createHash, type Hash } from 'node:crypto';
+import { open, rm, type FileHandle } from 'node:fs/promises';
+import { RelaisError, errors } from '../errors.js';
+import type { UpstreamClient } from '../upstream/client.js';
+import { header } from '../upstream/client.js';
+import { isAbort, isTransient, toUpstreamError } from '../upstream/errors.js';
+
+export type DownloadState = 'running' | 'committed' | 'failed';
+
+export interface DownloadOptions {
+  readonly digest: string;
+  readonly upstream: UpstreamClient;
+  readonly repo: string;
+  readonly spoolPath: string;
+  /** Attempts for the body (resumed with Range where the upstream supports it). */
+  readonly attempts: number;
+  /** Moves the verified spool file into storage and records it in the index. */
+  readonly commit: (spoolPath: string, size: number) => Promise<void>;
+  readonly onProgress?: (bytes: number) => void;
+  readonly onEvent?: (event: 'resume' | 'digest_mismatch' | 'failed', detail: Record<string, unknown>) => void;
+}
+
+export class BlobDownload {
+  readonly digest: string;
+  readonly spoolPath: string;
+  readonly upstreamName: string;
+  readonly repo: string;
+  readonly startedAt = Date.now();
+  /** Total size, once the upstream said (Content-Length / Content-Range). */
+  size: number | undefined;
+  /** Bytes written to the spool so far. */
+  written = 0;
+  /** Bytes received from the upstream, including any re-sent on a resume that could not use Range. */
+  fetched = 0;
+  state: DownloadState = 'running';
+  error: RelaisError | undefined;
+  /** Resolves when committed; rejects when failed. */
+  readonly done: Promise<void>;
+
+  private readonly abort = new AbortController();
+  private wake: { promise: Promise<void>; resolve: () => void };
+  /** Resolves as soon as the size is known or the download ended. */
+  private readonly sizeKnown: Promise<void>;
+  private resolveSizeKnown!: () => void;
+
+  constructor(private readonly opts: DownloadOptions) {
+    this.digest = opts.digest;
+    this.spoolPath = opts.spoolPath;
+    this.upstreamName = opts.upstream.name;
+    this.repo = opts.repo;
+    this.wake = deferred();
+    this.sizeKnown = new Promise((r) => (this.resolveSizeKnown = r));
+    this.done = this.run();
+    // Followers observe failures through `state`; nobody must see an unhandled rejection.
+    this.done.catch(() => undefined);
+  }
+
+  /** A promise that resolves on the next progress or state change. */
+  changed(): Promise<void> {
+    return this.wake.promise;
+  }
+
+  /** Waits until the upstream's headers arrived (size known) or the download ended. */
+  async headers(): Promise<void> {
+    await this.sizeKnown;
+    if (this.state === 'failed' && this.error) throw this.error;
+  }
+
+  cancel(): void {
+    this.abort.abort();
+  }
+
+  private notify(): void {
+    const w = this.wake;
+    this.wake = deferred();
+    w.resolve();
+  }
+
+  private async run(): Promise<void> {
+    const alg = this.digest.slice(0, this.digest.indexOf(':'));
+    const hash = createHash(alg);
+    let fh: FileHandle | undefined;
+    try {
+      fh = await open(this.spoolPath, 'wx');
+      await this.fetchInto(fh, hash);
+      const actual = `${alg}:${hash.digest('hex')}`;
+      if (actual !== this.digest) {
+        this.opts.onEvent?.('digest_mismatch', { digest: this.digest, actual, upstream: this.upstreamName });
+        throw new RelaisError('UPSTREAM_DIGEST_MISMATCH', `upstream ${this.upstreamName} sent bytes for ${this.digest} that hash to ${actual}; nothing was stored`, {
+          status: 502,
+        });
+      }
+      if (this.size !== undefined && this.size !== this.written) {
+        throw new RelaisError('UPSTREAM_ERROR', `upstream ${this.upstreamName} sent ${this.written} bytes, announced ${this.size}`, { status: 502 });
+      }
+      this.size = this.written;
+      await fh.datasync();
+      await fh.close();
+      fh = undefined;
+      await this.opts.commit(this.spoolPath, this.written);
+      this.state = 'committed';
+    } catch (e) {
+      this.state = 'failed';
+      this.error = e instanceof RelaisError ? e : isAbort(e) ? new RelaisError('UPSTREAM_UNAVAILABLE', 'download cancelled (relais is shutting down)', { status: 503 }) : storageOrUpstreamError(this.upstreamName, e);
+      this.opts.onEvent?.('failed', { digest: this.digest, error: this.error.message, code: this.error.code });
+      await fh?.close().catch(() => undefined);
+      await rm(this.spoolPath, { force: true }).catch(() => undefined);
+      throw this.error;
+    } finally {
+      this.resolveSizeKnown();
+      this.notify();
+    }
+  }
+
+  private async fetchInto(fh: FileHandle, hash: Hash): Promise<void> {
+    const signal = this.abort.signal;
+    for (let attempt = 1; ; attempt++) {
+      const resumeAt = this.written;
+      try {
+        const headers: Record<string, string> = { accept: '*/*' };
+        if (resumeAt > 0) headers.range = `bytes=${resumeAt}-`;
+        const res = await this.opts.upstream.send({ method: 'GET', repo: this.repo, path: `/v2/${this.repo}/blobs/${this.digest}`, headers, signal });
+        if (res.status === 404) {
+          res.body.destroy();
+          throw errors.blobUnknown(this.repo, this.digest);
+        }
+        // Bytes of this response to drop: a resume the upstream answered with the whole blob.
+        let skip = 0;
+        if (res.status === 206 && resumeAt > 0) {
+          const cr = /^bytes (\d+)-\d+\/(\d+|\*)$/.exec(header(res.headers, 'content-range') ?? '');
+          if (cr?.[1] === undefined || Number(cr[1]) !== resumeAt) {
+            res.body.destroy();
+            throw new RelaisError('UPSTREAM_ERROR', `upstream ${this.upstreamName} answered a resume with the wrong range`, { status: 502 });
+          }
+          if (cr[2] !== undefined && cr[2] !== '*') this.size ??= Number(cr[2]);
+        } else if (res.status === 200) {
+          skip = resumeAt;
+          const len = header(res.headers, 'content-length');
+          if (len !== undefined && /^\d+$/.test(len)) this.size ??= Number(len);
+        } else {
+          res.body.destroy();
+          throw new RelaisError('UPSTREAM_ERROR', `upstream ${this.upstreamName} answered ${res.status} for blob ${this.digest}`, { status: 502 });
+        }
+        this.resolveSizeKnown();
+        for await (const chunk of res.body as AsyncIterable<Buffer>) {
+          this.fetched += chunk.byteLength;
+          let data = chunk;
+          if (skip > 0) {
+            if (data.byteLength <= skip) {
+              skip -= data.byteLength;
+              continue;
+            }
+            data = data.subarray(skip);
+            skip = 0;
+          }
+          if (this.size !== undefined && this.written + data.byteLength > this.size) {
+            throw new RelaisError('UPSTREAM_ERROR', `upstream ${this.upstreamName} sent more bytes than announced for ${this.digest}`, { status: 502 });
+          }
+          hash.update(data);
+          await fh.write(data, 0, data.byteLength, this.written);
+          this.written += data.byteLength;
+          this.opts.onProgress?.(data.byteLength);
+          this.notify();
+        }
+        if (this.size !== undefined && this.written < this.size) {
+          // The upstream closed early without an error: treat it as a broken link and resume.
+          throw Object.assign(new Error('upstream body ended early'), { code: 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH' });
+        }
+        return;
+      } catch (e) {
+        if (e instanceof RelaisError || signal.aborted || attempt >= this.opts.attempts || !isTransient(e)) throw e;
+        this.opts.onEvent?.('resume', { digest: this.digest, at: this.written, attempt, reason: (e as { code?: string }).code });
+      }
+    }
+  }
+}
+
+function deferred(): { promise: Promise<void>; resolve: () => void } {
+  let resolve!: () => void;
+  const promise = new Promise<void>((r) => (resolve = r));
+  return { promise, resolve };
+}
+
+function storageOrUpstreamError(upstream: string, e: unknown): RelaisError {
+  const code = (e as { code?: unknown }).code;
+  if (code === 'ENOSPC' || code === 'EDQUOT') {
+    return new RelaisError('STORAGE_FULL', 'the cache storage is full; the blob was not stored', { status: 503, cause: e, hint: 'free space or set storage.maxSize' });
+  }
+  if (typeof code === 'string' && (code.startsWith('E') && !code.startsWith('ECONN')) && ['EACCES', 'EROFS', 'EIO', 'EMFILE', 'ENFILE', 'EPERM'].includes(code)) {
+    return new RelaisError('STORAGE_ERROR', `the cache storage failed (${code})`, { status: 500, cause: e });
+  }
+  return toUpstreamError(upstream, e);
+}

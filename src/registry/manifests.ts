@@ -1,0 +1,294 @@
+// Manifests: by digest they are immutable once cached; by tag they are cached for the upstream's tagTtl,
+// then revalidated with HEAD (which does not count against Docker Hub's pull limit; GET does). When the
+// upstream fails, the last known digest is served up to maxStale (stale-if-error). 404s are remembered
+// for notFoundTtl. Concurrent lookups of the same tag or digest share one upstream call.
+// Bytes are served exactly as the upstream sent them: no conversion between Docker and OCI formats.
+import { createHash } from 'node:crypto';
+import { errors, RelaisError } from '../errors.js';
+import type { CacheIndex } from '../index/index.js';
+import { isStaleEligibleFailure, mayServeStale, tagFreshness, type FreshnessSettings } from '../policy/freshness.js';
+import { blobKey, type StorageDriver } from '../storage/driver.js';
+import { header, type UpstreamClient, type UpstreamResponse } from '../upstream/client.js';
+import type { CacheResult } from './blobs.js';
+import { isDigest, validateDigest } from './reference.js';
+import type { UpstreamRoute } from './routing.js';
+
+/** Every manifest type relais caches, best first. */
+export const MANIFEST_ACCEPT = [
+  'application/vnd.oci.image.index.v1+json',
+  'application/vnd.docker.distribution.manifest.list.v2+json',
+  'application/vnd.oci.image.manifest.v1+json',
+  'application/vnd.docker.distribution.manifest.v2+json',
+  'application/vnd.oci.artifact.manifest.v1+json',
+].join(', ');
+
+export interface ManifestResult {
+  readonly digest: string;
+  readonly mediaType: string;
+  readonly body: Buffer;
+  readonly result: CacheResult;
+}
+
+export interface ManifestSettings extends FreshnessSettings {
+  readonly notFoundTtl: number;
+}
+
+export interface ManifestServiceOptions {
+  readonly storage: StorageDriver;
+  readonly index: CacheIndex;
+  readonly upstreams: ReadonlyMap<string, UpstreamClient>;
+  readonly settings: (upstream: string) => ManifestSettings;
+  readonly maxManifestSize: number;
+  /** Bytes of manifests kept in memory for hot tags. */
+  readonly memoryBytes?: number;
+  readonly now?: () => number;
+}
+
+interface MemEntry {
+  readonly mediaType: string;
+  readonly body: Buffer;
+}
+
+/** A small LRU of manifest bodies by digest, bounded in bytes. */
+class ManifestMemory {
+  private readonly map = new Map<string, MemEntry>();
+  private bytes = 0;
+  constructor(private readonly limit: number) {}
+  get(digest: string): MemEntry | undefined {
+    const e = this.map.get(digest);
+    if (e) {
+      this.map.delete(digest);
+      this.map.set(digest, e);
+    }
+    return e;
+  }
+  set(digest: string, e: MemEntry): void {
+    if (e.body.byteLength > this.limit / 4) return;
+    const old = this.map.get(digest);
+    if (old) {
+      this.bytes -= old.body.byteLength;
+      this.map.delete(digest);
+    }
+    this.map.set(digest, e);
+    this.bytes += e.body.byteLength;
+    for (const [k, v] of this.map) {
+      if (this.bytes <= this.limit) break;
+      this.map.delete(k);
+      this.bytes -= v.body.byteLength;
+    }
+  }
+}
+
+/** Digests a manifest points to: config, layers, index children, subject, artifact blobs. */
+export function manifestReferences(doc: unknown): string[] {
+  const out = new Set<string>();
+  if (doc === null || typeof doc !== 'object') return [];
+  const d = doc as Record<string, unknown>;
+  const add = (x: unknown): void => {
+    if (x !== null && typeof x === 'object') {
+      const digest = (x as { digest?: unknown }).digest;
+      if (typeof digest === 'string') out.add(digest);
+    }
+  };
+  add(d.config);
+  add(d.subject);
+  for (const k of ['layers', 'manifests', 'blobs']) {
+    const arr = d[k];
+    if (Array.isArray(arr)) arr.forEach(add);
+  }
+  return [...out];
+}
+
+export class ManifestService {
+  private readonly memory: ManifestMemory;
+  private readonly pending = new Map<string, Promise<ManifestResult>>();
+  /** Remembered 404s: key -> expiry time. */
+  private readonly notFound = new Map<string, number>();
+  private readonly now: () => number;
+
+  constructor(private readonly opts: ManifestServiceOptions) {
+    this.memory = new ManifestMemory(opts.memoryBytes ?? 64 * 1024 * 1024);
+    this.now = opts.now ?? Date.now;
+  }
+
+  private upstream(name: string): UpstreamClient {
+    const u = this.opts.upstreams.get(name);
+    if (!u) throw errors.internal(`upstream ${name} is not configured`);
+    return u;
+  }
+
+  async get(route: UpstreamRoute, reference: string, signal?: AbortSignal): Promise<ManifestResult> {
+    const key = `${route.upstream}/${route.repo}:${reference}`;
+    const nf = this.notFound.get(key);
+    if (nf !== undefined) {
+      if (nf > this.now()) throw errors.manifestUnknown(route.repo, reference);
+      this.notFound.delete(key);
+    }
+    if (isDigest(reference)) {
+      validateDigest(reference);
+      const local = await this.loadLinked(route, reference);
+      if (local) return { ...local, result: 'hit' };
+      return this.coalesce(key, () => this.fetch(route, reference));
+    }
+    const entry = await this.opts.index.getTag(route.upstream, route.repo, reference);
+    const settings = this.opts.settings(route.upstream);
+    if (entry && tagFreshness(entry, this.now(), settings) === 'fresh') {
+      const local = await this.load(entry.digest);
+      if (local) {
+        this.opts.index.touch(entry.digest, this.now());
+        return { ...local, result: 'hit' };
+      }
+    }
+    return this.coalesce(key, () => this.revalidateOrFetch(route, reference, signal));
+  }
+
+  private coalesce(key: string, fn: () => Promise<ManifestResult>): Promise<ManifestResult> {
+    const existing = this.pending.get(key);
+    if (existing) return existing;
+    // The shared call must not die with the first client: it runs without the client's signal.
+    const p = fn().finally(() => this.pending.delete(key));
+    this.pending.set(key, p);
+    return p;
+  }
+
+  private async load(digest: string): Promise<{ digest: string; mediaType: string; body: Buffer } | undefined> {
+    const mem = this.memory.get(digest);
+    if (mem) return { digest, ...mem };
+    const meta = await this.opts.index.getContent(digest);
+    if (meta?.mediaType === undefined) return undefined;
+    const body = await this.opts.storage.getContent(blobKey(digest));
+    if (!body) return undefined;
+    this.memory.set(digest, { mediaType: meta.mediaType, body });
+    return { digest, mediaType: meta.mediaType, body };
+  }
+
+  private async loadLinked(route: UpstreamRoute, digest: string): Promise<{ digest: string; mediaType: string; body: Buffer } | undefined> {
+    const local = await this.load(digest);
+    if (!local) return undefined;
+    if (!(await this.opts.index.isLinked(route.upstream, route.repo, digest))) return undefined;
+    this.opts.index.touch(digest, this.now());
+    return local;
+  }
+
+  private async revalidateOrFetch(route: UpstreamRoute, tag: string, _signal?: AbortSignal): Promise<ManifestResult> {
+    const entry = await this.opts.index.getTag(route.upstream, route.repo, tag);
+    const settings = this.opts.settings(route.upstream);
+    const now = this.now();
+    if (entry && tagFreshness(entry, now, settings) === 'fresh') {
+      const local = await this.load(entry.digest);
+      if (local) return { ...local, result: 'hit' };
+    }
+    if (!entry) return this.fetch(route, tag);
+    try {
+      // Revalidate with HEAD: free against Docker Hub's pull limit.
+      const res = await this.upstream(route.upstream).send({
+        method: 'HEAD',
+        repo: route.repo,
+        path: `/v2/${route.repo}/manifests/${tag}`,
+        headers: { accept: MANIFEST_ACCEPT },
+      });
+      res.body.destroy();
+      if (res.status === 404) {
+        await this.opts.index.deleteTag(route.upstream, route.repo, tag);
+        this.rememberNotFound(route, tag);
+        throw errors.manifestUnknown(route.repo, tag);
+      }
+      if (res.status !== 200) throw new RelaisError('UPSTREAM_ERROR', `upstream ${route.upstream} answered ${res.status} to HEAD manifest`, { status: 502 });
+      const upstreamDigest = header(res.headers, 'docker-content-digest');
+      if (upstreamDigest === entry.digest) {
+        const local = await this.load(entry.digest);
+        if (local) {
+          await this.opts.index.markTagChecked(route.upstream, route.repo, tag, this.now());
+          return { ...local, result: 'revalidated' };
+        }
+      }
+      return await this.fetch(route, tag);
+    } catch (e) {
+      if (e instanceof RelaisError && isStaleEligibleFailure(e.status) && mayServeStale(entry, now, settings)) {
+        const local = await this.load(entry.digest);
+        if (local) return { ...local, result: 'stale' };
+      }
+      throw e;
+    }
+  }
+
+  private rememberNotFound(route: UpstreamRoute, reference: string): void {
+    const ttl = this.opts.settings(route.upstream).notFoundTtl;
+    if (ttl > 0) this.notFound.set(`${route.upstream}/${route.repo}:${reference}`, this.now() + ttl);
+    if (this.notFound.size > 10_000) {
+      const now = this.now();
+      for (const [k, exp] of this.notFound) if (exp <= now) this.notFound.delete(k);
+    }
+  }
+
+  /** GET from the upstream, verify, store, index. `reference` is a tag or a digest. */
+  private async fetch(route: UpstreamRoute, reference: string, signal?: AbortSignal): Promise<ManifestResult> {
+    const res = await this.upstream(route.upstream).send({
+      method: 'GET',
+      repo: route.repo,
+      path: `/v2/${route.repo}/manifests/${reference}`,
+      headers: { accept: MANIFEST_ACCEPT },
+      signal,
+    });
+    if (res.status === 404) {
+      res.body.destroy();
+      this.rememberNotFound(route, reference);
+      throw errors.manifestUnknown(route.repo, reference);
+    }
+    if (res.status !== 200) {
+      res.body.destroy();
+      throw new RelaisError('UPSTREAM_ERROR', `upstream ${route.upstream} answered ${res.status} for manifest ${route.repo}:${reference}`, { status: 502 });
+    }
+    const body = await this.readCapped(route.upstream, res);
+    const expected = isDigest(reference) ? reference : header(res.headers, 'docker-content-digest');
+    const alg = expected?.startsWith('sha512:') === true ? 'sha512' : 'sha256';
+    const digest = `${alg}:${createHash(alg).update(body).digest('hex')}`;
+    if (expected !== undefined && expected !== digest) {
+      throw new RelaisError('UPSTREAM_DIGEST_MISMATCH', `upstream ${route.upstream} sent a manifest for ${route.repo}:${reference} whose digest is ${digest}, expected ${expected}`, {
+        status: 502,
+      });
+    }
+    let doc: unknown;
+    try {
+      doc = JSON.parse(body.toString('utf8'));
+    } catch {
+      throw errors.manifestInvalid(`upstream ${route.upstream} sent a manifest that is not JSON`);
+    }
+    const declared = doc !== null && typeof doc === 'object' ? (doc as { mediaType?: unknown }).mediaType : undefined;
+    const contentType = header(res.headers, 'content-type')?.split(';')[0]?.trim();
+    const mediaType = contentType !== undefined && contentType !== '' && contentType !== 'application/json' ? contentType : typeof declared === 'string' ? declared : 'application/vnd.oci.image.manifest.v1+json';
+    await this.opts.storage.putContent(blobKey(digest), body);
+    await this.opts.index.putManifest({
+      upstream: route.upstream,
+      repo: route.repo,
+      digest,
+      size: body.byteLength,
+      mediaType,
+      references: manifestReferences(doc),
+      tag: isDigest(reference) ? undefined : reference,
+      now: this.now(),
+    });
+    this.memory.set(digest, { mediaType, body });
+    return { digest, mediaType, body, result: 'miss' };
+  }
+
+  private async readCapped(upstream: string, res: UpstreamResponse): Promise<Buffer> {
+    const max = this.opts.maxManifestSize;
+    const len = Number(header(res.headers, 'content-length'));
+    if (Number.isFinite(len) && len > max) {
+      res.body.destroy();
+      throw errors.manifestInvalid(`upstream ${upstream} sent a manifest of ${len} bytes, over the ${max}-byte limit (server.maxManifestSize)`);
+    }
+    const chunks: Buffer[] = [];
+    let total = 0;
+    for await (const c of res.body as AsyncIterable<Buffer>) {
+      total += c.byteLength;
+      if (total > max) {
+        res.body.destroy();
+        throw errors.manifestInvalid(`upstream ${upstream} sent a manifest over the ${max}-byte limit (server.maxManifestSize)`);
+      }
+      chunks.push(c);
+    }
+    return Buffer.concat(chunks, total);
+  }
+}

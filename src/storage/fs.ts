@@ -1,0 +1,161 @@
+// The filesystem driver (default). Writes go to a temp file in the same filesystem, then rename():
+// a reader never sees a partial object, and a crash leaves only temp files that gc removes.
+import { createReadStream } from 'node:fs';
+import { mkdir, open, readdir, readFile, rename, rm, stat, statfs, type FileHandle } from 'node:fs/promises';
+import { dirname, join, relative, sep } from 'node:path';
+import { randomUUID } from 'node:crypto';
+import type { Readable } from 'node:stream';
+import { StorageNotFound, type ByteRange, type StatInfo, type StorageDriver, type StorageWriter } from './driver.js';
+
+const TMP_DIR = '_tmp';
+
+export class FilesystemDriver implements StorageDriver {
+  readonly name = 'filesystem';
+  private readonly madeDirs = new Set<string>();
+
+  constructor(readonly root: string) {}
+
+  /** The local path of a key: keys are validated so they cannot leave the root. */
+  path(key: string): string {
+    if (key === '' || key.startsWith('/') || key.split('/').some((p) => p === '' || p === '.' || p === '..') || key.includes('\0')) {
+      throw new Error(`storage: invalid key ${JSON.stringify(key)}`);
+    }
+    return join(this.root, ...key.split('/'));
+  }
+
+  /** Where temp files live (same filesystem as the objects, so rename is atomic). */
+  get tmpDir(): string {
+    return join(this.root, TMP_DIR);
+  }
+
+  async tempPath(): Promise<string> {
+    await this.ensureDir(this.tmpDir);
+    return join(this.tmpDir, randomUUID());
+  }
+
+  private async ensureDir(dir: string): Promise<void> {
+    if (this.madeDirs.has(dir)) return;
+    await mkdir(dir, { recursive: true });
+    this.madeDirs.add(dir);
+  }
+
+  async stat(key: string): Promise<StatInfo | undefined> {
+    try {
+      const s = await stat(this.path(key));
+      return { size: s.size, modTime: s.mtime };
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw e;
+    }
+  }
+
+  async getContent(key: string, signal?: AbortSignal): Promise<Buffer | undefined> {
+    try {
+      return await readFile(this.path(key), { signal });
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw e;
+    }
+  }
+
+  async putContent(key: string, data: Uint8Array): Promise<void> {
+    const w = await this.writer(key);
+    try {
+      await w.write(data);
+      await w.commit();
+    } catch (e) {
+      await w.cancel();
+      throw e;
+    }
+  }
+
+  async reader(key: string, range?: ByteRange): Promise<Readable> {
+    const p = this.path(key);
+    // Open first so a missing key is an error here, not on the stream.
+    let fh: FileHandle;
+    try {
+      fh = await open(p, 'r');
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new StorageNotFound(key);
+      throw e;
+    }
+    return createReadStream('', {
+      fd: fh,
+      highWaterMark: 1024 * 1024,
+      ...(range ? { start: range.start, end: range.end } : {}),
+    });
+  }
+
+  async writer(key: string): Promise<StorageWriter> {
+    const target = this.path(key);
+    const tmp = await this.tempPath();
+    const fh = await open(tmp, 'wx');
+    let size = 0;
+    let closed = false;
+    const close = async (): Promise<void> => {
+      if (!closed) {
+        closed = true;
+        await fh.close();
+      }
+    };
+    return {
+      get size() {
+        return size;
+      },
+      write: async (chunk) => {
+        await fh.write(chunk);
+        size += chunk.byteLength;
+      },
+      commit: async () => {
+        await fh.datasync();
+        await close();
+        await this.ensureDir(dirname(target));
+        await rename(tmp, target);
+      },
+      cancel: async () => {
+        await close();
+        await rm(tmp, { force: true });
+      },
+    };
+  }
+
+  async importFile(key: string, localPath: string): Promise<void> {
+    const target = this.path(key);
+    await this.ensureDir(dirname(target));
+    await rename(localPath, target);
+  }
+
+  async delete(key: string): Promise<void> {
+    await rm(this.path(key), { force: true });
+  }
+
+  async *list(prefix: string): AsyncIterable<{ key: string; size: number; modTime: Date }> {
+    const start = prefix === '' ? this.root : this.path(prefix.replace(/\/$/, ''));
+    const walk = async function* (dir: string, root: string): AsyncGenerator<{ key: string; size: number; modTime: Date }> {
+      let entries;
+      try {
+        entries = await readdir(dir, { withFileTypes: true });
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
+        throw e;
+      }
+      for (const e of entries) {
+        const p = join(dir, e.name);
+        if (e.isDirectory()) {
+          if (dir === root && e.name === TMP_DIR) continue;
+          yield* walk(p, root);
+        } else if (e.isFile()) {
+          const s = await stat(p).catch(() => undefined);
+          if (s) yield { key: relative(root, p).split(sep).join('/'), size: s.size, modTime: s.mtime };
+        }
+      }
+    };
+    yield* walk(start, this.root);
+  }
+
+  async freeSpace(): Promise<number | undefined> {
+    await this.ensureDir(this.root);
+    const s = await statfs(this.root);
+    return s.bavail * s.bsize;
+  }
+}

@@ -1,0 +1,227 @@
+// The upstream client: one per configured upstream. It owns the connection pool, authentication,
+// redirects, timeouts, retries and the circuit breaker (each a separate, named setting), and reports
+// failures as RelaisErrors (502/503/504). It knows the registry HTTP API paths, nothing about caching.
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Agent, request, type Dispatcher } from 'undici';
+import { RelaisError } from '../errors.js';
+import { CircuitBreaker, parseRetryAfter } from '../policy/circuit-breaker.js';
+import type { UpstreamConfig } from '../config/schema.js';
+import { isPrivateHost } from './address.js';
+import { TokenService } from './auth.js';
+import { parseChallenges } from './challenge.js';
+import { classifyFailure, isAbort, isTransient, toUpstreamError, type UpstreamFailureKind } from './errors.js';
+
+export type UpstreamBody = Dispatcher.ResponseData['body'];
+
+export interface UpstreamResponse {
+  readonly status: number;
+  readonly headers: Readonly<Record<string, string | string[] | undefined>>;
+  readonly body: UpstreamBody;
+}
+
+export interface UpstreamRequest {
+  readonly method: 'GET' | 'HEAD';
+  /** Repository at the upstream, for the auth scope. */
+  readonly repo: string;
+  /** Path and query below the upstream's base URL, e.g. /v2/library/alpine/manifests/3.20 */
+  readonly path: string;
+  readonly headers?: Readonly<Record<string, string>>;
+  readonly signal?: AbortSignal | undefined;
+}
+
+/** What the client reports about each upstream exchange (for metrics and logs). */
+export interface UpstreamObserver {
+  onExchange?(upstream: string, method: string, outcome: number | UpstreamFailureKind, seconds: number): void;
+  onHeaders?(upstream: string, headers: Readonly<Record<string, string | string[] | undefined>>): void;
+}
+
+const MAX_REDIRECTS = 5;
+
+export function header(h: Readonly<Record<string, string | string[] | undefined>>, name: string): string | undefined {
+  const v = h[name];
+  return Array.isArray(v) ? v[0] : v;
+}
+
+export class UpstreamClient {
+  readonly name: string;
+  readonly baseUrl: URL;
+  readonly breaker: CircuitBreaker;
+  private readonly dispatcher: Agent;
+  private readonly tokens: TokenService;
+  private readonly cfg: UpstreamConfig;
+  private readonly observer: UpstreamObserver;
+
+  constructor(name: string, cfg: UpstreamConfig, observer: UpstreamObserver = {}) {
+    this.name = name;
+    this.cfg = cfg;
+    this.observer = observer;
+    this.baseUrl = new URL(cfg.url.replace(/\/+$/, ''));
+    this.dispatcher = new Agent({
+      connect: { timeout: cfg.timeouts.connect },
+      headersTimeout: cfg.timeouts.headers,
+      bodyTimeout: cfg.timeouts.idle,
+      keepAliveTimeout: 30_000,
+      connections: 64,
+    });
+    this.breaker = new CircuitBreaker({ failures: cfg.circuitBreaker.failures, cooldownMs: cfg.circuitBreaker.cooldown });
+    const credentials = cfg.username !== undefined && cfg.password !== undefined ? { username: cfg.username, password: cfg.password } : undefined;
+    this.tokens = new TokenService({
+      upstream: name,
+      credentials,
+      dispatcher: this.dispatcher,
+      headersTimeout: cfg.timeouts.headers,
+      bodyTimeout: cfg.timeouts.idle,
+      checkUrl: (u) => this.checkTarget(u),
+    });
+  }
+
+  /** The upstream URL for a path (never carries credentials). */
+  url(path: string): URL {
+    return new URL(this.baseUrl.pathname.replace(/\/$/, '') + path, this.baseUrl);
+  }
+
+  /** Refuses hosts an upstream may not send relais to (private ranges), unless it is the upstream itself. */
+  checkTarget(u: URL): void {
+    if (u.protocol !== 'http:' && u.protocol !== 'https:') {
+      throw new RelaisError('UPSTREAM_ERROR', `upstream ${this.name} redirected to a non-HTTP URL`, { status: 502 });
+    }
+    if (u.hostname === this.baseUrl.hostname || this.cfg.allowPrivateRedirects) return;
+    if (isPrivateHost(u.hostname)) {
+      throw new RelaisError('UPSTREAM_ERROR', `upstream ${this.name} sent relais to a private address (${u.hostname}); refused`, {
+        status: 502,
+        hint: `set upstreams.${this.name}.allowPrivateRedirects: true if this is intended`,
+      });
+    }
+  }
+
+  /**
+   * Sends a request with auth, redirects and retries. Returns any response the caller must interpret
+   * (2xx, 3xx not followed, 404...). Throws RelaisError for failures: unreachable, timeouts, 5xx and 429
+   * after retries, refused credentials, an open circuit. The caller must consume or destroy the body.
+   */
+  async send(req: UpstreamRequest): Promise<UpstreamResponse> {
+    const attempts = this.cfg.retries.attempts;
+    let lastError: unknown;
+    for (let attempt = 1; attempt <= attempts; attempt++) {
+      if (!this.breaker.tryAcquire()) {
+        const wait = this.breaker.retryAfterMs();
+        throw new RelaisError('UPSTREAM_UNAVAILABLE', `upstream ${this.name} is failing; circuit open, next try in ${Math.ceil(wait / 1000)}s`, {
+          status: 503,
+          headers: { 'retry-after': String(Math.max(1, Math.ceil(wait / 1000))) },
+        });
+      }
+      try {
+        const res = await this.sendOnce(req);
+        if (res.status === 429 || res.status >= 500) {
+          const retryAfter = parseRetryAfter(header(res.headers, 'retry-after'));
+          res.body.destroy();
+          lastError = statusError(this.name, res.status, retryAfter);
+          const canRetry = attempt < attempts && res.status !== 501 && (retryAfter === undefined || retryAfter <= this.cfg.retries.maxRetryAfter);
+          if (retryAfter === undefined && res.status !== 429) this.breaker.onFailure();
+          if (canRetry) {
+            await sleep(retryAfter ?? this.backoff(attempt), undefined, { signal: req.signal });
+            continue;
+          }
+          // The upstream asked for a pause longer than relais will hold a client: stop calling it until then.
+          if (retryAfter !== undefined || res.status === 429) this.breaker.backOff(retryAfter ?? this.cfg.circuitBreaker.cooldown);
+          throw lastError;
+        }
+        this.breaker.onSuccess();
+        return res;
+      } catch (e) {
+        if (isAbort(e) && req.signal?.aborted === true) throw e;
+        // Auth, protocol and status errors are final here (status retries happen above).
+        if (e instanceof RelaisError) throw e;
+        this.breaker.onFailure();
+        lastError = e;
+        if (attempt < attempts && isTransient(e)) {
+          await sleep(this.backoff(attempt), undefined, { signal: req.signal });
+          continue;
+        }
+        throw toUpstreamError(this.name, e);
+      }
+    }
+    throw toUpstreamError(this.name, lastError);
+  }
+
+  private backoff(attempt: number): number {
+    return this.cfg.retries.backoff * 2 ** (attempt - 1);
+  }
+
+  /** One exchange: auth (answering one challenge), then up to MAX_REDIRECTS redirects. */
+  private async sendOnce(req: UpstreamRequest): Promise<UpstreamResponse> {
+    let url = this.url(req.path);
+    let authorization = await this.tokens.authorizationFor(req.repo, req.signal);
+    let answeredChallenge = false;
+    for (let hop = 0; hop <= MAX_REDIRECTS; hop++) {
+      const sameHost = url.host === this.baseUrl.host;
+      const headers: Record<string, string> = { 'user-agent': 'relais', ...req.headers };
+      // The upstream's Authorization never goes to another host (CDN redirects carry signed URLs).
+      if (sameHost && authorization !== undefined) headers.authorization = authorization;
+      const started = performance.now();
+      let res: Dispatcher.ResponseData;
+      try {
+        res = await request(url, { method: req.method, headers, dispatcher: this.dispatcher, signal: req.signal });
+      } catch (e) {
+        this.observer.onExchange?.(this.name, req.method, classifyFailure(e), (performance.now() - started) / 1000);
+        throw e;
+      }
+      this.observer.onExchange?.(this.name, req.method, res.statusCode, (performance.now() - started) / 1000);
+      if (sameHost) this.observer.onHeaders?.(this.name, res.headers);
+      if (res.statusCode === 401 && sameHost && !answeredChallenge) {
+        res.body.destroy();
+        answeredChallenge = true;
+        authorization = await this.tokens.answer(parseChallenges(res.headers['www-authenticate']), req.repo, req.signal);
+        if (authorization === undefined) throw deniedError(this.name, req.repo, this.cfg.username !== undefined);
+        hop--;
+        continue;
+      }
+      if (res.statusCode === 401 || res.statusCode === 403) {
+        res.body.destroy();
+        throw deniedError(this.name, req.repo, this.cfg.username !== undefined);
+      }
+      if ([301, 302, 303, 307, 308].includes(res.statusCode)) {
+        const location = header(res.headers, 'location');
+        res.body.destroy();
+        if (location === undefined) throw new RelaisError('UPSTREAM_ERROR', `upstream ${this.name} sent a redirect without Location`, { status: 502 });
+        const next = new URL(location, url);
+        this.checkTarget(next);
+        url = next;
+        continue;
+      }
+      return { status: res.statusCode, headers: res.headers, body: res.body };
+    }
+    throw new RelaisError('UPSTREAM_ERROR', `upstream ${this.name}: too many redirects`, { status: 502 });
+  }
+
+  async close(): Promise<void> {
+    await this.dispatcher.close();
+  }
+}
+
+function statusError(upstream: string, status: number, retryAfterMs: number | undefined): RelaisError {
+  const headers = retryAfterMs === undefined ? undefined : { 'retry-after': String(Math.max(1, Math.ceil(retryAfterMs / 1000))) };
+  if (status === 429) {
+    return new RelaisError('TOOMANYREQUESTS', `upstream ${upstream} is rate-limiting relais (429)`, {
+      status: 503,
+      ...(headers ? { headers } : {}),
+      hint: 'configure credentials for this upstream to raise its limit, or wait',
+    });
+  }
+  return new RelaisError(status === 503 ? 'UPSTREAM_UNAVAILABLE' : 'UPSTREAM_ERROR', `upstream ${upstream} answered ${status}`, {
+    status: status === 503 || status === 504 ? status : 502,
+    ...(headers ? { headers } : {}),
+  });
+}
+
+function deniedError(upstream: string, repo: string, hasCredentials: boolean): RelaisError {
+  // Registries answer 401 both for private and for missing repositories (Docker Hub does): to the client
+  // this is "not found", with a hint for the operator.
+  return new RelaisError('NAME_UNKNOWN', `repository ${repo} not found at upstream ${upstream} (or access denied)`, {
+    status: 404,
+    detail: { name: repo },
+    hint: hasCredentials ? `the configured credentials for ${upstream} have no pull access to ${repo}` : `if ${repo} is private, configure upstreams.${upstream}.username/password`,
+  });
+}
+
+export { classifyFailure };
