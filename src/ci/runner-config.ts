@@ -1,0 +1,223 @@
+// `relais ci runner-config`: adds relais as the Docker Hub mirror of the dind service for
+// every docker-executor [[runners]] of a GitLab Runner config.toml. Edits go through
+// toml-patch, which keeps the user's comments, order and layout; applying the plan to its
+// own output changes nothing (idempotent).
+
+import { parse, patch } from '@decimalturn/toml-patch';
+import { RelaisError } from '../errors.js';
+import { normalizeMirror } from './gitlab-yaml.js';
+
+export type MirrorVia = 'service' | 'volume';
+
+export interface RunnerConfigOptions {
+  readonly mirror: string;
+  /** service: a [[runners.docker.services]] dind entry with --registry-mirror; volume: mount a daemon.json into dind. */
+  readonly via: MirrorVia;
+  /** Host path of the daemon.json mounted into dind (via volume). */
+  readonly daemonJsonPath: string;
+  /** Share /certs/client between dind and the job (TLS on 2376). Default true. */
+  readonly tls?: boolean;
+  /** dind image for a new service entry (via service). */
+  readonly dindImage?: string;
+}
+
+export interface RunnerReport {
+  readonly index: number;
+  readonly name: string;
+  readonly executor: string;
+  /** What was (or, with --check, would be) changed. Empty when already configured. */
+  readonly changes: readonly string[];
+  /** Set when this runner was left alone, and why. */
+  readonly skipped?: string;
+  /** Problems the command does not fix by itself (e.g. privileged = false). */
+  readonly warnings: readonly string[];
+}
+
+export interface RunnerConfigPlan {
+  readonly output: string;
+  readonly changed: boolean;
+  readonly runners: readonly RunnerReport[];
+  /** The daemon.json to write next to config.toml (via volume). */
+  readonly daemonJson?: string;
+}
+
+export const DOCKER_EXECUTORS: readonly string[] = ['docker', 'docker+machine', 'docker-autoscaler'];
+const DIND_DAEMON_JSON = '/etc/docker/daemon.json';
+
+type Table = Record<string, unknown>;
+
+function isTable(v: unknown): v is Table {
+  return typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Date);
+}
+
+function stringArray(v: unknown): string[] | undefined {
+  if (!Array.isArray(v)) return undefined;
+  const out: string[] = [];
+  for (const x of v) if (typeof x === 'string') out.push(x);
+  return out.length === v.length ? out : undefined;
+}
+
+/** Parses config.toml, turning syntax errors into a RelaisError that says where. */
+export function parseRunnerConfig(text: string, file = 'config.toml'): Table {
+  let parsed: unknown;
+  try {
+    parsed = parse(text);
+  } catch (e) {
+    throw new RelaisError('CONFIG_INVALID', `${file} is not valid TOML: ${e instanceof Error ? e.message : String(e)}`, {
+      status: 400,
+      hint: 'fix the file (gitlab-runner would not start with it either) and run the command again',
+    });
+  }
+  if (!isTable(parsed)) throw new RelaisError('CONFIG_INVALID', `${file} is not a TOML table`, { status: 400 });
+  return parsed;
+}
+
+/** The runners of a parsed config.toml (an empty list when it has none). */
+export function runnersOf(config: Table): Table[] {
+  const r = config['runners'];
+  if (!Array.isArray(r)) return [];
+  return r.filter(isTable);
+}
+
+/** True for service images that run dind (docker:dind, docker:27-dind, registry/x/docker:dind...). */
+export function isDindImage(name: string): boolean {
+  const withoutDigest = name.split('@')[0] ?? name;
+  const lastSlash = withoutDigest.lastIndexOf('/');
+  const tail = withoutDigest.slice(lastSlash + 1);
+  return /dind/.test(tail);
+}
+
+/** The daemon.json relais wants dind to load (via volume). */
+export function daemonJsonFor(mirror: string): string {
+  const m = normalizeMirror(mirror);
+  const u = new URL(m);
+  const json: Record<string, string[]> = { 'registry-mirrors': [m] };
+  // dockerd talks plain HTTP to a registry only when told it is insecure.
+  if (u.protocol === 'http:') json['insecure-registries'] = [u.host];
+  return `${JSON.stringify(json, null, 2)}\n`;
+}
+
+/** Computes the new config.toml text and a report (pure: no file is read or written). */
+export function planRunnerConfig(text: string, options: RunnerConfigOptions): RunnerConfigPlan {
+  const mirror = normalizeMirror(options.mirror);
+  const config = parseRunnerConfig(text);
+  const runners = runnersOf(config);
+  const reports: RunnerReport[] = [];
+  const tls = options.tls ?? true;
+  const mirrorArg = `--registry-mirror=${mirror}`;
+  const mount = `${options.daemonJsonPath}:${DIND_DAEMON_JSON}:ro`;
+
+  runners.forEach((runner, index) => {
+    const name = typeof runner['name'] === 'string' ? runner['name'] : `#${index + 1}`;
+    const executor = typeof runner['executor'] === 'string' ? runner['executor'] : '(none)';
+    if (!DOCKER_EXECUTORS.includes(executor)) {
+      reports.push({ index, name, executor, changes: [], warnings: [], skipped: `executor "${executor}" runs no dind service` });
+      return;
+    }
+    const changes: string[] = [];
+    const warnings: string[] = [];
+    const docker = runner['docker'];
+    if (!isTable(docker) || docker['privileged'] !== true) {
+      reports.push({
+        index,
+        name,
+        executor,
+        changes: [],
+        warnings: [],
+        skipped: 'not privileged, so it cannot run dind (set privileged = true in [runners.docker] first)',
+      });
+      return;
+    }
+    const d = docker;
+
+    const volumes = stringArray(d['volumes']) ?? [];
+    const newVolumes = [...volumes];
+    if (tls && !volumes.some((v) => v.split(':')[0] === '/certs/client')) {
+      newVolumes.push('/certs/client');
+      changes.push('volumes += "/certs/client" (dind writes its TLS client certificates there for the job)');
+    }
+
+    const services = Array.isArray(d['services']) ? (d['services'] as unknown[]) : [];
+    const dindServices = services.filter(
+      (s): s is Table => isTable(s) && typeof s['name'] === 'string' && isDindImage(s['name']),
+    );
+
+    if (options.via === 'volume') {
+      const existing = newVolumes.findIndex((v) => v.split(':')[1] === DIND_DAEMON_JSON);
+      if (existing === -1) {
+        newVolumes.push(mount);
+        changes.push(`volumes += "${mount}" (dind loads the mirror from daemon.json)`);
+      } else if (newVolumes[existing] !== mount) {
+        changes.push(`volumes: "${newVolumes[existing] ?? ''}" -> "${mount}"`);
+        newVolumes[existing] = mount;
+      }
+      for (const s of dindServices) {
+        const cmd = stringArray(s['command']) ?? [];
+        const others = cmd.filter((a) => !a.startsWith('--registry-mirror'));
+        if (others.length !== cmd.length) {
+          // dockerd refuses to start when a flag and daemon.json both set registry-mirrors.
+          s['command'] = others;
+          changes.push(`service "${String(s['name'])}": --registry-mirror removed from command (daemon.json sets it now)`);
+        }
+      }
+      warnings.push(
+        'jobs must not pass --registry-mirror to their dind service any more: dockerd refuses a flag that daemon.json also sets',
+      );
+    } else {
+      if (dindServices.length === 0) {
+        const image = options.dindImage ?? 'docker:27-dind';
+        services.push({ name: image, alias: 'docker', command: [mirrorArg] });
+        d['services'] = services;
+        changes.push(`services += ${image} (alias docker, command ${mirrorArg})`);
+      }
+      for (const s of dindServices) {
+        const cmd = stringArray(s['command']) ?? [];
+        const others = cmd.filter((a) => !a.startsWith('--registry-mirror'));
+        const want = [...others, mirrorArg];
+        if (cmd.length !== want.length || cmd.some((a, i) => a !== want[i])) {
+          s['command'] = want;
+          changes.push(`service "${String(s['name'])}": command = ${JSON.stringify(want)}`);
+        }
+        if (s['alias'] === undefined) {
+          s['alias'] = 'docker';
+          changes.push(`service "${String(s['name'])}": alias = "docker" (the name dind's TLS certificate carries)`);
+        }
+      }
+      if (volumes.some((v) => v.split(':')[1] === DIND_DAEMON_JSON)) {
+        warnings.push(
+          `a daemon.json is mounted at ${DIND_DAEMON_JSON}: if it sets registry-mirrors too, dockerd refuses to start`,
+        );
+      }
+    }
+    if (newVolumes.length !== volumes.length || newVolumes.some((v, i) => v !== volumes[i])) d['volumes'] = newVolumes;
+    reports.push({ index, name, executor, changes, warnings });
+  });
+
+  const changed = reports.some((r) => r.changes.length > 0);
+  const output = changed ? patch(text, config) : text;
+  return {
+    output,
+    changed: output !== text,
+    runners: reports,
+    ...(options.via === 'volume' ? { daemonJson: daemonJsonFor(mirror) } : {}),
+  };
+}
+
+/** The report `relais ci runner-config` prints. */
+export function describePlan(plan: RunnerConfigPlan, file: string, check: boolean): string {
+  const lines: string[] = [];
+  if (plan.runners.length === 0) lines.push(`${file}: no [[runners]] found`);
+  for (const r of plan.runners) {
+    const head = `runner ${JSON.stringify(r.name)} (executor ${r.executor})`;
+    if (r.skipped !== undefined) lines.push(`${head}: left alone, ${r.skipped}`);
+    else if (r.changes.length === 0) lines.push(`${head}: already configured`);
+    else {
+      lines.push(`${head}: ${check ? 'would change' : 'changed'}`);
+      for (const c of r.changes) lines.push(`  - ${c}`);
+    }
+    for (const w of r.warnings) lines.push(`  ! ${w}`);
+  }
+  if (check) lines.push(plan.changed ? `${file} needs changes (run without --check to apply them)` : `${file} is up to date`);
+  else lines.push(plan.changed ? `${file} updated` : `${file} unchanged`);
+  return lines.join('\n');
+}
