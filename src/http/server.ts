@@ -108,5 +108,5 @@ export function createServer(opts: ServerOptions): RunningServer {
 function describeCause(c: unknown): string | undefined {
   if (c === undefined) return undefined;
   if (c instanceof Error) return `${(c as NodeJS.ErrnoException).code ?? c.name}: ${c.message}`;
-  return String(c);
+  return typeof c === 'string' ? c : JSON.stringify(c);
 }

@@ -3,7 +3,8 @@
 //   Basic realm="Registry Realm"
 
 export interface Challenge {
-  readonly scheme: 'bearer' | 'basic' | string;
+  /** Lowercased auth scheme: 'bearer', 'basic', ... */
+  readonly scheme: string;
   readonly params: Readonly<Record<string, string>>;
 }
 
@@ -32,7 +33,7 @@ export function parseChallenges(header: string | readonly string[] | undefined):
           i++;
           while (i < s.length && s[i] !== '"') {
             if (s[i] === '\\' && i + 1 < s.length) i++;
-            val += s[i];
+            val += s.charAt(i);
             i++;
           }
           i++;
