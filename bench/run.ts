@@ -1,0 +1,729 @@
+// `npm run bench`: relais against CNCF distribution (proxy mode) and nginx (proxy_cache +
+// proxy_cache_lock), in one run, on the same upstream and the same client load. See
+// docs/performance.md for what each figure means. Everything listens on 127.0.0.1 or inside
+// network namespaces the run creates, every process is stopped and every temp dir removed at the end.
+import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
+import { dirname, join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { parseArgs } from 'node:util';
+import { dockerPullColdWarm, startDockerd, type DockerPullResult } from './lib/docker.js';
+import { buildAndPush, type BuiltImage, type ImageSpec } from './lib/images.js';
+import { runCmd, stopAll } from './lib/procs.js';
+import { runInClient, runPullSplit } from './lib/clients.js';
+import { MANIFEST_ACCEPT, type PullResult, type TtfbResult } from './lib/pull.js';
+import { renderTable, toRows, type Metric } from './lib/report.js';
+import { sampleRss, treeCpuSeconds } from './lib/rss.js';
+import { parseRate, slowLink, type SlowLink } from './lib/slowlink.js';
+import {
+  RELAIS_MAIN,
+  TARGET_KINDS,
+  countUpstream,
+  startTarget,
+  startUpstream,
+  type Running,
+  type TargetKind,
+  type Upstream,
+  type UpstreamCounts,
+} from './lib/targets.js';
+import { runWrk, type WrkResult } from './lib/wrk.js';
+
+const MiB = 1024 * 1024;
+const MB = 1e6;
+
+const USAGE = `usage: npm run bench -- [options]
+
+  --clients N         concurrent clients for the cold/warm pulls (default 8)
+  --big-clients N     clients of the extra cold pull for upstream bytes and peak RSS (default 32, 0 = skip)
+  --client-procs N    processes the pull clients are spread over (default 2)
+  --rounds N          cold+warm rounds per target, each on an empty cache; medians are reported (default 1)
+  --profile P         full (82 MB 4-layer multi-arch, 4 MB 20-layer, 128 MB 1-layer) or quick (about 1/8 the size)
+  --scale F           multiply every layer size by F
+  --targets LIST      comma-separated subset of relais,distribution,nginx (default all three)
+  --slow-link RATE    also run the cold runs with the upstream behind a RATE link (default 200mbit; off = loopback only)
+  --wrk-seconds S     duration of the manifest-by-tag wrk run (default 10, quick 3)
+  --skip-docker       skip the docker pull row
+  --cpu-prof DIR      run relais with node --cpu-prof, profiles written to DIR
+  --keep              keep the temp dir (logs, configs, caches) for inspection
+  --out FILE          JSON output (default bench/results/<date>-<clients>[-quick].json)
+  -h, --help          this text`;
+
+interface Options {
+  clients: number;
+  clientProcs: number;
+  bigClients: number;
+  rounds: number;
+  profile: 'full' | 'quick';
+  scale: number;
+  targets: TargetKind[];
+  slowLinkBits: number | undefined;
+  slowLinkText: string;
+  wrkSeconds: number;
+  skipDocker: boolean;
+  cpuProf: string | undefined;
+  keep: boolean;
+  out: string | undefined;
+}
+
+function fail(msg: string): never {
+  process.stderr.write(`bench: ${msg}\n`);
+  process.exit(2);
+}
+
+function positiveInt(name: string, s: string | undefined, dflt: number, allowZero = false): number {
+  if (s === undefined) return dflt;
+  const n = Number(s);
+  if (!Number.isInteger(n) || n < (allowZero ? 0 : 1)) fail(`--${name} must be a ${allowZero ? 'non-negative' : 'positive'} integer, got "${s}"`);
+  return n;
+}
+
+function parseOptions(argv: string[]): Options {
+  let v;
+  try {
+    v = parseArgs({
+      args: argv,
+      options: {
+        clients: { type: 'string' },
+        'big-clients': { type: 'string' },
+        'client-procs': { type: 'string' },
+        rounds: { type: 'string' },
+        profile: { type: 'string' },
+        sizes: { type: 'string' },
+        scale: { type: 'string' },
+        targets: { type: 'string' },
+        'slow-link': { type: 'string' },
+        'wrk-seconds': { type: 'string' },
+        'skip-docker': { type: 'boolean' },
+        'cpu-prof': { type: 'string' },
+        keep: { type: 'boolean' },
+        quick: { type: 'boolean' },
+        out: { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+      strict: true,
+      allowPositionals: false,
+    }).values;
+  } catch (e) {
+    fail(`${e instanceof Error ? e.message : String(e)}\n\n${USAGE}`);
+  }
+  if (v.help === true) {
+    process.stdout.write(`${USAGE}\n`);
+    process.exit(0);
+  }
+  const profileText = v.quick === true ? 'quick' : (v.profile ?? v.sizes ?? 'full');
+  if (profileText !== 'full' && profileText !== 'quick') fail(`--profile must be full or quick, got "${profileText}"`);
+  const scale = v.scale === undefined ? 1 : Number(v.scale);
+  if (!(scale > 0)) fail(`--scale must be a positive number, got "${v.scale ?? ''}"`);
+  const targets = (v.targets ?? TARGET_KINDS.join(',')).split(',').map((s) => s.trim());
+  for (const t of targets) {
+    if (!(TARGET_KINDS as readonly string[]).includes(t)) fail(`--targets: unknown target "${t}" (use ${TARGET_KINDS.join(',')})`);
+  }
+  const slowText = v['slow-link'] ?? '200mbit';
+  let slowLinkBits: number | undefined;
+  if (slowText !== 'off') {
+    try {
+      slowLinkBits = parseRate(slowText);
+    } catch (e) {
+      fail(e instanceof Error ? e.message : String(e));
+    }
+  }
+  return {
+    clients: positiveInt('clients', v.clients, 8),
+    clientProcs: positiveInt('client-procs', v['client-procs'], 2),
+    bigClients: positiveInt('big-clients', v['big-clients'], 32, true),
+    rounds: positiveInt('rounds', v.rounds, 1),
+    profile: profileText,
+    scale,
+    // Keep the issue's order: the anchors first, relais last.
+    targets: TARGET_KINDS.filter((k) => targets.includes(k)),
+    slowLinkBits,
+    slowLinkText: slowText,
+    wrkSeconds: positiveInt('wrk-seconds', v['wrk-seconds'], profileText === 'quick' ? 3 : 10),
+    skipDocker: v['skip-docker'] === true,
+    cpuProf: v['cpu-prof'],
+    keep: v.keep === true,
+    out: v.out,
+  };
+}
+
+function imageSpecs(o: Options): ImageSpec[] {
+  const f = o.profile === 'quick' ? 1 / 8 : 1;
+  const sz = (mib: number): number => Math.max(1024, Math.round(mib * MiB * f * o.scale));
+  // 20 layers of uneven size (16 KiB .. 400 KiB at full scale), 4 MiB in total.
+  const weights = Array.from({ length: 20 }, (_, i) => 1 + ((i * 7) % 11));
+  const wsum = weights.reduce((a, b) => a + b, 0);
+  return [
+    { name: 'mixed', tag: 'latest', layers: [30, 40, 10, 2].map(sz), multiArch: true },
+    { name: 'small', tag: 'latest', layers: weights.map((w) => sz((4 * w) / wsum)) },
+    { name: 'big', tag: 'latest', layers: [128].map(sz) },
+  ];
+}
+
+const log = (s: string): void => {
+  process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${s}\n`);
+};
+
+interface PullMeasure {
+  readonly result: PullResult;
+  readonly mbPerSec: number;
+  readonly upstream: UpstreamCounts;
+  readonly upstreamOverImage: number;
+  readonly peakRssBytes: number;
+  readonly cpuSeconds: number;
+}
+
+interface TargetResults {
+  ttfb?: TtfbResult;
+  cold: PullMeasure[];
+  warm: PullMeasure[];
+  wrk?: WrkResult;
+  big?: PullMeasure;
+  docker?: DockerPullResult;
+  slow: { ttfb?: TtfbResult; cold?: PullMeasure };
+  errors: string[];
+}
+
+class Bench {
+  images: BuiltImage[] = [];
+  imageBytes = 0;
+  link: SlowLink | undefined;
+  private seq = 0;
+
+  constructor(
+    readonly o: Options,
+    readonly work: string,
+  ) {}
+
+  pullTimeoutMs(clients: number, slow: boolean): number {
+    // Generous bound: 2 MB/s of delivered bytes (slow link: the link rate times 10 per fetch), at most 15 min.
+    const delivered = clients * this.imageBytes;
+    const ms = slow && this.o.slowLinkBits !== undefined ? (10 * this.imageBytes * 8 * 1000) / this.o.slowLinkBits : 0;
+    return Math.round(Math.min(900_000, 60_000 + (delivered / (2 * MB)) * 1000 + ms));
+  }
+
+  async fresh(kind: TargetKind, upstream: string, prefix: readonly string[]): Promise<Running> {
+    this.seq += 1;
+    const dir = join(this.work, 'targets', `${kind}-${this.seq}`);
+    await mkdir(dir, { recursive: true });
+    return startTarget(kind, {
+      workDir: dir,
+      upstream,
+      prefix,
+      ...(kind === 'relais' && this.o.cpuProf !== undefined
+        ? { relaisNodeArgs: ['--cpu-prof', `--cpu-prof-dir=${this.o.cpuProf}`] }
+        : {}),
+    });
+  }
+
+  async ttfb(t: Running, prefix: readonly string[], slow: boolean): Promise<TtfbResult> {
+    const big = this.images.find((i) => i.spec.name === 'big');
+    const layer = big?.blobs[1];
+    if (big === undefined || layer === undefined) throw new Error('no big image');
+    const r = await runInClient(
+      {
+        kind: 'ttfb',
+        baseUrl: t.url,
+        repo: big.repo,
+        digest: layer.digest,
+        joinAfterBytes: Math.min(MiB, Math.floor(layer.size / 4)),
+        timeoutMs: Math.round(this.pullTimeoutMs(2, slow) / 4 + 60_000),
+      },
+      prefix,
+    );
+    if (r.kind !== 'ttfb') throw new Error('unexpected job result');
+    return r;
+  }
+
+  async pull(t: Running, up: Upstream, clients: number, prefix: readonly string[], slow: boolean): Promise<PullMeasure> {
+    const mark = up.access.length;
+    const cpu0 = treeCpuSeconds(t.proc.pid);
+    const rss = sampleRss(t.proc.pid);
+    let r: PullResult;
+    try {
+      r = await runPullSplit(
+        {
+          kind: 'pull',
+          baseUrl: t.url,
+          images: this.images.map((i) => ({ repo: i.repo, tag: i.spec.tag })),
+          clients,
+          layerConcurrency: 3,
+          timeoutMs: this.pullTimeoutMs(clients, slow),
+        },
+        this.o.clientProcs,
+        prefix,
+      );
+    } catch (e) {
+      rss.stop();
+      throw e;
+    }
+    const peakRssBytes = rss.stop();
+    const cpuSeconds = treeCpuSeconds(t.proc.pid) - cpu0;
+    // The access log line is written when the upstream finishes the response: let it settle.
+    let n = -1;
+    for (let i = 0; i < 20 && n !== up.access.length; i++) {
+      n = up.access.length;
+      await sleep(150);
+    }
+    const upstream = countUpstream(up.access.slice(mark));
+    return {
+      result: r,
+      mbPerSec: r.bytes / MB / (r.wallMs / 1000),
+      upstream,
+      upstreamOverImage: upstream.blobBytes / this.imageBytes,
+      peakRssBytes,
+      cpuSeconds,
+    };
+  }
+
+  async measureLoopback(kind: TargetKind, up: Upstream, res: TargetResults): Promise<void> {
+    const upAddr = new URL(up.url).host;
+    const o = this.o;
+    const step = async (what: string, f: () => Promise<void>): Promise<void> => {
+      const t0 = performance.now();
+      try {
+        await f();
+        log(`${kind}: ${what} done in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+      } catch (e) {
+        const msg = `${what}: ${e instanceof Error ? e.message : String(e)}`;
+        res.errors.push(msg);
+        log(`${kind}: FAILED ${msg}`);
+      }
+    };
+    const withTarget = async (f: (t: Running) => Promise<void>): Promise<void> => {
+      const t = await this.fresh(kind, upAddr, []);
+      try {
+        await f(t);
+      } finally {
+        await t.stop();
+      }
+    };
+    await step('cold TTFB of a joining client', () =>
+      withTarget(async (t) => {
+        res.ttfb = await this.ttfb(t, [], false);
+      }),
+    );
+    for (let round = 0; round < o.rounds; round++) {
+      await step(`round ${round + 1}: cold pull, warm pull${round === 0 ? ', wrk' : ''} with ${o.clients} clients`, () =>
+        withTarget(async (t) => {
+          res.cold.push(await this.pull(t, up, o.clients, [], false));
+          res.warm.push(await this.pull(t, up, o.clients, [], false));
+          if (round === 0) {
+            const mixed = this.images.find((i) => i.spec.name === 'mixed');
+            res.wrk = await runWrk(`${t.url}/v2/${mixed?.repo ?? 'library/mixed'}/manifests/latest`, MANIFEST_ACCEPT, {
+              threads: 2,
+              connections: 64,
+              seconds: o.wrkSeconds,
+            });
+          }
+        }),
+      );
+    }
+    if (o.bigClients > 0 && o.bigClients !== o.clients) {
+      await step(`cold pull with ${o.bigClients} clients`, () =>
+        withTarget(async (t) => {
+          res.big = await this.pull(t, up, o.bigClients, [], false);
+        }),
+      );
+    }
+    if (!o.skipDocker) {
+      await step('docker pull through the mirror, cold and warm', () =>
+        withTarget(async (t) => {
+          const d = await startDockerd(join(this.work, 'dockerd', `${kind}-${++this.seq}`), t.url);
+          try {
+            res.docker = await dockerPullColdWarm(d, 'mixed:latest', 600_000);
+          } finally {
+            await d.stop();
+          }
+        }),
+      );
+    }
+  }
+
+  async measureSlow(kind: TargetKind, up: Upstream, link: SlowLink, res: TargetResults): Promise<void> {
+    const upAddr = await link.upstreamAddr(Number(new URL(up.url).port));
+    const prefix = link.cachePrefix;
+    for (const [what, f] of [
+      [
+        'slow link: cold TTFB of a joining client',
+        async (t: Running): Promise<void> => {
+          res.slow.ttfb = await this.ttfb(t, prefix, true);
+        },
+      ],
+      [
+        `slow link: cold pull with ${this.o.clients} clients`,
+        async (t: Running): Promise<void> => {
+          res.slow.cold = await this.pull(t, up, this.o.clients, prefix, true);
+        },
+      ],
+    ] as const) {
+      const t0 = performance.now();
+      try {
+        const t = await this.fresh(kind, upAddr, prefix);
+        try {
+          await f(t);
+        } finally {
+          await t.stop();
+        }
+        log(`${kind}: ${what} done in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+      } catch (e) {
+        const msg = `${what}: ${e instanceof Error ? e.message : String(e)}`;
+        res.errors.push(msg);
+        log(`${kind}: FAILED ${msg}`);
+      }
+    }
+  }
+}
+
+const median = (xs: readonly number[]): number | undefined => {
+  if (xs.length === 0) return undefined;
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 === 1 ? s[m] : ((s[m - 1] ?? 0) + (s[m] ?? 0)) / 2;
+};
+
+function buildMetrics(o: Options, results: Partial<Record<TargetKind, TargetResults>>): Metric[] {
+  type Get = (r: TargetResults) => number | undefined;
+  const collect = (get: Get, errOf?: (r: TargetResults) => readonly string[]): Pick<Metric, 'values' | 'notes'> => {
+    const values: Partial<Record<TargetKind, number>> = {};
+    const notes: Partial<Record<TargetKind, string>> = {};
+    for (const k of o.targets) {
+      const r = results[k];
+      if (r === undefined) continue;
+      const errs = errOf?.(r) ?? [];
+      if (errs.length > 0) {
+        notes[k] = `${errs.length} client errors`;
+        continue;
+      }
+      const v = get(r);
+      if (v !== undefined && Number.isFinite(v)) values[k] = v;
+    }
+    return { values, notes };
+  };
+  const pullErrs = (ms: readonly (PullMeasure | undefined)[]) => (): readonly string[] =>
+    ms.flatMap((m) => m?.result.errors ?? []);
+  const rel = (v: Partial<Record<TargetKind, number>>, k: TargetKind): number | undefined => {
+    const a = v.relais;
+    const b = v[k];
+    return a === undefined || b === undefined || b === 0 ? undefined : a / b;
+  };
+  const atLeast = (k: TargetKind, x: number) => (v: Partial<Record<TargetKind, number>>) => {
+    const r = rel(v, k);
+    return r === undefined ? undefined : r >= x;
+  };
+  const atMost = (k: TargetKind, x: number) => (v: Partial<Record<TargetKind, number>>) => {
+    const r = rel(v, k);
+    return r === undefined ? undefined : r <= x;
+  };
+  const one = (v: Partial<Record<TargetKind, number>>): boolean | undefined =>
+    v.relais === undefined ? undefined : Math.round(v.relais * 100) / 100 <= 1;
+  const n = o.clients;
+  const big = o.bigClients;
+  const metrics: Metric[] = [
+    {
+      id: 'cold_mbps',
+      label: `cold pull, ${n} clients`,
+      unit: 'MB/s',
+      better: 'higher',
+      ...collect((r) => median(r.cold.map((m) => m.mbPerSec)), (r) => pullErrs(r.cold)()),
+      target: { text: '>= 1.2x nginx', check: atLeast('nginx', 1.2) },
+    },
+    {
+      id: 'upstream_ratio',
+      label: `upstream bytes / image bytes, ${n} clients`,
+      unit: 'ratio',
+      better: 'lower',
+      ...collect((r) => median(r.cold.map((m) => m.upstreamOverImage)), (r) => pullErrs(r.cold)()),
+      target: { text: '= 1.00', check: one },
+    },
+    {
+      id: 'warm_mbps',
+      label: `warm pull, ${n} clients`,
+      unit: 'MB/s',
+      better: 'higher',
+      ...collect((r) => median(r.warm.map((m) => m.mbPerSec)), (r) => pullErrs(r.warm)()),
+      target: { text: '>= 1.0x nginx', check: atLeast('nginx', 1.0) },
+    },
+    {
+      id: 'manifest_rps',
+      label: 'manifest GET by tag (wrk -t2 -c64)',
+      unit: 'req/s',
+      better: 'higher',
+      ...collect((r) => (r.wrk === undefined || r.wrk.non2xx > 0 ? undefined : r.wrk.requestsPerSec)),
+      target: {
+        text: '>= 0.5x nginx, >= 50x distribution',
+        check: (v) => {
+          const a = atLeast('nginx', 0.5)(v);
+          const b = atLeast('distribution', 50)(v);
+          return a === undefined || b === undefined ? undefined : a && b;
+        },
+      },
+    },
+    {
+      id: 'ttfb_join_ms',
+      label: 'cold TTFB, client joining an in-flight 128 MB blob',
+      unit: 'ms',
+      better: 'lower',
+      ...collect((r) => r.ttfb?.bTtfbMs, (r) => r.ttfb?.errors ?? []),
+      target: { text: '<= 0.1x nginx', check: atMost('nginx', 0.1) },
+    },
+    {
+      id: 'cold_rss_mb',
+      label: `peak RSS, cold pull, ${n} clients`,
+      unit: 'MB',
+      better: 'lower',
+      ...collect((r) => median(r.cold.map((m) => m.peakRssBytes / MB))),
+    },
+    {
+      id: 'cold_cpu_s',
+      label: `target CPU time, cold pull, ${n} clients`,
+      unit: 's',
+      better: 'lower',
+      ...collect((r) => median(r.cold.map((m) => m.cpuSeconds))),
+    },
+  ];
+  if (big > 0 && big !== n) {
+    metrics.push(
+      {
+        id: 'big_cold_mbps',
+        label: `cold pull, ${big} clients`,
+        unit: 'MB/s',
+        better: 'higher',
+        ...collect((r) => r.big?.mbPerSec, (r) => r.big?.result.errors ?? []),
+      },
+      {
+        id: 'big_upstream_ratio',
+        label: `upstream bytes / image bytes, ${big} clients`,
+        unit: 'ratio',
+        better: 'lower',
+        ...collect((r) => r.big?.upstreamOverImage, (r) => r.big?.result.errors ?? []),
+        target: { text: '= 1.00', check: one },
+      },
+      {
+        id: 'big_rss_mb',
+        label: `peak RSS, cold pull, ${big} clients`,
+        unit: 'MB',
+        better: 'lower',
+        ...collect((r) => (r.big === undefined ? undefined : r.big.peakRssBytes / MB)),
+        target: { text: '<= 150 MB', check: (v) => (v.relais === undefined ? undefined : v.relais <= 150) },
+      },
+    );
+  } else if (big === n) {
+    const rssRow = metrics.find((m) => m.id === 'cold_rss_mb');
+    if (rssRow !== undefined) {
+      metrics[metrics.indexOf(rssRow)] = {
+        ...rssRow,
+        target: { text: '<= 150 MB', check: (v) => (v.relais === undefined ? undefined : v.relais <= 150) },
+      };
+    }
+  }
+  if (!o.skipDocker) {
+    metrics.push(
+      {
+        id: 'docker_cold_s',
+        label: 'docker pull mixed (mirror), cold',
+        unit: 's',
+        better: 'lower',
+        ...collect((r) => (r.docker === undefined ? undefined : r.docker.coldMs / 1000)),
+      },
+      {
+        id: 'docker_warm_s',
+        label: 'docker pull mixed (mirror), warm',
+        unit: 's',
+        better: 'lower',
+        ...collect((r) => (r.docker === undefined ? undefined : r.docker.warmMs / 1000)),
+      },
+    );
+  }
+  if (o.slowLinkBits !== undefined) {
+    const s = o.slowLinkText;
+    metrics.push(
+      {
+        id: 'slow_cold_mbps',
+        label: `slow link ${s}: cold pull, ${n} clients`,
+        unit: 'MB/s',
+        better: 'higher',
+        ...collect((r) => r.slow.cold?.mbPerSec, (r) => r.slow.cold?.result.errors ?? []),
+        target: { text: '>= 1.2x nginx', check: atLeast('nginx', 1.2) },
+      },
+      {
+        id: 'slow_upstream_ratio',
+        label: `slow link ${s}: upstream bytes / image bytes, ${n} clients`,
+        unit: 'ratio',
+        better: 'lower',
+        ...collect((r) => r.slow.cold?.upstreamOverImage, (r) => r.slow.cold?.result.errors ?? []),
+        target: { text: '= 1.00', check: one },
+      },
+      {
+        id: 'slow_ttfb_join_ms',
+        label: `slow link ${s}: cold TTFB, joining client`,
+        unit: 'ms',
+        better: 'lower',
+        ...collect((r) => r.slow.ttfb?.bTtfbMs, (r) => r.slow.ttfb?.errors ?? []),
+        target: { text: '<= 0.1x nginx', check: atMost('nginx', 0.1) },
+      },
+    );
+  }
+  return metrics;
+}
+
+function versions(): Record<string, string> {
+  const tryRun = (f: () => string): string => {
+    try {
+      return f().trim();
+    } catch {
+      return 'unknown';
+    }
+  };
+  const sh = (cmd: string, args: string[]): string => execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  return {
+    node: process.version,
+    distribution: tryRun(() => sh('docker-registry', ['--version'])),
+    nginx: tryRun(() => sh('sh', ['-c', 'nginx -v 2>&1'])),
+    wrk: tryRun(() => sh('sh', ['-c', 'wrk -v 2>&1 | head -1'])),
+    skopeo: tryRun(() => sh('skopeo', ['--version'])),
+    dockerd: tryRun(() => sh('dockerd', ['--version'])),
+    relais: tryRun(() => sh('git', ['rev-parse', 'HEAD'])),
+    relaisDirty: tryRun(() => (sh('git', ['status', '--porcelain', '--', 'src']).trim() === '' ? 'no' : 'yes')),
+    kernel: tryRun(() => sh('uname', ['-r'])),
+  };
+}
+
+async function checkPrograms(o: Options): Promise<void> {
+  const need = ['docker-registry', 'skopeo', 'wrk', 'curl'];
+  if (o.targets.includes('nginx')) need.push('nginx');
+  if (!o.skipDocker) need.push('dockerd', 'docker');
+  if (o.slowLinkBits !== undefined) need.push('ip', 'tc');
+  const missing: string[] = [];
+  for (const p of need) {
+    try {
+      await runCmd('sh', ['-c', `command -v ${p}`], { timeoutMs: 5000 });
+    } catch {
+      missing.push(p);
+    }
+  }
+  if (missing.length > 0) fail(`missing programs: ${missing.join(', ')} (install them with scripts/setup-peers.sh)`);
+  if (o.targets.includes('relais') && !existsSync(RELAIS_MAIN)) {
+    fail(`${RELAIS_MAIN} not found: build first (npx tsc -p tsconfig.json) from the repository root`);
+  }
+}
+
+async function main(): Promise<void> {
+  const o = parseOptions(process.argv.slice(2));
+  await checkPrograms(o);
+  const started = new Date();
+  const loadStart = loadavg();
+  const t0 = performance.now();
+  const work = await mkdtemp(join(tmpdir(), 'relais-bench-'));
+  let link: SlowLink | undefined;
+  const cleanup = async (): Promise<void> => {
+    await stopAll();
+    await link?.close();
+    if (!o.keep) await rm(work, { recursive: true, force: true });
+    else log(`kept ${work}`);
+  };
+  const onSignal = (sig: string): void => {
+    log(`${sig}: cleaning up`);
+    void cleanup().finally(() => process.exit(130));
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+
+  const bench = new Bench(o, work);
+  const results: Partial<Record<TargetKind, TargetResults>> = {};
+  let linkMethod: string | undefined;
+  try {
+    log(`work dir ${work}; ${cpus().length} cores; targets ${o.targets.join(', ')}; ${o.clients} clients; profile ${o.profile}`);
+    const dataDir = join(work, 'upstream', 'data');
+    const up = await startUpstream({ workDir: join(work, 'upstream'), dataDir });
+    for (const spec of imageSpecs(o)) {
+      const img = await buildAndPush(spec, join(work, 'images', spec.name), new URL(up.url).host);
+      bench.images.push(img);
+      log(`pushed ${img.repo}:${spec.tag}: ${img.blobs.length - 1} layers, ${(img.bytes / MB).toFixed(1)} MB${img.indexDigest === undefined ? '' : ' (multi-arch index)'}`);
+    }
+    await rm(join(work, 'images'), { recursive: true, force: true });
+    const unique = new Map<string, number>();
+    for (const img of bench.images) for (const b of img.blobs) unique.set(b.digest, b.size);
+    bench.imageBytes = [...unique.values()].reduce((a, b) => a + b, 0);
+    log(`image bytes (unique blobs a linux/amd64 client pulls): ${(bench.imageBytes / MB).toFixed(1)} MB`);
+
+    for (const kind of o.targets) {
+      const res: TargetResults = { cold: [], warm: [], slow: {}, errors: [] };
+      results[kind] = res;
+      await bench.measureLoopback(kind, up, res);
+    }
+    await up.stop();
+
+    if (o.slowLinkBits !== undefined) {
+      link = await slowLink(o.slowLinkBits, log);
+      linkMethod = `${link.method}: ${link.description}`;
+      log(`slow link: ${linkMethod}`);
+      const slowUp = await startUpstream({
+        workDir: join(work, 'upstream-slow'),
+        dataDir,
+        host: link.upListenHost,
+        prefix: link.upPrefix,
+      });
+      for (const kind of o.targets) {
+        const res = results[kind];
+        if (res !== undefined) await bench.measureSlow(kind, slowUp, link, res);
+      }
+      await slowUp.stop();
+    }
+  } finally {
+    await cleanup();
+  }
+
+  const rows = toRows(buildMetrics(o, results));
+  const table = renderTable(rows);
+  const wallS = (performance.now() - t0) / 1000;
+  const header = [
+    `relais bench ${started.toISOString()}: ${cpus().length} cores, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, ${o.clients} clients, ` +
+      `profile ${o.profile}, ${(bench.imageBytes / MB).toFixed(1)} MB of images (${bench.images.map((i) => `${i.spec.name} ${(i.bytes / MB).toFixed(1)} MB/${i.blobs.length - 1} layers`).join(', ')})`,
+    `slow link: ${linkMethod ?? 'off'}`,
+    `load average at start ${loadStart.map((x) => x.toFixed(2)).join(' ')}, at end ${loadavg().map((x) => x.toFixed(2)).join(' ')} (other work on the machine skews every figure)`,
+    `wall time ${wallS.toFixed(0)} s`,
+  ];
+  process.stdout.write(`\n${header.join('\n')}\n\n${table}\n`);
+  const errors = Object.entries(results).flatMap(([k, r]) => r.errors.map((e) => `${k}: ${e}`));
+  if (errors.length > 0) process.stdout.write(`\nerrors:\n${errors.map((e) => `  ${e}`).join('\n')}\n`);
+
+  const date = started.toISOString().slice(0, 10);
+  const out = o.out ?? join(process.cwd(), 'bench', 'results', `${date}-${o.clients}${o.profile === 'quick' ? '-quick' : ''}.json`);
+  await mkdir(dirname(out), { recursive: true });
+  const json = {
+    started: started.toISOString(),
+    wallSeconds: wallS,
+    machine: {
+      cores: cpus().length,
+      cpuModel: cpus()[0]?.model ?? 'unknown',
+      memoryBytes: totalmem(),
+      loadAverageAtStart: loadStart,
+      loadAverageAtEnd: loadavg(),
+    },
+    versions: versions(),
+    options: { ...o, slowLinkMethod: linkMethod ?? null },
+    images: bench.images.map((i) => ({
+      repo: i.repo,
+      tag: i.spec.tag,
+      bytes: i.bytes,
+      layers: i.blobs.slice(1).map((b) => b.size),
+      manifestDigest: i.manifestDigest,
+      indexDigest: i.indexDigest ?? null,
+    })),
+    imageBytes: bench.imageBytes,
+    table: rows,
+    raw: results,
+    errors,
+  };
+  await writeFile(out, `${JSON.stringify(json, null, 2)}\n`);
+  process.stdout.write(`\nwrote ${out}\n`);
+}
+
+main().catch(async (e: unknown) => {
+  process.stderr.write(`bench: ${e instanceof Error ? e.message : String(e)}\n`);
+  await stopAll();
+  process.exit(1);
+});
