@@ -80,8 +80,21 @@ export function normalizeMirror(url: string): string {
   return `${u.protocol}//${u.host}`;
 }
 
+/** Top-level keywords of .gitlab-ci.yml: a job cannot have these names. */
+export const RESERVED_JOB_NAMES: readonly string[] = [
+  'image', 'services', 'stages', 'types', 'before_script', 'after_script', 'variables', 'cache', 'include',
+  'default', 'workflow', 'spec',
+];
+
 /** The job model for the given options (pure). */
 export function buildGitlabJob(options: GitlabJobOptions): GitlabJob {
+  const name = options.jobName ?? 'build';
+  if (RESERVED_JOB_NAMES.includes(name) || name.startsWith('.') || name.trim() === '') {
+    throw new RelaisError('CONFIG_INVALID', `"${name}" cannot be a job name: it is a .gitlab-ci.yml keyword or a hidden job`, {
+      status: 400,
+      hint: 'pick another --job-name, e.g. build-image',
+    });
+  }
   const tls = options.tls ?? true;
   const version = options.dockerVersion ?? DEFAULT_DOCKER_VERSION;
   const mirror = options.mirror === undefined ? undefined : normalizeMirror(options.mirror);
@@ -192,7 +205,7 @@ export function buildGitlabJob(options: GitlabJobOptions): GitlabJob {
   }
 
   return {
-    name: options.jobName ?? 'build',
+    name,
     stage: options.stage ?? 'build',
     image: `docker:${version}`,
     services,

@@ -1,0 +1,160 @@
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parse } from '@decimalturn/toml-patch';
+import { daemonJsonFor, planRunnerConfig, type MirrorVia } from '../../../src/ci/runner-config.js';
+import { isRelaisError } from '../../../src/errors.js';
+
+// dist/test/unit/ci -> repository root
+const root = fileURLToPath(new URL('../../../../', import.meta.url));
+const fixtures = join(root, 'test/fixtures/ci/runner-config');
+const MIRROR = 'https://relais.example.com';
+const DAEMON_JSON = '/etc/gitlab-runner/relais-daemon.json';
+const samples = readdirSync(fixtures).filter((f) => f.endsWith('.toml') && !f.includes('.golden.'));
+
+function plan(text: string, via: MirrorVia) {
+  return planRunnerConfig(text, { mirror: MIRROR, via, daemonJsonPath: DAEMON_JSON });
+}
+
+type Obj = Record<string, unknown>;
+// Plain objects (toml-patch gives null-prototype tables; dates become strings).
+const runnersOf = (text: string): Obj[] => (JSON.parse(JSON.stringify(parse(text))) as { runners: Obj[] }).runners;
+const dockerOf = (r: Obj | undefined): Obj => (r?.['docker'] ?? {}) as Obj;
+
+/** Relais's own CLI wiring, without depending on src/cli/main.ts. */
+function cli(args: string[]): { code: number; stdout: string; stderr: string } {
+  const entry = join(root, 'dist/src/ci/command.js');
+  const code = `import { Command } from 'commander'; import { registerCiCommands } from ${JSON.stringify(entry)};
+const p = new Command('relais'); registerCiCommands(p); await p.parseAsync(process.argv.slice(1), { from: 'user' });`;
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', code, ...args], { encoding: 'utf8', cwd: root });
+  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+}
+
+describe('runner-config golden files', () => {
+  assert.ok(samples.length >= 3, 'fixtures present');
+  for (const sample of samples) {
+    for (const via of ['service', 'volume'] as const) {
+      it(`${sample} --via ${via}`, () => {
+        const input = readFileSync(join(fixtures, sample), 'utf8');
+        const result = plan(input, via);
+        const goldenFile = join(fixtures, sample.replace(/\.toml$/, `.${via}.golden.toml`));
+        if (process.env['RELAIS_UPDATE_GOLDEN'] === '1') writeFileSync(goldenFile, result.output);
+        assert.equal(result.output, readFileSync(goldenFile, 'utf8'), `differs from ${goldenFile}`);
+        // Idempotent: a second run changes nothing and reports nothing to do.
+        const again = plan(result.output, via);
+        assert.equal(again.changed, false);
+        assert.equal(again.output, result.output);
+        assert.ok(again.runners.every((r) => r.changes.length === 0));
+        // Every comment line of the input survives.
+        for (const line of input.split('\n').filter((l) => l.trim().startsWith('#'))) {
+          assert.ok(result.output.includes(line), `comment kept: ${line}`);
+        }
+      });
+    }
+  }
+});
+
+describe('runner-config semantics', () => {
+  const fleet = readFileSync(join(fixtures, 'fleet.toml'), 'utf8');
+
+  it('--via service: dind with alias docker and the mirror on every privileged docker runner, others untouched', () => {
+    const result = plan(fleet, 'service');
+    const before = runnersOf(fleet);
+    const after = runnersOf(result.output);
+    assert.equal(after.length, before.length);
+    for (const [i, r] of after.entries()) {
+      const executor = r['executor'];
+      if (executor === 'docker' || executor === 'docker+machine') {
+        const services = dockerOf(r)['services'] as Obj[];
+        const dind = services.filter((s) => String(s['name']).includes('dind'));
+        assert.deepEqual(dind, [{ name: 'docker:27-dind', alias: 'docker', command: [`--registry-mirror=${MIRROR}`] }]);
+        assert.ok((dockerOf(r)['volumes'] as string[]).includes('/certs/client'));
+      } else {
+        assert.deepEqual(r, before[i], `runner ${String(r['name'])} (${String(executor)}) left alone`);
+      }
+    }
+    // The existing postgres service is kept, first.
+    assert.deepEqual((dockerOf(after[0])['services'] as Obj[])[0], { name: 'postgres:16', alias: 'db' });
+    const shell = result.runners.find((r) => r.executor === 'shell');
+    assert.match(shell?.skipped ?? '', /shell/);
+  });
+
+  it('--via service: an existing dind entry gets the mirror (replacing an old one) and keeps its other flags', () => {
+    const text = readFileSync(join(fixtures, 'existing-dind.toml'), 'utf8');
+    const after = runnersOf(plan(text, 'service').output);
+    assert.deepEqual(dockerOf(after[0])['services'], [
+      { name: 'docker:26-dind', command: ['--mtu=1450', `--registry-mirror=${MIRROR}`], alias: 'docker' },
+    ]);
+    // The unprivileged runner cannot run dind: left exactly as it was.
+    assert.deepEqual(after[1], runnersOf(text)[1]);
+  });
+
+  it('--via volume: daemon.json mounted into dind, runner-level --registry-mirror removed (dockerd refuses both)', () => {
+    const text = readFileSync(join(fixtures, 'existing-dind.toml'), 'utf8');
+    const result = plan(text, 'volume');
+    const d = dockerOf(runnersOf(result.output)[0]);
+    assert.ok((d['volumes'] as string[]).includes(`${DAEMON_JSON}:/etc/docker/daemon.json:ro`));
+    assert.deepEqual((d['services'] as Obj[])[0]?.['command'], ['--mtu=1450']);
+    assert.deepEqual(JSON.parse(result.daemonJson ?? ''), { 'registry-mirrors': [MIRROR] });
+  });
+
+  it('daemon.json for an http mirror marks it insecure', () => {
+    assert.deepEqual(JSON.parse(daemonJsonFor('http://relais.internal:5000')), {
+      'registry-mirrors': ['http://relais.internal:5000'],
+      'insecure-registries': ['relais.internal:5000'],
+    });
+  });
+
+  it('bad input: a clear error, not a stack', () => {
+    assert.throws(() => plan('[[runners]\nname = ', 'service'), (e: unknown) => isRelaisError(e) && /not valid TOML/.test(e.message));
+    assert.throws(() => planRunnerConfig(fleet, { mirror: 'relais:5000', via: 'service', daemonJsonPath: DAEMON_JSON }), (e: unknown) => isRelaisError(e));
+  });
+});
+
+describe('relais ci runner-config (command)', () => {
+  it('--check reports and writes nothing (exit 1), a real run writes, a second run changes nothing (exit 0)', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'relais-ci-rc-'));
+    try {
+      const file = join(dir, 'config.toml');
+      const original = readFileSync(join(fixtures, 'fleet.toml'), 'utf8');
+      writeFileSync(file, original);
+      const check = cli(['ci', 'runner-config', '--mirror', MIRROR, '--file', file, '--check']);
+      assert.equal(check.code, 1, check.stderr);
+      assert.match(check.stdout, /runner "docker-builds" \(executor docker\): would change/);
+      assert.match(check.stdout, /runner "deploy-shell" \(executor shell\): left alone/);
+      assert.match(check.stdout, /needs changes/);
+      assert.equal(readFileSync(file, 'utf8'), original, '--check wrote nothing');
+
+      const apply = cli(['ci', 'runner-config', '--mirror', MIRROR, '--file', file]);
+      assert.equal(apply.code, 0, apply.stderr);
+      assert.match(apply.stdout, /updated/);
+      assert.equal(readFileSync(file, 'utf8'), readFileSync(join(fixtures, 'fleet.service.golden.toml'), 'utf8'));
+
+      const again = cli(['ci', 'runner-config', '--mirror', MIRROR, '--file', file, '--check']);
+      assert.equal(again.code, 0, again.stdout);
+      assert.match(again.stdout, /up to date/);
+
+      const volume = cli(['ci', 'runner-config', '--mirror', 'http://relais.internal:5000', '--file', file, '--via', 'volume']);
+      assert.equal(volume.code, 0, volume.stderr);
+      const daemonJson = join(dir, 'relais-daemon.json');
+      assert.ok(existsSync(daemonJson));
+      assert.deepEqual(JSON.parse(readFileSync(daemonJson, 'utf8')), {
+        'registry-mirrors': ['http://relais.internal:5000'],
+        'insecure-registries': ['relais.internal:5000'],
+      });
+      assert.equal(cli(['ci', 'runner-config', '--mirror', 'http://relais.internal:5000', '--file', file, '--via', 'volume', '--check']).code, 0);
+
+      const missing = cli(['ci', 'runner-config', '--mirror', MIRROR, '--file', join(dir, 'nope.toml')]);
+      assert.equal(missing.code, 1);
+      assert.match(missing.stderr, /^error: cannot read runner config .*nope\.toml/m);
+      assert.match(missing.stderr, /^hint: /m);
+      assert.doesNotMatch(missing.stderr, /\n\s+at /, 'no stack trace');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
