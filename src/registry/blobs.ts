@@ -7,7 +7,7 @@ import { Readable } from 'node:stream';
 import { errors, RelaisError } from '../errors.js';
 import type { CacheIndex } from '../index/index.js';
 import { blobKey, StorageNotFound, type ByteRange, type StorageDriver } from '../storage/driver.js';
-import { header, type UpstreamClient } from '../upstream/client.js';
+import { discard, header, type UpstreamClient } from '../upstream/client.js';
 import { BlobDownload } from './download.js';
 import type { UpstreamRoute } from './routing.js';
 
@@ -58,7 +58,7 @@ export class BlobService {
   private async ensureLinked(route: UpstreamRoute, digest: string, signal?: AbortSignal): Promise<void> {
     if (await this.opts.index.isLinked(route.upstream, route.repo, digest)) return;
     const res = await this.upstream(route.upstream).send({ method: 'HEAD', repo: route.repo, path: `/v2/${route.repo}/blobs/${digest}`, signal });
-    res.body.destroy();
+    discard(res.body);
     if (res.status === 200) {
       await this.opts.index.linkContent(route.upstream, route.repo, [digest]);
       return;
@@ -75,7 +75,7 @@ export class BlobService {
       return { size: cached.size, result: 'hit' };
     }
     const res = await this.upstream(route.upstream).send({ method: 'HEAD', repo: route.repo, path: `/v2/${route.repo}/blobs/${digest}`, signal });
-    res.body.destroy();
+    discard(res.body);
     if (res.status === 404) throw errors.blobUnknown(route.repo, digest);
     if (res.status !== 200) throw new RelaisError('UPSTREAM_ERROR', `upstream ${route.upstream} answered ${res.status} to HEAD blob`, { status: 502 });
     const len = Number(header(res.headers, 'content-length'));

@@ -9,7 +9,7 @@ import { createHash, type Hash } from 'node:crypto';
 import { open, rm, type FileHandle } from 'node:fs/promises';
 import { RelaisError, errors } from '../errors.js';
 import type { UpstreamClient } from '../upstream/client.js';
-import { header } from '../upstream/client.js';
+import { discard, header } from '../upstream/client.js';
 import { isAbort, isTransient, toUpstreamError } from '../upstream/errors.js';
 
 export type DownloadState = 'running' | 'committed' | 'failed';
@@ -128,7 +128,7 @@ export class BlobDownload {
         if (resumeAt > 0) headers.range = `bytes=${resumeAt}-`;
         const res = await this.opts.upstream.send({ method: 'GET', repo: this.repo, path: `/v2/${this.repo}/blobs/${this.digest}`, headers, signal });
         if (res.status === 404) {
-          res.body.destroy();
+          discard(res.body);
           throw errors.blobUnknown(this.repo, this.digest);
         }
         // Bytes of this response to drop: a resume the upstream answered with the whole blob.
@@ -136,7 +136,7 @@ export class BlobDownload {
         if (res.status === 206 && resumeAt > 0) {
           const cr = /^bytes (\d+)-\d+\/(\d+|\*)$/.exec(header(res.headers, 'content-range') ?? '');
           if (cr?.[1] === undefined || Number(cr[1]) !== resumeAt) {
-            res.body.destroy();
+            discard(res.body);
             throw new RelaisError('UPSTREAM_ERROR', `upstream ${this.upstreamName} answered a resume with the wrong range`, { status: 502 });
           }
           if (cr[2] !== undefined && cr[2] !== '*') this.size ??= Number(cr[2]);
@@ -145,7 +145,7 @@ export class BlobDownload {
           const len = header(res.headers, 'content-length');
           if (len !== undefined && /^\d+$/.test(len)) this.size ??= Number(len);
         } else {
-          res.body.destroy();
+          discard(res.body);
           throw new RelaisError('UPSTREAM_ERROR', `upstream ${this.upstreamName} answered ${res.status} for blob ${this.digest}`, { status: 502 });
         }
         this.resolveSizeKnown();

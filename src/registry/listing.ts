@@ -3,7 +3,7 @@
 import { errors, RelaisError } from '../errors.js';
 import type { CacheIndex } from '../index/index.js';
 import { isStaleEligibleFailure } from '../policy/freshness.js';
-import { header, type UpstreamClient } from '../upstream/client.js';
+import { discard, header, type UpstreamClient } from '../upstream/client.js';
 import type { CacheResult } from './blobs.js';
 import type { UpstreamRoute } from './routing.js';
 
@@ -49,11 +49,11 @@ export class ListingService {
     try {
       const res = await this.upstream(route.upstream).send({ method: 'GET', repo: route.repo, path: `/v2/${route.repo}/tags/list${suffix}`, headers: { accept: 'application/json' }, signal });
       if (res.status === 404) {
-        res.body.destroy();
+        discard(res.body);
         throw errors.nameUnknown(clientName, `unknown to upstream ${route.upstream}`);
       }
       if (res.status !== 200) {
-        res.body.destroy();
+        discard(res.body);
         throw new RelaisError('UPSTREAM_ERROR', `upstream ${route.upstream} answered ${res.status} to tags/list`, { status: 502 });
       }
       const text = await readLimited(res.body as AsyncIterable<Buffer>, MAX_TAGS_BODY);
@@ -63,7 +63,7 @@ export class ListingService {
       } catch {
         throw new RelaisError('UPSTREAM_ERROR', `upstream ${route.upstream} sent an invalid tag list`, { status: 502 });
       }
-      const tags = Array.isArray(parsed.tags) ? parsed.tags.filter((t): t is string => typeof t === 'string') : [];
+      const tags = Array.isArray(parsed.tags) ? parsed.tags.filter((t): t is string => typeof t === 'string').sort() : [];
       const link = header(res.headers, 'link');
       let next: string | undefined;
       const m = link === undefined ? null : /<([^>]*)>\s*;\s*rel="?next"?/.exec(link);
@@ -75,6 +75,13 @@ export class ListingService {
         if (n !== null) nq.set('n', n);
         if (last !== null) nq.set('last', last);
         next = `/v2/${clientName}/tags/list?${nq.toString()}`;
+      }
+      if (next === undefined) {
+        // Some upstreams (distribution 2.8) ignore n and last: paginate here so clients get the spec's behaviour.
+        const { page, more } = paginate(tags, q);
+        const lastTag = page[page.length - 1];
+        if (more && lastTag !== undefined) next = `/v2/${clientName}/tags/list?n=${q.n ?? page.length}&last=${encodeURIComponent(lastTag)}`;
+        return { body: { name: clientName, tags: page }, next, result: 'miss' };
       }
       return { body: { name: clientName, tags }, next, result: 'miss' };
     } catch (e) {
@@ -99,11 +106,11 @@ export class ListingService {
       signal,
     });
     if (res.status === 404) {
-      res.body.destroy();
+      discard(res.body);
       throw new RelaisError('NAME_UNKNOWN', `upstream ${route.upstream} has no referrers API for ${route.repo}`, { status: 404 });
     }
     if (res.status !== 200) {
-      res.body.destroy();
+      discard(res.body);
       throw new RelaisError('UPSTREAM_ERROR', `upstream ${route.upstream} answered ${res.status} to referrers`, { status: 502 });
     }
     const body = Buffer.from(await readLimited(res.body as AsyncIterable<Buffer>, MAX_TAGS_BODY));

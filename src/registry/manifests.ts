@@ -8,7 +8,7 @@ import { errors, RelaisError } from '../errors.js';
 import type { CacheIndex } from '../index/index.js';
 import { isStaleEligibleFailure, mayServeStale, tagFreshness, type FreshnessSettings } from '../policy/freshness.js';
 import { blobKey, type StorageDriver } from '../storage/driver.js';
-import { header, type UpstreamClient, type UpstreamResponse } from '../upstream/client.js';
+import { discard, header, type UpstreamClient, type UpstreamResponse } from '../upstream/client.js';
 import type { CacheResult } from './blobs.js';
 import { isDigest, validateDigest } from './reference.js';
 import type { UpstreamRoute } from './routing.js';
@@ -187,7 +187,7 @@ export class ManifestService {
         path: `/v2/${route.repo}/manifests/${tag}`,
         headers: { accept: MANIFEST_ACCEPT },
       });
-      res.body.destroy();
+      discard(res.body);
       if (res.status === 404) {
         await this.opts.index.deleteTag(route.upstream, route.repo, tag);
         this.rememberNotFound(route, tag);
@@ -231,12 +231,12 @@ export class ManifestService {
       signal,
     });
     if (res.status === 404) {
-      res.body.destroy();
+      discard(res.body);
       this.rememberNotFound(route, reference);
       throw errors.manifestUnknown(route.repo, reference);
     }
     if (res.status !== 200) {
-      res.body.destroy();
+      discard(res.body);
       throw new RelaisError('UPSTREAM_ERROR', `upstream ${route.upstream} answered ${res.status} for manifest ${route.repo}:${reference}`, { status: 502 });
     }
     const body = await this.readCapped(route.upstream, res);
@@ -276,7 +276,7 @@ export class ManifestService {
     const max = this.opts.maxManifestSize;
     const len = Number(header(res.headers, 'content-length'));
     if (Number.isFinite(len) && len > max) {
-      res.body.destroy();
+      discard(res.body);
       throw errors.manifestInvalid(`upstream ${upstream} sent a manifest of ${len} bytes, over the ${max}-byte limit (server.maxManifestSize)`);
     }
     const chunks: Buffer[] = [];
@@ -284,7 +284,7 @@ export class ManifestService {
     for await (const c of res.body as AsyncIterable<Buffer>) {
       total += c.byteLength;
       if (total > max) {
-        res.body.destroy();
+        discard(res.body);
         throw errors.manifestInvalid(`upstream ${upstream} sent a manifest over the ${max}-byte limit (server.maxManifestSize)`);
       }
       chunks.push(c);

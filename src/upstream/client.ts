@@ -37,6 +37,11 @@ export interface UpstreamObserver {
 
 const MAX_REDIRECTS = 5;
 
+/** Drops a response body relais does not need, keeping the connection reusable when the body is small. */
+export function discard(body: UpstreamBody): void {
+  body.dump({ limit: 64 * 1024 }).catch(() => undefined);
+}
+
 export function header(h: Readonly<Record<string, string | string[] | undefined>>, name: string): string | undefined {
   const v = h[name];
   return Array.isArray(v) ? v[0] : v;
@@ -114,7 +119,7 @@ export class UpstreamClient {
         const res = await this.sendOnce(req);
         if (res.status === 429 || res.status >= 500) {
           const retryAfter = parseRetryAfter(header(res.headers, 'retry-after'));
-          res.body.destroy();
+          discard(res.body);
           lastError = statusError(this.name, res.status, retryAfter);
           const canRetry = attempt < attempts && res.status !== 501 && (retryAfter === undefined || retryAfter <= this.cfg.retries.maxRetryAfter);
           if (retryAfter === undefined && res.status !== 429) this.breaker.onFailure();
@@ -169,7 +174,7 @@ export class UpstreamClient {
       this.observer.onExchange?.(this.name, req.method, res.statusCode, (performance.now() - started) / 1000);
       if (sameHost) this.observer.onHeaders?.(this.name, res.headers);
       if (res.statusCode === 401 && sameHost && !answeredChallenge) {
-        res.body.destroy();
+        discard(res.body);
         answeredChallenge = true;
         authorization = await this.tokens.answer(parseChallenges(res.headers['www-authenticate']), req.repo, req.signal);
         if (authorization === undefined) throw deniedError(this.name, req.repo, this.cfg.username !== undefined);
@@ -177,12 +182,12 @@ export class UpstreamClient {
         continue;
       }
       if (res.statusCode === 401 || res.statusCode === 403) {
-        res.body.destroy();
+        discard(res.body);
         throw deniedError(this.name, req.repo, this.cfg.username !== undefined);
       }
       if ([301, 302, 303, 307, 308].includes(res.statusCode)) {
         const location = header(res.headers, 'location');
-        res.body.destroy();
+        discard(res.body);
         if (location === undefined) throw new RelaisError('UPSTREAM_ERROR', `upstream ${this.name} sent a redirect without Location`, { status: 502 });
         const next = new URL(location, url);
         this.checkTarget(next);
