@@ -1,10 +1,12 @@
 // The upstream registry and the three targets the bench compares, each started with an empty
 // cache on a free port: CNCF distribution in proxy mode, nginx with proxy_cache + proxy_cache_lock
 // (the rpardini/docker-registry-proxy approach), and relais. All can run under a command prefix
-// (`ip netns exec NS`) for the slow-link runs.
+// (`ip netns exec NS`) for the slow-link runs, which is why distribution is started here rather
+// than with test/peers' startRegistry (loopback only); the access-log parser is shared.
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { freePort } from '../../test/peers/ports.js';
+import { parseAccessLogLine, type AccessLogEntry } from '../../test/peers/registry.js';
 import { startProc, waitHttp, type Proc } from './procs.js';
 
 export type TargetKind = 'distribution' | 'nginx' | 'relais';
@@ -18,22 +20,10 @@ export interface Running {
   stop(): Promise<void>;
 }
 
-export interface AccessEntry {
-  readonly method: string;
-  readonly path: string;
-  readonly status: number;
-  readonly bytes: number;
-}
+/** One line of distribution's access log (the parser is the test peers' one). */
+export type AccessEntry = Pick<AccessLogEntry, 'method' | 'path' | 'status' | 'bytes'>;
 
-const ACCESS_RE = /"([A-Z]+) (\S+) HTTP\/[\d.]+" (\d{3}) (\d+|-)/;
-
-export function parseAccessLine(line: string): AccessEntry | undefined {
-  const m = ACCESS_RE.exec(line);
-  if (m?.[1] === undefined || m[2] === undefined || m[3] === undefined || m[4] === undefined) return undefined;
-  return { method: m[1], path: m[2], status: Number(m[3]), bytes: m[4] === '-' ? 0 : Number(m[4]) };
-}
-
-const BLOB_PATH = /^\/v2\/.+\/blobs\/sha256:[0-9a-f]{64}(\?.*)?$/;
+const BLOB_PATH = /^\/v2\/.+\/blobs\/sha256:[0-9a-f]{64}$/;
 const MANIFEST_PATH = /^\/v2\/.+\/manifests\/[^/]+$/;
 
 export interface UpstreamCounts {
@@ -46,10 +36,10 @@ export interface UpstreamCounts {
 export function countUpstream(entries: readonly AccessEntry[]): UpstreamCounts {
   const c: UpstreamCounts = { blobGets: 0, blobBytes: 0, manifestRequests: 0, requests: entries.length };
   for (const e of entries) {
-    if (e.method === 'GET' && BLOB_PATH.test(e.path)) {
+    if (e.method === 'GET' && e.status < 300 && BLOB_PATH.test(e.path)) {
       c.blobGets += 1;
       c.blobBytes += e.bytes;
-    } else if (MANIFEST_PATH.test(e.path.split('?')[0] ?? '')) {
+    } else if (MANIFEST_PATH.test(e.path)) {
       c.manifestRequests += 1;
     }
   }
@@ -124,8 +114,8 @@ export async function startUpstream(o: {
     port: await freePort(),
     prefix: o.prefix ?? [],
     onLine: (line) => {
-      const e = parseAccessLine(line);
-      if (e !== undefined) access.push(e);
+      const e = parseAccessLogLine(line);
+      if (e !== null) access.push({ method: e.method, path: e.path, status: e.status, bytes: e.bytes });
     },
   });
   return { ...r, access };
