@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs';
 import { Command } from 'commander';
 import { registerServeCommand } from './serve.js';
 import { registerCiCommands } from '../ci/command.js';
+import { registerCleanupCommand } from '../cleanup/command.js';
 import { printError } from './output.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -16,6 +17,7 @@ const program = new Command()
 
 registerServeCommand(program);
 registerCiCommands(program);
+registerCleanupCommand(program);
 
 program.parseAsync(process.argv).catch((e: unknown) => {
   printError(e);

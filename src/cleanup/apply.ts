@@ -1,0 +1,179 @@
+// Applying a plan. Tags are removed one by one, never by deleting a digest another tag needs:
+//   - the spec's tag delete (DELETE /v2/<name>/manifests/<tag>) where the registry supports it,
+//     checked once per run: after the first tag delete, the image must still be there by digest
+//     (a registry that deleted the whole manifest instead is not trusted with shared images);
+//   - otherwise regclient's method: PUT a unique throw-away manifest (an empty OCI index with a
+//     nonce) under the tag, then DELETE that throw-away by digest: only the tag goes.
+// A tag that moved since the plan is left alone. Then the registry is read again: the manifests the
+// plan freed are deleted by digest only if no remaining tag reaches them (so distribution's garbage
+// collector can free their blobs).
+import { randomUUID } from 'node:crypto';
+import { RelaisError } from '../errors.js';
+import { MT, type DeleteOutcome, type RegistryBackend } from './backend.js';
+import { mapLimit } from './limit.js';
+import { parseManifest } from './manifest.js';
+import type { RepoPlan } from './plan.js';
+import { reachable, type DigestGraph, type DigestNode } from './types.js';
+
+export type TagDeleteMethod = 'tag-delete' | 'throwaway' | 'bulk';
+
+export interface ApplyResult {
+  readonly repo: string;
+  readonly method: TagDeleteMethod | null;
+  readonly untagged: string[];
+  readonly skipped: { tag: string; reason: string }[];
+  readonly failed: { tag: string; error: string }[];
+  readonly digestsDeleted: string[];
+  readonly digestsKept: { digest: string; reason: string }[];
+  /** Kept tags that no longer resolve to their planned digest after the run (must stay empty). */
+  readonly keptTagsChanged: { tag: string; planned: string; now: string | null }[];
+}
+
+export interface ApplyOptions {
+  readonly concurrency: number;
+  readonly onProgress?: (phase: string, done: number, total: number) => void;
+}
+
+export function throwawayManifest(): Buffer {
+  return Buffer.from(
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: MT.ociIndex,
+      manifests: [],
+      annotations: { 'io.relais.cleanup.placeholder': randomUUID(), 'org.opencontainers.image.created': new Date().toISOString() },
+    }),
+  );
+}
+
+export async function applyPlan(backend: RegistryBackend, plan: RepoPlan, graph: DigestGraph, opts: ApplyOptions): Promise<ApplyResult> {
+  if (plan.aborted !== null) throw new RelaisError('DENIED', `${plan.repo}: not applied: ${plan.aborted}`, { status: 409 });
+  const progress = opts.onProgress ?? (() => undefined);
+  const result: ApplyResult = { repo: plan.repo, method: null, untagged: [], skipped: [], failed: [], digestsDeleted: [], digestsKept: [], keptTagsChanged: [] };
+  let method: TagDeleteMethod | null = null;
+  const repo = plan.repo;
+  const deletions = plan.entries.filter((e) => e.action === 'DELETE');
+
+  const viaThrowaway = async (tag: string): Promise<void> => {
+    const d = await backend.putManifest(repo, tag, MT.ociIndex, throwawayManifest());
+    const r = await backend.deleteManifest(repo, d);
+    if (r === 'unsupported')
+      throw new RelaisError('UNSUPPORTED', `${backend.description} refuses manifest deletes (tag ${tag} now points to an empty placeholder ${d})`, {
+        status: 405,
+        hint: 'enable deletes in the registry (distribution: storage.delete.enabled: true)',
+      });
+  };
+
+  const untag = async (tag: string, digest: string, shared: boolean): Promise<void> => {
+    if (backend.canReadManifests) {
+      const now = await backend.headManifest(repo, tag);
+      if (now === null) {
+        result.skipped.push({ tag, reason: 'already gone' });
+        return;
+      }
+      if (now.digest !== digest) {
+        result.skipped.push({ tag, reason: `moved since the plan (now ${now.digest})` });
+        return;
+      }
+    }
+    if (method === 'throwaway') await viaThrowaway(tag);
+    else if (method === 'tag-delete' || !backend.canReadManifests) {
+      const r = await backend.deleteManifest(repo, tag);
+      if (r === 'unsupported') throw new RelaisError('UNSUPPORTED', `${backend.description} does not delete tags`, { status: 405 });
+      method = 'tag-delete';
+    } else {
+      // First tag of the run: find out what the registry does with a tag delete.
+      const r: DeleteOutcome = shared ? 'unsupported' : await backend.deleteManifest(repo, tag);
+      if (r === 'deleted') {
+        const still = await backend.headManifest(repo, digest);
+        if (still === null) {
+          // The registry deleted the manifest, not the tag: only ever use the throw-away method from now on.
+          method = 'throwaway';
+          result.skipped.push({ tag, reason: 'registry deleted the image on tag delete (no other tag needed it); using the throw-away method from now on' });
+          result.untagged.push(tag);
+          return;
+        }
+        method = 'tag-delete';
+      } else if (r === 'not-found') {
+        result.skipped.push({ tag, reason: 'already gone' });
+        return;
+      } else {
+        method = 'throwaway';
+        await viaThrowaway(tag);
+      }
+    }
+    result.untagged.push(tag);
+  };
+
+  // Bulk (GitLab): one call for the repository.
+  if (backend.deleteTagsBulk && deletions.length > 1) {
+    const scheduled = await backend.deleteTagsBulk(repo, deletions.map((e) => e.tag));
+    result.untagged.push(...scheduled);
+    return { ...result, method: 'bulk' };
+  }
+
+  // The first deletion alone (it decides the method), preferring one whose image no kept tag needs.
+  const ordered = [...deletions].sort((a, b) => Number(a.sharedWith !== undefined) - Number(b.sharedWith !== undefined));
+  let done = 0;
+  const one = async (e: (typeof ordered)[number]): Promise<void> => {
+    try {
+      await untag(e.tag, e.digest, e.sharedWith !== undefined);
+    } catch (err) {
+      if (err instanceof RelaisError && err.code === 'UNSUPPORTED') throw err;
+      result.failed.push({ tag: e.tag, error: err instanceof Error ? err.message : String(err) });
+    }
+    progress('deleting tags', ++done, ordered.length);
+  };
+  const [first, ...rest] = ordered;
+  if (first) await one(first);
+  await mapLimit(rest, opts.concurrency, one);
+
+  if (backend.canReadManifests) await deleteOrphans(backend, plan, graph, opts, result);
+  return { ...result, method };
+}
+
+/** Re-reads the repository and deletes, by digest, the planned manifests no remaining tag reaches. */
+async function deleteOrphans(backend: RegistryBackend, plan: RepoPlan, graph: DigestGraph, opts: ApplyOptions, result: ApplyResult): Promise<void> {
+  const repo = plan.repo;
+  const remaining = await backend.listTags(repo);
+  const heads = await mapLimit(remaining, opts.concurrency, (t) => backend.headManifest(repo, t));
+  const live = new Map<string, string>();
+  remaining.forEach((t, i) => {
+    const hd = heads[i];
+    if (hd) live.set(t, hd.digest);
+  });
+  for (const e of plan.entries)
+    if (e.action === 'KEEP' && live.get(e.tag) !== e.digest) result.keptTagsChanged.push({ tag: e.tag, planned: e.digest, now: live.get(e.tag) ?? null });
+
+  // Digests we have not seen (pushed since the plan): read them so their children count as reachable.
+  const g = new Map<string, DigestNode>(graph);
+  let frontier = [...new Set(live.values())].filter((d) => !g.has(d));
+  for (let depth = 0; depth < 4 && frontier.length > 0; depth++) {
+    const fetched = await mapLimit(frontier, opts.concurrency, (d) => backend.getManifest(repo, d));
+    const next: string[] = [];
+    frontier.forEach((d, i) => {
+      const m = fetched[i];
+      if (!m) return;
+      const p = parseManifest(m.body, m.mediaType);
+      g.set(d, { digest: d, mediaType: p.mediaType, children: p.children.map((c) => c.digest), referrers: [] });
+      if (p.subject !== undefined) {
+        const s = g.get(p.subject);
+        if (s) g.set(p.subject, { ...s, referrers: [...s.referrers, d] });
+      }
+      for (const c of p.children) if (!g.has(c.digest)) next.push(c.digest);
+    });
+    frontier = next;
+  }
+  const needed = reachable(g, live.values());
+  let done = 0;
+  for (const d of plan.digestsToDelete) {
+    if (needed.has(d)) {
+      result.digestsKept.push({ digest: d, reason: 'a remaining tag still reaches it' });
+    } else {
+      const r = await backend.deleteManifest(repo, d);
+      if (r === 'deleted') result.digestsDeleted.push(d);
+      else if (r === 'not-found') result.digestsKept.push({ digest: d, reason: 'already gone' });
+      else result.digestsKept.push({ digest: d, reason: 'the registry refuses manifest deletes' });
+    }
+    opts.onProgress?.('deleting untagged manifests', ++done, plan.digestsToDelete.length);
+  }
+}
