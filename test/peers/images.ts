@@ -447,7 +447,7 @@ export async function pushIndex(
 export async function pushRunnableImage(
   registryHost: string,
   repoTag: string,
-  opts: { format?: ImageFormat; creds?: Creds } = {},
+  opts: { format?: ImageFormat; creds?: Creds; /** Config labels: a way to get a distinct image with the same layer. */ labels?: Record<string, string> } = {},
 ): Promise<BuiltImage> {
   let busybox: Buffer;
   try {
@@ -474,7 +474,9 @@ export async function pushRunnableImage(
     mediaType: format === 'oci' ? MEDIA.ociLayerGzip : MEDIA.dockerLayerGzip,
     diffId: `sha256:${createHash('sha256').update(tar).digest('hex')}`,
   };
-  const buildOpts: PushOptions = { layers: [], format, imageConfig: { Cmd: ['sh'], Env: ['PATH=/bin'] } };
+  const imageConfig: Record<string, unknown> = { Cmd: ['sh'], Env: ['PATH=/bin'] };
+  if (opts.labels !== undefined) imageConfig.Labels = opts.labels;
+  const buildOpts: PushOptions = { layers: [], format, imageConfig };
   const parts = await buildImage(buildOpts, [layer]);
   return pushParts(parts, registryHost, repoTag, opts.creds);
 }

@@ -85,6 +85,7 @@ export interface ManagedProcess {
 
 const live = new Set<ManagedProcess>();
 const runningShortCommands = new Set<number>();
+const removeAtExit = new Set<string>();
 let handlersInstalled = false;
 
 function killGroup(pid: number, signal: NodeJS.Signals): void {
@@ -109,7 +110,10 @@ function killAllNow(): void {
 function installExitHandlers(): void {
   if (handlersInstalled) return;
   handlersInstalled = true;
-  process.on('exit', killAllNow);
+  process.on('exit', () => {
+    killAllNow();
+    for (const dir of removeAtExit) removeDirSync(dir);
+  });
   for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
     const handler = (): void => {
       killAllNow();
@@ -175,7 +179,10 @@ function tail(text: string, max = 4000): string {
 export async function startProcess(cmd: string, args: readonly string[], opts: StartOptions = {}): Promise<ManagedProcess> {
   installExitHandlers();
   const name = opts.name ?? cmd.split('/').pop() ?? cmd;
+  const ownLogDir = opts.logDir === undefined;
   const logDir = opts.logDir ?? (await tempDir(`${name}-logs`));
+  // A log dir made here lives until the test process exits (output() stays readable after stop()).
+  if (ownLogDir) removeAtExit.add(logDir);
   const stdoutFile = join(logDir, `${name}.stdout.log`);
   const stderrFile = join(logDir, `${name}.stderr.log`);
   const flags = opts.appendLogs === true ? 'a' : 'w';
@@ -190,6 +197,9 @@ export async function startProcess(cmd: string, args: readonly string[], opts: S
     closeSync(errFd);
   }
   const spawned = await new Promise<number>((resolve, reject) => {
+    child.once('error', () => {
+      if (ownLogDir) removeDirSync(logDir);
+    });
     child.once('spawn', () => {
       if (child.pid === undefined) reject(new Error(`${cmd}: spawned without a pid`));
       else resolve(child.pid);
