@@ -123,6 +123,12 @@ export function registerCiCommands(program: Command): void {
     .option('--stage <stage>', 'stage of the job', 'build')
     .option('--context <dir>', 'build context', '.')
     .option('--dockerfile <file>', 'Dockerfile path (docker build --file)')
+    .option(
+      '--build-option <word>',
+      'extra docker build option, one word, repeatable (e.g. --build-option=--network=none)',
+      (v: string, prev: string[]) => [...prev, v],
+      [] as string[],
+    )
     .option('--include', 'write a file to include from .gitlab-ci.yml (no top-level stages:)')
     .option('--dind-dockerfile', 'print a Dockerfile.dind that bakes the mirror into a dind image, instead of the job')
     .option('-o, --output <file>', 'write to FILE instead of stdout')
@@ -151,6 +157,7 @@ export function registerCiCommands(program: Command): void {
         stage: string;
         context: string;
         dockerfile?: string;
+        buildOption: string[];
         include?: boolean;
         dindDockerfile?: boolean;
         output?: string;
@@ -176,6 +183,7 @@ export function registerCiCommands(program: Command): void {
               stage: opts.stage,
               context: opts.context,
               dockerfile: opts.dockerfile,
+              buildOptions: opts.buildOption,
               include: opts.include === true,
               generatedBy: `relais ci gitlab ${process.argv.slice(process.argv.indexOf('gitlab') + 1).join(' ')}`.trim(),
             });

@@ -30,6 +30,8 @@ export interface GitlabJobOptions {
   /** Build context and Dockerfile. */
   readonly context?: string | undefined;
   readonly dockerfile?: string | undefined;
+  /** Extra `docker build` options, one word each (e.g. "--network=none", "--target=app"). */
+  readonly buildOptions?: readonly string[] | undefined;
   /** An include-able file: no top-level `stages:`. */
   readonly include?: boolean | undefined;
   /** The command line that produced the file, for the header comment. */
@@ -131,7 +133,10 @@ export function buildGitlabJob(options: GitlabJobOptions): GitlabJob {
   ];
   const slugLine: ScriptLine = { run: `DEFAULT_SLUG=${defaultSlug}`, comment: ' The default branch\'s tag (its CI_COMMIT_REF_SLUG).' };
 
-  const file = options.dockerfile === undefined ? [] : ['--file', shQuote(options.dockerfile)];
+  const file = [
+    ...(options.dockerfile === undefined ? [] : ['--file', shQuote(options.dockerfile)]),
+    ...(options.buildOptions ?? []).map(shQuote),
+  ];
   const latest: ScriptLine = {
     run:
       options.mode === 'inline'
