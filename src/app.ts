@@ -5,6 +5,7 @@ import type { AddressInfo } from 'node:net';
 import { join, resolve } from 'node:path';
 import type { ResolvedConfig } from './config/load.js';
 import { usesLibraryPrefix } from './config/load.js';
+import { createAccessControl } from './http/access.js';
 import { createRegistryHandler } from './http/handlers.js';
 import { createServer, type RouteHandler, type RunningServer } from './http/server.js';
 import { SqliteIndex } from './index/sqlite.js';
@@ -78,7 +79,17 @@ export async function startRelais(config: ResolvedConfig, opts: StartOptions = {
     maxManifestSize: config.server.maxManifestSize,
   });
   const listing = new ListingService(upstreams, index);
-  const registry = createRegistryHandler({ routing, manifests, blobs, listing });
+  const access = createAccessControl(config.auth);
+  const registry = createRegistryHandler({ routing, manifests, blobs, listing, access });
+  // Runs first: identifies the client, and keeps admin endpoints (status page, /_relais/*) to admins.
+  const guard: RouteHandler = async (req, _res, ctx) => {
+    ctx.principal = await access.authenticate(req);
+    const path = (req.url ?? '/').split('?')[0] ?? '/';
+    if (path === '/' || path.startsWith('/_relais/') || (path === '/metrics' && !access.publicMetrics)) {
+      if (access.enabled) access.checkAdmin(ctx.principal);
+    }
+    return false;
+  };
 
   const health: RouteHandler = (req, res) => {
     const path = (req.url ?? '/').split('?')[0];
@@ -111,7 +122,7 @@ export async function startRelais(config: ResolvedConfig, opts: StartOptions = {
     requestTimeout: config.server.requestTimeout,
     logRequests: config.log.requests,
     logger,
-    handlers: [registry, health],
+    handlers: [guard, registry, health],
   });
   const { host, port } = splitListen(config.listen);
   await new Promise<void>((resolveListen, reject) => {

@@ -117,6 +117,16 @@ export function resolveConfig(raw: Record<string, unknown>, overrides: CliOverri
       throw configError(source, `upstreams.${name}: username and password go together`);
     }
   }
+  if (cfg.auth) {
+    const known = (u: string): boolean => u === '*' || u in cfg.upstreams;
+    for (const u of cfg.auth.anonymous) if (!known(u)) throw configError(source, `auth.anonymous: "${u}" is not one of the upstreams (${names.join(', ')}) or "*"`);
+    for (const [p, ups] of Object.entries(cfg.auth.permissions)) {
+      for (const u of ups) if (!known(u)) throw configError(source, `auth.permissions.${p}: "${u}" is not one of the upstreams (${names.join(', ')}) or "*"`);
+    }
+    if (cfg.auth.htpasswd === undefined && Object.keys(cfg.auth.tokens).length === 0 && cfg.auth.anonymous.length === 0) {
+      throw configError(source, 'auth: no htpasswd, no tokens and no anonymous upstreams: nobody could pull', 'add auth.htpasswd, auth.tokens or auth.anonymous');
+    }
+  }
   return { ...cfg, defaultUpstream };
 }
 

@@ -25,6 +25,95 @@ const size = z
     return parsed;
   });
 
+/** A share of something: 0.9, or "90%". */
+const share = z.union([z.number(), z.string()]).transform((v, ctx) => {
+  const m = typeof v === 'number' ? [String(v), String(v), ''] : /^\s*(\d+(?:\.\d+)?)\s*(%?)\s*$/.exec(v);
+  const x = m ? Number(m[1]) / (m[2] === '%' ? 100 : 1) : NaN;
+  if (!(x > 0 && x <= 1)) {
+    ctx.addIssue({ code: 'custom', message: `expected a share of maxSize like 0.9 or "90%", got ${JSON.stringify(v)}` });
+    return z.NEVER;
+  }
+  return x;
+});
+
+/**
+ * Bounded disk (docs/operations.md). Without maxSize the cache only grows (maxIdleAge still applies).
+ *   maxSize        unset     budget for cached blobs and manifests, e.g. "50GiB"; over it, relais evicts
+ *                            least-recently-used images down to lowWatermark, online
+ *   lowWatermark   0.9       where eviction stops, as a share of maxSize (0.9 or "90%")
+ *   maxIdleAge     unset     images unused for this long are evicted whatever the size, e.g. "30d"
+ *   pin            []        never evicted: "docker.io/library/docker:*-dind", "ghcr.io/org/*", "alpine:3.*"
+ *   evictInterval  1m        how often the budget and idle ages are checked (also after every blob stored)
+ *   gcInterval     6h        how often the online gc reconciles index and disk ("0" disables it)
+ *   gcGrace        15m       files younger than this are never taken for orphans or crash leftovers
+ */
+export const storageSchema = z
+  .object({
+    maxSize: size.optional(),
+    lowWatermark: share.default(0.9),
+    maxIdleAge: duration.optional(),
+    pin: z.array(z.string().min(1)).default([]),
+    evictInterval: duration.default(60_000),
+    gcInterval: duration.default(6 * 3600_000),
+    gcGrace: duration.default(15 * 60_000),
+  })
+  .strict();
+
+/**
+ * Observability (docs/operations.md).
+ *   enabled        true      serve /metrics (Prometheus text format)
+ *   statusPage     true      serve the status page at / and its JSON at /_relais/status
+ *   recentErrors   50        errors kept for the status page
+ *   topImages      20        most-pulled images shown on the status page
+ */
+export const metricsSchema = z
+  .object({
+    enabled: z.boolean().default(true),
+    statusPage: z.boolean().default(true),
+    recentErrors: z.number().int().min(0).max(1000).default(50),
+    topImages: z.number().int().min(0).max(1000).default(20),
+  })
+  .strict();
+
+/** One image to warm: "alpine:3.20", "ghcr.io/org/app:main", or with its platforms. */
+const prefetchImage = z.union([
+  z.string().min(1),
+  z
+    .object({
+      image: z.string().min(1),
+      /** os/arch[/variant] to fetch from a multi-platform image; default the prefetch section's. */
+      platforms: z.array(z.string().regex(/^[a-z0-9]+\/[a-z0-9_]+(\/[a-z0-9]+)?$/, 'expected os/arch like linux/amd64')).optional(),
+      allPlatforms: z.boolean().optional(),
+    })
+    .strict(),
+]);
+
+/**
+ * Warming the cache before the CI rush (docs/operations.md); `relais prefetch` does the same by hand.
+ *   images         []        what to fetch
+ *   platforms      [linux/<this machine's arch>]   platforms taken from multi-platform images
+ *   allPlatforms   false     every platform of multi-platform images
+ *   at             []        times of day (UTC, "HH:MM") to run, e.g. ["05:30"]
+ *   every          unset     or an interval, e.g. "6h"
+ *   onStart        false     also run once when relais starts
+ *   concurrency    4         blobs fetched at once
+ */
+export const prefetchSchema = z
+  .object({
+    images: z.array(prefetchImage).default([]),
+    platforms: z.array(z.string().regex(/^[a-z0-9]+\/[a-z0-9_]+(\/[a-z0-9]+)?$/, 'expected os/arch like linux/amd64')).optional(),
+    allPlatforms: z.boolean().default(false),
+    at: z.array(z.string().regex(/^([01]\d|2[0-3]):[0-5]\d$/, 'expected a UTC time of day like "05:30"')).default([]),
+    every: duration.optional(),
+    onStart: z.boolean().default(false),
+    concurrency: z.number().int().min(1).max(64).default(4),
+  })
+  .strict();
+
+export type StorageConfig = z.output<typeof storageSchema>;
+export type MetricsConfig = z.output<typeof metricsSchema>;
+export type PrefetchConfig = z.output<typeof prefetchSchema>;
+
 const httpUrl = z.string().refine((v) => {
   try {
     const u = new URL(v);
@@ -85,6 +174,28 @@ export const upstreamSchema = z
   })
   .strict();
 
+/**
+ * Client access control. Without an `auth:` section relais is open to every client (the usual setup on a
+ * private CI network). With it, clients authenticate with Basic (htpasswd bcrypt users) or a static Bearer token.
+ */
+export const authSchema = z
+  .object({
+    realm: z.string().default('relais'),
+    /** htpasswd file with bcrypt entries (`htpasswd -B`). */
+    htpasswd: z.string().min(1).optional(),
+    /** Static bearer tokens: name -> secret (use ${ENV}). The name is the principal. */
+    tokens: z.record(z.string().regex(/^[A-Za-z0-9_.-]+$/, 'token names are [A-Za-z0-9_.-]+'), z.string().min(16, 'tokens must be at least 16 characters')).default({}),
+    /** Upstreams unauthenticated clients may pull from ("*" = all). Default: none. */
+    anonymous: z.array(z.string()).default([]),
+    /** Principal (user or token name; "*" = any authenticated client) -> upstreams it may pull from ("*" = all). */
+    permissions: z.record(z.string(), z.array(z.string())).default({ '*': ['*'] }),
+    /** Principals allowed on admin endpoints (the status page and /_relais/*). */
+    admins: z.array(z.string()).default([]),
+    /** Serve /metrics without authentication. */
+    publicMetrics: z.boolean().default(true),
+  })
+  .strict();
+
 export const configSchema = z
   .object({
     listen: hostPort.default('0.0.0.0:5000'),
@@ -95,6 +206,7 @@ export const configSchema = z
     upstreams: z.record(upstreamName, upstreamSchema).default({
       'docker.io': upstreamSchema.parse({ url: 'https://registry-1.docker.io' }),
     }),
+    auth: authSchema.optional(),
     log: z
       .object({
         level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
@@ -116,9 +228,13 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    storage: storageSchema.prefault({}),
+    metrics: metricsSchema.prefault({}),
+    prefetch: prefetchSchema.prefault({}),
   })
   .strict();
 
 export type RelaisConfigInput = z.input<typeof configSchema>;
 export type RelaisConfig = z.output<typeof configSchema>;
 export type UpstreamConfig = z.output<typeof upstreamSchema>;
+export type AuthConfig = z.output<typeof authSchema>;

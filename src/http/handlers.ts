@@ -9,10 +9,13 @@ import type { ManifestService } from '../registry/manifests.js';
 import { validateDigest, validateReference } from '../registry/reference.js';
 import { resolveRoute, type RoutingTable, type UpstreamRoute } from '../registry/routing.js';
 import type { ByteRange } from '../storage/driver.js';
+import { ANONYMOUS, type AccessControl, type Principal } from './access.js';
 import { parseApiPath, type ApiRoute } from './route.js';
 
 /** What a handler tells the request log. */
 export interface RequestContext {
+  /** Who is asking (set by the access guard before any handler runs). */
+  principal?: Principal;
   upstream?: string;
   result?: CacheResult;
   bytes?: number;
@@ -23,6 +26,7 @@ export interface RegistryHandlerDeps {
   readonly manifests: ManifestService;
   readonly blobs: BlobService;
   readonly listing: ListingService;
+  readonly access: AccessControl;
 }
 
 const API_VERSION = 'registry/2.0';
@@ -35,12 +39,17 @@ function splitUrl(url: string): { path: string; query: URLSearchParams | undefin
 }
 
 export function createRegistryHandler(deps: RegistryHandlerDeps) {
-  const route = (name: string, query: URLSearchParams | undefined): UpstreamRoute => resolveRoute(deps.routing, name, query?.get('ns') ?? undefined);
+  /** Resolves the upstream and checks the client may pull from it. */
+  const route = (ctx: RequestContext, name: string, query: URLSearchParams | undefined): UpstreamRoute => {
+    const up = resolveRoute(deps.routing, name, query?.get('ns') ?? undefined);
+    ctx.upstream = up.upstream;
+    deps.access.checkPull(ctx.principal ?? ANONYMOUS, up.upstream);
+    return up;
+  };
 
   async function manifest(req: IncomingMessage, res: ServerResponse, ctx: RequestContext, r: Extract<ApiRoute, { kind: 'manifest' }>, query: URLSearchParams | undefined): Promise<void> {
     validateReference(r.reference);
-    const up = route(r.name, query);
-    ctx.upstream = up.upstream;
+    const up = route(ctx, r.name, query);
     const m = await deps.manifests.get(up, r.reference);
     ctx.result = m.result;
     res.statusCode = 200;
@@ -55,8 +64,7 @@ export function createRegistryHandler(deps: RegistryHandlerDeps) {
 
   async function blob(req: IncomingMessage, res: ServerResponse, ctx: RequestContext, r: Extract<ApiRoute, { kind: 'blob' }>, query: URLSearchParams | undefined): Promise<void> {
     validateDigest(r.digest);
-    const up = route(r.name, query);
-    ctx.upstream = up.upstream;
+    const up = route(ctx, r.name, query);
     const common = (): void => {
       res.setHeader('content-type', 'application/octet-stream');
       res.setHeader('docker-content-digest', r.digest);
@@ -96,8 +104,7 @@ export function createRegistryHandler(deps: RegistryHandlerDeps) {
   }
 
   async function tags(req: IncomingMessage, res: ServerResponse, ctx: RequestContext, r: Extract<ApiRoute, { kind: 'tags' }>, query: URLSearchParams | undefined): Promise<void> {
-    const up = route(r.name, query);
-    ctx.upstream = up.upstream;
+    const up = route(ctx, r.name, query);
     const nRaw = query?.get('n');
     let n: number | undefined;
     if (nRaw !== null && nRaw !== undefined) {
@@ -120,8 +127,7 @@ export function createRegistryHandler(deps: RegistryHandlerDeps) {
 
   async function referrers(req: IncomingMessage, res: ServerResponse, ctx: RequestContext, r: Extract<ApiRoute, { kind: 'referrers' }>, query: URLSearchParams | undefined): Promise<void> {
     validateDigest(r.digest);
-    const up = route(r.name, query);
-    ctx.upstream = up.upstream;
+    const up = route(ctx, r.name, query);
     const out = await deps.listing.referrers(up, r.digest, query?.get('artifactType') ?? undefined);
     ctx.result = 'miss';
     res.statusCode = out.status;
@@ -143,6 +149,8 @@ export function createRegistryHandler(deps: RegistryHandlerDeps) {
     }
     switch (r.kind) {
       case 'base': {
+        // Docker decides from this answer whether to send credentials at all.
+        if ((ctx.principal ?? ANONYMOUS).kind === 'anonymous' && !deps.access.anonymousPullsAnything) deps.access.checkPull(ANONYMOUS, '');
         const body = '{}';
         res.statusCode = 200;
         res.setHeader('content-type', 'application/json');

@@ -75,6 +75,8 @@ export function createServer(opts: ServerOptions): RunningServer {
     headersTimeout: opts.headersTimeout,
     keepAliveTimeout: opts.keepAliveTimeout,
     requestTimeout: opts.requestTimeout,
+    // How often Node checks headersTimeout/requestTimeout (slowloris): its default is 30 s.
+    connectionsCheckingInterval: Math.max(250, Math.min(1000, Math.floor(opts.headersTimeout / 2))),
     maxHeaderSize: 16 * 1024,
     // Refuse ambiguous framing (request smuggling): Node rejects CL+TE and obs-fold by default; keep it strict.
     insecureHTTPParser: false,

@@ -2,6 +2,7 @@
 // redirects, timeouts, retries and the circuit breaker (each a separate, named setting), and reports
 // failures as RelaisErrors (502/503/504). It knows the registry HTTP API paths, nothing about caching.
 import { setTimeout as sleep } from 'node:timers/promises';
+import { lookup, type LookupAddress } from 'node:dns';
 import { Agent, request, type Dispatcher } from 'undici';
 import { RelaisError } from '../errors.js';
 import { CircuitBreaker, parseRetryAfter } from '../policy/circuit-breaker.js';
@@ -61,8 +62,27 @@ export class UpstreamClient {
     this.cfg = cfg;
     this.observer = observer;
     this.baseUrl = new URL(cfg.url.replace(/\/+$/, ''));
+    const upstreamHost = this.baseUrl.hostname;
     this.dispatcher = new Agent({
-      connect: { timeout: cfg.timeouts.connect },
+      connect: {
+        timeout: cfg.timeouts.connect,
+        // Names that resolve to private addresses (DNS rebinding, CDN redirects gone wrong) are refused
+        // unless they are the upstream's own host or allowPrivateRedirects is set. IP literals: checkTarget().
+        lookup: (hostname, options, callback) => {
+          lookup(hostname, { ...options, all: true }, (err, addresses) => {
+            if (err) return callback(err, '', 0);
+            const list = addresses as LookupAddress[];
+            if (hostname !== upstreamHost && !cfg.allowPrivateRedirects && list.some((a) => isPrivateHost(a.address))) {
+              const e = Object.assign(new Error(`${hostname} resolves to a private address; refused`), { code: 'ERELAIS_PRIVATE_ADDRESS' });
+              return callback(e, '', 0);
+            }
+            if ((options as { all?: boolean }).all === true) return (callback as unknown as (e: null, a: LookupAddress[]) => void)(null, list);
+            const first = list[0];
+            if (!first) return callback(Object.assign(new Error(`${hostname}: no address`), { code: 'ENOTFOUND' }), '', 0);
+            callback(null, first.address, first.family);
+          });
+        },
+      },
       headersTimeout: cfg.timeouts.headers,
       bodyTimeout: cfg.timeouts.idle,
       keepAliveTimeout: 30_000,
