@@ -31,6 +31,36 @@ export interface ManifestRecord {
   readonly now: number;
 }
 
+/** Totals of what the index holds (blobs are content without a media type, manifests with one). */
+export interface IndexUsage {
+  readonly bytes: number;
+  readonly blobs: number;
+  readonly blobBytes: number;
+  readonly manifests: number;
+  readonly manifestBytes: number;
+  readonly tags: number;
+  /** Repositories with at least one tag. */
+  readonly repositories: number;
+}
+
+export interface TagRow extends TagEntry {
+  readonly upstream: string;
+  readonly repo: string;
+  readonly tag: string;
+}
+
+/** A manifest's reference to a blob or a child manifest. */
+export interface ReferenceRow {
+  readonly manifest: string;
+  readonly child: string;
+}
+
+export interface LinkRow {
+  readonly upstream: string;
+  readonly repo: string;
+  readonly digest: string;
+}
+
 export interface CacheIndex {
   getTag(upstream: string, repo: string, tag: string): Promise<TagEntry | undefined>;
   /** Records that the upstream confirmed the tag still points to its digest. */
@@ -44,6 +74,17 @@ export interface CacheIndex {
   /** Links content to a repository: relais serves a digest under a name only once the upstream showed it there. */
   linkContent(upstream: string, repo: string, digests: readonly string[]): Promise<void>;
   isLinked(upstream: string, repo: string, digest: string): Promise<boolean>;
+  // --- Operations (eviction, gc, ls, stats): whole-table reads and one bulk delete. ---
+  usage(): Promise<IndexUsage>;
+  listContent(): Promise<ContentEntry[]>;
+  listReferences(): Promise<ReferenceRow[]>;
+  listAllTags(): Promise<TagRow[]>;
+  listLinks(): Promise<LinkRow[]>;
+  /**
+   * Forgets content at once (one transaction): its rows, its references in both directions, its repository
+   * links and every tag pointing to it. The files are the caller's to delete, afterwards.
+   */
+  deleteContent(digests: readonly string[]): Promise<void>;
   /** Notes a use of the content (batched; refreshed on every hit). */
   touch(digest: string, now: number): void;
   flush(): Promise<void>;

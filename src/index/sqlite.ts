@@ -1,7 +1,7 @@
 // The SQLite index (better-sqlite3, WAL). Statements are prepared once; last-access updates are batched
 // in memory and written in one transaction every few seconds, so a cache hit costs no disk write.
 import Database from 'better-sqlite3';
-import type { CacheIndex, ContentEntry, ManifestRecord, TagEntry } from './index.js';
+import type { CacheIndex, ContentEntry, IndexUsage, LinkRow, ManifestRecord, ReferenceRow, TagEntry, TagRow } from './index.js';
 
 /** Schema migrations, applied in order; PRAGMA user_version records how many ran. */
 const MIGRATIONS: readonly string[] = [
@@ -78,6 +78,25 @@ export class SqliteIndex implements CacheIndex {
       isLinked: db.prepare<[string, string, string], { one: number }>('SELECT 1 AS one FROM repo_content WHERE upstream = ? AND repo = ? AND digest = ?'),
       addRef: db.prepare('INSERT OR IGNORE INTO manifest_refs (manifest, child) VALUES (?, ?)'),
       touch: db.prepare('UPDATE content SET last_access = max(last_access, ?) WHERE digest = ?'),
+      usageContent: db.prepare<[], { blobs: number; blob_bytes: number | null; manifests: number; manifest_bytes: number | null }>(
+        `SELECT count(*) FILTER (WHERE media_type IS NULL) AS blobs, sum(size) FILTER (WHERE media_type IS NULL) AS blob_bytes,
+                count(*) FILTER (WHERE media_type IS NOT NULL) AS manifests, sum(size) FILTER (WHERE media_type IS NOT NULL) AS manifest_bytes
+         FROM content`,
+      ),
+      usageTags: db.prepare<[], { tags: number; repositories: number }>(
+        "SELECT count(*) AS tags, count(DISTINCT upstream || '/' || repo) AS repositories FROM tags",
+      ),
+      allContent: db.prepare<[], ContentRow>('SELECT digest, size, media_type, created_at, last_access FROM content'),
+      allRefs: db.prepare<[], ReferenceRow>('SELECT manifest, child FROM manifest_refs'),
+      allTags: db.prepare<[], { upstream: string; repo: string; tag: string; digest: string; fetched_at: number; checked_at: number }>(
+        'SELECT upstream, repo, tag, digest, fetched_at, checked_at FROM tags ORDER BY upstream, repo, tag',
+      ),
+      allLinks: db.prepare<[], LinkRow>('SELECT upstream, repo, digest FROM repo_content'),
+      delContent: db.prepare('DELETE FROM content WHERE digest = ?'),
+      delRefsOf: db.prepare('DELETE FROM manifest_refs WHERE manifest = ?'),
+      delRefsTo: db.prepare('DELETE FROM manifest_refs WHERE child = ?'),
+      delLinks: db.prepare('DELETE FROM repo_content WHERE digest = ?'),
+      delTagsTo: db.prepare('DELETE FROM tags WHERE digest = ?'),
     };
     this.timer = setInterval(() => this.flushSync(), opts.flushIntervalMs ?? 5000);
     this.timer.unref();
@@ -148,6 +167,56 @@ export class SqliteIndex implements CacheIndex {
 
   isLinked(upstream: string, repo: string, digest: string): Promise<boolean> {
     return Promise.resolve(this.stmts.isLinked.get(upstream, repo, digest) !== undefined);
+  }
+
+  usage(): Promise<IndexUsage> {
+    const c = this.stmts.usageContent.get();
+    const t = this.stmts.usageTags.get();
+    const blobBytes = c?.blob_bytes ?? 0;
+    const manifestBytes = c?.manifest_bytes ?? 0;
+    return Promise.resolve({
+      bytes: blobBytes + manifestBytes,
+      blobs: c?.blobs ?? 0,
+      blobBytes,
+      manifests: c?.manifests ?? 0,
+      manifestBytes,
+      tags: t?.tags ?? 0,
+      repositories: t?.repositories ?? 0,
+    });
+  }
+
+  listContent(): Promise<ContentEntry[]> {
+    return Promise.resolve(
+      this.stmts.allContent.all().map((r) => ({ digest: r.digest, size: r.size, mediaType: r.media_type ?? undefined, createdAt: r.created_at, lastAccess: r.last_access })),
+    );
+  }
+
+  listReferences(): Promise<ReferenceRow[]> {
+    return Promise.resolve(this.stmts.allRefs.all());
+  }
+
+  listAllTags(): Promise<TagRow[]> {
+    return Promise.resolve(
+      this.stmts.allTags.all().map((r) => ({ upstream: r.upstream, repo: r.repo, tag: r.tag, digest: r.digest, fetchedAt: r.fetched_at, checkedAt: r.checked_at })),
+    );
+  }
+
+  listLinks(): Promise<LinkRow[]> {
+    return Promise.resolve(this.stmts.allLinks.all());
+  }
+
+  deleteContent(digests: readonly string[]): Promise<void> {
+    this.db.transaction(() => {
+      for (const d of digests) {
+        this.stmts.delContent.run(d);
+        this.stmts.delRefsOf.run(d);
+        this.stmts.delRefsTo.run(d);
+        this.stmts.delLinks.run(d);
+        this.stmts.delTagsTo.run(d);
+        this.pendingTouches.delete(d);
+      }
+    })();
+    return Promise.resolve();
   }
 
   touch(digest: string, now: number): void {
