@@ -24,6 +24,14 @@ export function tempDirSync(prefix: string): string {
   return mkdtempSync(join(tmpdir(), `relais-${prefix}-`));
 }
 
+/** A temp dir (like tempDirSync) deleted when the test process exits. */
+export function tempDirRemovedAtExit(prefix: string): string {
+  installExitHandlers();
+  const dir = tempDirSync(prefix);
+  removeAtExit.add(dir);
+  return dir;
+}
+
 /** Removes a directory tree, retrying a few times (daemons may still be releasing files). */
 export async function removeDir(dir: string): Promise<void> {
   await rm(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 100 });
