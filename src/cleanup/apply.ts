@@ -118,7 +118,8 @@ export async function applyPlan(backend: RegistryBackend, plan: RepoPlan, graph:
     try {
       await untag(e.tag, e.digest, e.sharedWith !== undefined);
     } catch (err) {
-      if (err instanceof RelaisError && err.code === 'UNSUPPORTED') throw err;
+      // Whole-run problems (no permission, no delete support) stop the run instead of failing every tag.
+      if (err instanceof RelaisError && (err.code === 'UNSUPPORTED' || err.code === 'UNAUTHORIZED' || err.code === 'DENIED')) throw err;
       result.failed.push({ tag: e.tag, error: err instanceof Error ? err.message : String(err) });
     }
     progress('deleting tags', ++done, ordered.length);

@@ -111,8 +111,9 @@ After --apply on distribution, run its garbage collector (registry read-only or 
         if (raw.registry === undefined) throw new RelaisError('CONFIG_INVALID', '--registry is required', { status: 400, hint: 'e.g. --registry https://registry.example.com' });
         const secret = raw.passwordStdin === true ? await readStdin() : undefined;
         const gitlab = raw.gitlabProject !== undefined;
-        const username = raw.username ?? process.env.RELAIS_REGISTRY_USERNAME;
-        const password = gitlab ? undefined : (secret ?? process.env.RELAIS_REGISTRY_PASSWORD);
+        const env = (name: string): string | undefined => (process.env[name] === '' ? undefined : process.env[name]);
+        const username = raw.username ?? env('RELAIS_REGISTRY_USERNAME');
+        const password = gitlab ? undefined : (secret ?? env('RELAIS_REGISTRY_PASSWORD'));
         if (!gitlab && password !== undefined && username === undefined)
           throw new RelaisError('CONFIG_INVALID', 'a password was given without a user name', { status: 400, hint: 'pass --username or set RELAIS_REGISTRY_USERNAME' });
         const opts: CleanupOptions = {
@@ -132,14 +133,14 @@ After --apply on distribution, run its garbage collector (registry read-only or 
           password,
           concurrency: raw.concurrency,
           gitlabProject: raw.gitlabProject,
-          gitlabToken: gitlab ? (secret ?? process.env.RELAIS_GITLAB_TOKEN) : undefined,
+          gitlabToken: gitlab ? (secret ?? env('RELAIS_GITLAB_TOKEN')) : undefined,
           gitlabBulk: raw.gitlabBulk === true,
         };
         if (!gitlab && opts.repos.length === 0) throw new RelaisError('CONFIG_INVALID', 'no repository given', { status: 400, hint: 'pass --repo NAME (repeatable)' });
         process.exitCode = await runCleanup(opts, {
           stdout: process.stdout,
           stderr: process.stderr,
-          stdinIsTTY: process.stdin.isTTY === true,
+          stdinIsTTY: Boolean(process.stdin.isTTY as boolean | undefined),
           confirm,
         });
       } catch (e) {

@@ -21,6 +21,8 @@ export interface OciRegistryOptions {
   readonly retryBaseMs?: number;
   readonly timeoutMs?: number;
   readonly userAgent?: string;
+  /** Tags asked for per tags/list page (the registry may send fewer and a Link to the next page). */
+  readonly tagsPageSize?: number;
 }
 
 interface Response {
@@ -76,6 +78,7 @@ export class OciRegistry implements RegistryBackend {
   private readonly retries: number;
   private readonly retryBaseMs: number;
   private readonly userAgent: string;
+  private readonly tagsPageSize: number;
   private readonly credentials: Credentials | undefined;
   private readonly auth = new Map<string, string>();
   private basic: string | undefined;
@@ -104,6 +107,7 @@ export class OciRegistry implements RegistryBackend {
     this.retries = opts.retries ?? 4;
     this.retryBaseMs = opts.retryBaseMs ?? 250;
     this.userAgent = opts.userAgent ?? 'relais-cleanup';
+    this.tagsPageSize = opts.tagsPageSize ?? 1000;
   }
 
   private url(path: string): URL {
@@ -192,7 +196,7 @@ export class OciRegistry implements RegistryBackend {
 
   async listTags(repo: string): Promise<string[]> {
     const tags: string[] = [];
-    let next: URL | undefined = this.url(`/v2/${repo}/tags/list?n=1000`);
+    let next: URL | undefined = this.url(`/v2/${repo}/tags/list?n=${this.tagsPageSize}`);
     for (let page = 0; next !== undefined; page++) {
       if (page > 100_000) throw new RelaisError('UPSTREAM_ERROR', `${this.description}: tags/list pagination does not end`, { status: 502 });
       const res = await this.send('GET', repo, next, { accept: 'application/json' });
