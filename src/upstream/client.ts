@@ -71,7 +71,7 @@ export class UpstreamClient {
         lookup: (hostname, options, callback) => {
           lookup(hostname, { ...options, all: true }, (err, addresses) => {
             if (err) return callback(err, '', 0);
-            const list = addresses as LookupAddress[];
+            const list = addresses;
             if (hostname !== upstreamHost && !cfg.allowPrivateRedirects && list.some((a) => isPrivateHost(a.address))) {
               const e = Object.assign(new Error(`${hostname} resolves to a private address; refused`), { code: 'ERELAIS_PRIVATE_ADDRESS' });
               return callback(e, '', 0);
