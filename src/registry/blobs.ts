@@ -39,10 +39,15 @@ export interface BlobObserver {
   event?(event: string, detail: Record<string, unknown>): void;
 }
 
+/** How long a blob handle nobody opened keeps its digest from eviction. */
+const UNOPENED_HOLD_MS = 30_000;
+
 /** How much a follower reads from the spool at a time. */
 const FOLLOW_CHUNK = 1024 * 1024;
 
 export class BlobService {
+  /** Digests being served to clients, with how many: never evicted (see get()). */
+  readonly serving = new Map<string, number>();
   /** Downloads in flight, by digest: the single-flight table. */
   readonly inflight = new Map<string, BlobDownload>();
 
@@ -86,7 +91,53 @@ export class BlobService {
 
   async get(route: UpstreamRoute, digest: string, signal?: AbortSignal): Promise<BlobHandle> {
     const key = blobKey(digest);
+  /**
+   * A blob for a client. While the client is served (from the lookup until its stream closes) the digest
+   * is in `serving`, and eviction leaves it alone.
+   */
     const cached = await this.opts.index.getContent(digest);
+    const release = this.hold(digest);
+    let handle: BlobHandle;
+    try {
+      handle = await this.lookup(route, digest, signal);
+    } catch (e) {
+      release();
+      throw e;
+    }
+    // A handle that is never opened (the request failed before streaming) lets go after a while.
+    const unopened = setTimeout(release, UNOPENED_HOLD_MS);
+    unopened.unref();
+    return {
+      ...handle,
+      open: async (range, sig) => {
+        clearTimeout(unopened);
+        let stream: Readable;
+        try {
+          stream = await handle.open(range, sig);
+        } catch (e) {
+          release();
+          throw e;
+        }
+        stream.once('close', release);
+        return stream;
+      },
+    };
+  }
+
+  /** Counts a client on a digest; the returned function (idempotent) lets go. */
+  private hold(digest: string): () => void {
+    this.serving.set(digest, (this.serving.get(digest) ?? 0) + 1);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const left = (this.serving.get(digest) ?? 1) - 1;
+      if (left <= 0) this.serving.delete(digest);
+      else this.serving.set(digest, left);
+    };
+  }
+
+  private async lookup(route: UpstreamRoute, digest: string, signal?: AbortSignal): Promise<BlobHandle> {
     if (cached) {
       await this.ensureLinked(route, digest, signal);
       this.opts.index.touch(digest, Date.now());
