@@ -105,6 +105,8 @@ export interface BuildPlanOptions {
   readonly mode: CacheMode;
   /** Extra `docker build` arguments; the last one is the context (default "."). */
   readonly buildArgs: readonly string[];
+  /** registry mode: a buildkitd.toml (e.g. with the Docker Hub mirror) for the buildx builder. */
+  readonly buildkitdConfig?: string;
 }
 
 /** The docker commands of one build, in order. */
@@ -152,7 +154,17 @@ export function planBuild(ctx: CiContext, options: BuildPlanOptions): DockerStep
     }
   } else {
     const cacheRef = (slug: string): string => `type=registry,ref=${ctx.image}:cache-${slug}`;
-    steps.push({ phase: 'build', args: ['buildx', 'create', '--use', '--driver', 'docker-container'] });
+    steps.push({
+      phase: 'build',
+      args: [
+        'buildx',
+        'create',
+        '--use',
+        '--driver',
+        'docker-container',
+        ...(options.buildkitdConfig === undefined ? [] : ['--config', options.buildkitdConfig]),
+      ],
+    });
     steps.push({
       phase: 'build',
       args: [

@@ -1,13 +1,14 @@
 // `relais ci ...`: thin commander wrappers around the pure functions of src/ci.
 
-import { existsSync, readFileSync, writeFileSync, renameSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { type Command, Option } from 'commander';
 import { isRelaisError, RelaisError } from '../errors.js';
 import { explainMissing, formatSummary, planBuild, readCiContext } from './build-plan.js';
 import { runBuild } from './build-run.js';
 import { checkGitlabCi, checkRunnerConfig, formatFindings, parseGitlabCi, runnerFacts, type Finding } from './doctor.js';
-import { type CacheMode, dindDockerfile, generateGitlabCi } from './gitlab-yaml.js';
+import { buildkitdToml, type CacheMode, dindDockerfile, generateGitlabCi, normalizeMirror } from './gitlab-yaml.js';
 import { describePlan, type MirrorVia, parseRunnerConfig, planRunnerConfig } from './runner-config.js';
 import { describeServiceAliases, serviceAliases } from './service-alias.js';
 
@@ -288,6 +289,7 @@ export function registerCiCommands(program: Command): void {
     .argument('[docker-build-args...]', 'extra docker build arguments, after --')
     .addOption(modeOption())
     .option('--docker <path>', 'docker CLI to run', process.env['DOCKER'] ?? 'docker')
+    .option('--mirror <url>', 'registry mode: relais as Docker Hub mirror of the BuildKit container (buildkitd.toml)')
     .option('--no-login', 'skip docker login (already logged in)')
     .addHelpText(
       'after',
@@ -299,14 +301,19 @@ export function registerCiCommands(program: Command): void {
         '',
       ].join('\n'),
     )
-    .action((buildArgs: string[], opts: { mode: CacheMode; docker: string; login: boolean }) =>
+    .action((buildArgs: string[], opts: { mode: CacheMode; docker: string; login: boolean; mirror?: string }) =>
       guarded(async () => {
         const r = readCiContext(process.env, opts.login);
         if (!r.ok) {
           process.stderr.write(`${explainMissing(r.missing, r.inCi)}\n`);
           return 2;
         }
-        const steps = planBuild(r.context, { mode: opts.mode, buildArgs });
+        let buildkitdConfig: string | undefined;
+        if (opts.mode === 'registry' && opts.mirror !== undefined) {
+          buildkitdConfig = join(mkdtempSync(join(tmpdir(), 'relais-buildkitd-')), 'buildkitd.toml');
+          writeFileSync(buildkitdConfig, `${buildkitdToml(normalizeMirror(opts.mirror)).join('\n')}\n`);
+        }
+        const steps = planBuild(r.context, { mode: opts.mode, buildArgs, ...(buildkitdConfig === undefined ? {} : { buildkitdConfig }) });
         const summary = await runBuild(r.context, opts.mode, steps, {
           docker: opts.docker,
           env: process.env,

@@ -185,11 +185,11 @@ export function checkGitlabCi(doc: Obj, runners: readonly RunnerFacts[] | undefi
     }
     if (!usesDocker) continue;
 
-    // --cache-from without inline cache metadata.
-    for (const line of job.script) {
+    // --cache-from without inline cache metadata (the classic builder, DOCKER_BUILDKIT=0, does
+    // not need it: it uses the pulled image's layers).
+    for (const line of vars['DOCKER_BUILDKIT'] === '0' ? [] : job.script) {
       if (!/\bdocker\b/.test(line) || !/--cache-from/.test(line)) continue;
-      const buildx = /\bbuildx\s+build\b/.test(line) || /\bbuildx\b/.test(line);
-      if (buildx && /--cache-to/.test(line)) continue;
+      if (/\bbuildx\b/.test(line) && /--cache-to/.test(line)) continue;
       if (/BUILDKIT_INLINE_CACHE=1/.test(line)) continue;
       findings.push({
         rule: 'missing-inline-cache',

@@ -1,6 +1,5 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -8,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { parse } from '@decimalturn/toml-patch';
 import { daemonJsonFor, planRunnerConfig, type MirrorVia } from '../../../src/ci/runner-config.js';
 import { isRelaisError } from '../../../src/errors.js';
+import { relaisCi, type CliResult } from './cli.js';
 
 // dist/test/unit/ci -> repository root
 const root = fileURLToPath(new URL('../../../../', import.meta.url));
@@ -25,13 +25,8 @@ type Obj = Record<string, unknown>;
 const runnersOf = (text: string): Obj[] => (JSON.parse(JSON.stringify(parse(text))) as { runners: Obj[] }).runners;
 const dockerOf = (r: Obj | undefined): Obj => (r?.['docker'] ?? {}) as Obj;
 
-/** Relais's own CLI wiring, without depending on src/cli/main.ts. */
-function cli(args: string[]): { code: number; stdout: string; stderr: string } {
-  const entry = join(root, 'dist/src/ci/command.js');
-  const code = `import { Command } from 'commander'; import { registerCiCommands } from ${JSON.stringify(entry)};
-const p = new Command('relais'); registerCiCommands(p); await p.parseAsync(process.argv.slice(1), { from: 'user' });`;
-  const r = spawnSync(process.execPath, ['--input-type=module', '-e', code, ...args], { encoding: 'utf8', cwd: root });
-  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+function cli(args: string[]): CliResult {
+  return relaisCi(args.slice(1));
 }
 
 describe('runner-config golden files', () => {

@@ -1,0 +1,135 @@
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { checkGitlabCi, checkRunnerConfig, parseGitlabCi, resolveJobs, runnerFacts, type Finding } from '../../../src/ci/doctor.js';
+import { generateGitlabCi } from '../../../src/ci/gitlab-yaml.js';
+import { parseRunnerConfig, planRunnerConfig } from '../../../src/ci/runner-config.js';
+import { isRelaisError } from '../../../src/errors.js';
+import { relaisCi } from './cli.js';
+
+const root = fileURLToPath(new URL('../../../../', import.meta.url));
+const fixture = (name: string): string => readFileSync(join(root, 'test/fixtures/ci', name), 'utf8');
+const rules = (findings: readonly Finding[]): string[] => findings.map((f) => `${f.severity}:${f.rule}`).sort();
+
+function ci(text: string, runners?: string): Finding[] {
+  const facts = runners === undefined ? undefined : runnerFacts(parseRunnerConfig(runners));
+  return checkGitlabCi(parseGitlabCi(text), facts);
+}
+
+describe('relais ci doctor rules', () => {
+  it("the blog recipe: derived alias with '_', TLS port trap, no inline cache, hard-coded master", () => {
+    const findings = ci(fixture('doctor/blog-recipe.gitlab-ci.yml'));
+    assert.deepEqual(rules(findings), [
+      'error:docker-host-alias',
+      'error:missing-inline-cache',
+      'error:tls-port',
+      'warning:hard-coded-master',
+    ]);
+    for (const f of findings) {
+      assert.match(f.where, /job build/);
+      assert.ok(f.fix.length > 10, `${f.rule} has a fix`);
+    }
+    assert.match(findings.find((f) => f.rule === 'docker-host-alias')?.message ?? '', /registry\.example\.com__ci__docker/);
+  });
+
+  it('extends + global variables: TLS alias and port mismatch, mirror URL with a path, mirror scope, master in rules', () => {
+    const findings = ci(fixture('doctor/tls-mismatch.gitlab-ci.yml'));
+    assert.deepEqual(rules(findings), [
+      'error:mirror-url',
+      'error:tls-alias',
+      'error:tls-port',
+      'warning:hard-coded-master',
+      'warning:mirror-scope',
+    ]);
+    assert.match(findings.find((f) => f.rule === 'mirror-scope')?.message ?? '', /quay\.io\/prometheus\/busybox/);
+    // The lint job uses no docker: nothing about it.
+    assert.ok(findings.every((f) => !f.where.includes('lint')));
+  });
+
+  it('TLS off on port 2376; a dind service without mirror', () => {
+    assert.deepEqual(rules(ci(fixture('doctor/no-tls-2376.gitlab-ci.yml'))), ['error:tls-port', 'warning:no-mirror']);
+  });
+
+  it('with the runner config: privileged, /certs/client, and a mirror set both by daemon.json and by the job', () => {
+    const runners = fixture('doctor/runner-daemon-json.toml');
+    const findings = ci(fixture('doctor/tls-mismatch.gitlab-ci.yml'), runners);
+    const byRule = (r: string): Finding[] => findings.filter((f) => f.rule === r);
+    assert.equal(byRule('privileged').length, 1);
+    assert.match(byRule('privileged')[0]?.where ?? '', /runner builds/);
+    assert.equal(byRule('tls-certs-volume').length, 2);
+    assert.equal(byRule('mirror-conflict').length, 2);
+    assert.deepEqual(rules(checkRunnerConfig(runnerFacts(parseRunnerConfig(runners)))), ['error:mirror-conflict', 'warning:tls-alias']);
+  });
+
+  it('the classic builder needs no inline cache', () => {
+    const text = fixture('doctor/blog-recipe.gitlab-ci.yml').replace('DOCKER_HOST:', 'DOCKER_BUILDKIT: "0"\n    DOCKER_HOST:');
+    assert.ok(!rules(ci(text)).includes('error:missing-inline-cache'));
+  });
+
+  it("what relais generates and configures passes: job + runner-config's output", () => {
+    const job = generateGitlabCi({ mode: 'inline', mirror: 'https://relais.example.com' });
+    const runner = planRunnerConfig(fixture('runner-config/registered-docker.toml'), {
+      mirror: 'https://relais.example.com',
+      via: 'volume',
+      daemonJsonPath: '/etc/gitlab-runner/relais-daemon.json',
+    }).output;
+    // The job passes --registry-mirror and the runner (--via volume) sets daemon.json: a conflict, rightly.
+    assert.deepEqual(rules(ci(job, runner)), ['error:mirror-conflict']);
+    // A job without its own mirror flag (the runner provides it) is clean.
+    assert.deepEqual(ci(generateGitlabCi({ mode: 'inline' }), runner), []);
+    const viaService = planRunnerConfig(fixture('runner-config/registered-docker.toml'), {
+      mirror: 'https://relais.example.com',
+      via: 'service',
+      daemonJsonPath: '/unused',
+    }).output;
+    assert.deepEqual(ci(generateGitlabCi({ mode: 'inline', service: false }), viaService), []);
+    assert.deepEqual(checkRunnerConfig(runnerFacts(parseRunnerConfig(viaService))), []);
+  });
+
+  it('resolves extends, default and global variables like GitLab', () => {
+    const jobs = resolveJobs(
+      parseGitlabCi(`variables: {A: "1", B: "1"}
+default: {services: [docker:dind]}
+.t: {variables: {B: "2", C: "2"}, script: [echo t]}
+j: {extends: .t, variables: {C: "3"}}
+`),
+    );
+    assert.equal(jobs.length, 1);
+    assert.deepEqual(jobs[0]?.variables, { A: '1', B: '2', C: '3' });
+    assert.deepEqual(jobs[0]?.services.map((s) => s.name), ['docker:dind']);
+    assert.deepEqual(jobs[0]?.script, ['echo t']);
+  });
+
+  it('tolerates !reference and rejects what is not YAML', () => {
+    assert.doesNotThrow(() => parseGitlabCi('.a: {script: [x]}\nb: {script: [!reference [.a, script]]}\n'));
+    assert.throws(() => parseGitlabCi('a: [\n'), (e: unknown) => isRelaisError(e) && /not valid YAML/.test(e.message));
+  });
+});
+
+describe('relais ci doctor (command)', () => {
+  it('prints findings with fixes, exits 1 on errors and 0 on a clean setup', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'relais-ci-doctor-'));
+    try {
+      const doctor = (...args: string[]) => relaisCi(['doctor', ...args], { cwd: dir });
+      const bad = doctor('--gitlab-ci', join(root, 'test/fixtures/ci/doctor/blog-recipe.gitlab-ci.yml'));
+      assert.equal(bad.code, 1, bad.stderr);
+      assert.match(bad.stdout, /^error \[tls-port\] .*job build$/m);
+      assert.match(bad.stdout, /^ {2}fix: /m);
+      assert.match(bad.stdout, /3 error\(s\), 1 warning\(s\)/);
+      writeFileSync(join(dir, '.gitlab-ci.yml'), generateGitlabCi({ mode: 'inline', mirror: 'https://relais.example.com' }));
+      const good = doctor();
+      assert.equal(good.code, 0, good.stdout);
+      assert.match(good.stdout, /no problems found/);
+      rmSync(join(dir, '.gitlab-ci.yml'));
+      const nothing = doctor();
+      assert.equal(nothing.code, 1);
+      assert.match(nothing.stderr, /^error: nothing to check/m);
+      assert.match(nothing.stderr, /^hint: /m);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
