@@ -128,8 +128,8 @@ export async function startRegistry(opts: RegistryOptions = {}): Promise<Registr
 }
 
 async function startIn(dir: string, opts: RegistryOptions): Promise<RegistryPeer & { token?: TokenIssuer }> {
-  const port = await freePort();
-  const host = `127.0.0.1:${port}`;
+  let port = await freePort();
+  let host = `127.0.0.1:${port}`;
   const dataDir = join(dir, 'data');
   const configFile = join(dir, 'config.yml');
   let token: TokenIssuer | undefined;
@@ -166,7 +166,11 @@ async function startIn(dir: string, opts: RegistryOptions): Promise<RegistryPeer
     if (opts.proxy.password !== undefined) proxy.password = opts.proxy.password;
     config.proxy = proxy;
   }
-  await writeFile(configFile, JSON.stringify(config, null, 2));
+  const writeConfig = (): Promise<void> => {
+    config.http = { addr: host, secret: 'relais-test-secret', headers: { 'X-Content-Type-Options': ['nosniff'] } };
+    return writeFile(configFile, JSON.stringify(config, null, 2));
+  };
+  await writeConfig();
 
   let proc: ManagedProcess | null = null;
   let logOffset = 0; // bytes of stdout already parsed
@@ -203,7 +207,8 @@ async function startIn(dir: string, opts: RegistryOptions): Promise<RegistryPeer
   const count = (method: string, pathRe: RegExp): number => {
     refresh();
     const m = method.toUpperCase();
-    return entries.filter((e) => (m === '*' || e.method === m) && pathRe.test(e.path)).length;
+    const re = pathRe.global || pathRe.sticky ? new RegExp(pathRe.source, pathRe.flags.replace(/[gy]/g, '')) : pathRe;
+    return entries.filter((e) => (m === '*' || e.method === m) && re.test(e.path)).length;
   };
 
   const stdoutSize = (): number => {
@@ -215,7 +220,19 @@ async function startIn(dir: string, opts: RegistryOptions): Promise<RegistryPeer
     }
   };
 
-  await launch();
+  // Another process may grab the free port before distribution binds it: retry with a new one.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await launch();
+      break;
+    } catch (err) {
+      const inUse = proc !== null && /address already in use/.test((proc as ManagedProcess).stderr());
+      if (!inUse || attempt >= 3) throw err;
+      port = await freePort();
+      host = `127.0.0.1:${port}`;
+      await writeConfig();
+    }
+  }
 
   const peer: RegistryPeer & { token?: TokenIssuer } = {
     url: `http://${host}`,

@@ -14,7 +14,6 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { createPrivateKey, createSign, randomBytes, X509Certificate, type KeyObject } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { freePort } from './ports.js';
 import { runOk } from './proc.js';
 
 export interface TokenRequestRecord {
@@ -231,17 +230,19 @@ export async function startTokenIssuer(opts: TokenIssuerOptions): Promise<TokenI
     sendJson(res, 200, body);
   };
 
-  const port = await freePort();
   const server: Server = createServer((req, res) => {
     handle(req, res).catch((err: unknown) => {
       if (!res.headersSent) sendJson(res, 500, { error: String(err) });
       else res.destroy();
     });
   });
-  await new Promise<void>((resolve, reject) => {
+  // Port 0: the kernel picks a free port, no race with other tests.
+  const port = await new Promise<number>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(port, '127.0.0.1', () => {
-      resolve();
+    server.listen(0, '127.0.0.1', () => {
+      const a = server.address();
+      if (a === null || typeof a === 'string') reject(new Error('token issuer: no address'));
+      else resolve(a.port);
     });
   });
   server.unref(); // never keep a test process alive on its own

@@ -170,3 +170,23 @@ void test('proxy-mode registry fetches from its upstream', async (t) => {
   assert.ok(up.blobGets(img.layerDigest) >= 1);
   assert.ok(up.accessLog().every((e) => e.userAgent.startsWith('Go-http-client')));
 });
+
+void test('proxy-mode registry authenticates to a token-auth upstream with its configured credentials', async (t) => {
+  // distribution 2.8's proxy only sends credentials to Bearer realms it found when it started
+  // (a Basic-auth upstream gets none), so the authenticated anchor is a token-auth upstream.
+  const up = await startRegistry({ auth: { kind: 'token', users: { mirror: 'pw' } } });
+  t.after(() => up.close());
+  const img = await pushTiny(up.url, 'library/auth', 'v1', { username: 'mirror', password: 'pw' });
+  const proxy = await startRegistry({ proxy: { remoteUrl: up.url, username: 'mirror', password: 'pw' } });
+  t.after(() => proxy.close());
+  up.clearLog();
+  up.token?.clearRequests();
+  const m = await registryFetch(`${proxy.url}/v2/library/auth/manifests/v1`, { headers: { accept: MANIFEST_ACCEPT } });
+  assert.equal(m.status, 200, m.body.toString());
+  assert.equal(sha256Digest(m.body), img.manifestDigest);
+  await up.settle();
+  assert.ok(up.count('GET', /^\/v2\/library\/auth\/manifests\//) >= 1);
+  const tokenRequests = up.token?.requests() ?? [];
+  assert.ok(tokenRequests.length >= 1);
+  assert.ok(tokenRequests.every((r) => r.authorizedUser === 'mirror'), JSON.stringify(tokenRequests));
+});
