@@ -4,6 +4,7 @@ import { createServer as createHttpsServer } from 'node:https';
 import { readFileSync } from 'node:fs';
 import { RelaisError } from '../errors.js';
 import type { Logger } from '../observability/logger.js';
+import type { RequestInfo } from '../observability/metrics.js';
 import { sendError } from './errors.js';
 import type { RequestContext } from './handlers.js';
 
@@ -18,6 +19,8 @@ export interface ServerOptions {
   readonly logger: Logger;
   /** Handlers tried in order; the first that returns true owns the request. */
   readonly handlers: readonly RouteHandler[];
+  /** Told about every request once its response is done or abandoned (metrics, status page). */
+  readonly onRequestEnd?: (info: RequestInfo) => void;
 }
 
 export interface RunningServer {
@@ -34,7 +37,19 @@ export function createServer(opts: ServerOptions): RunningServer {
     active++;
     const started = performance.now();
     const ctx: RequestContext = {};
+    let failure: { code: string; message: string } | undefined;
     res.once('close', () => {
+      opts.onRequestEnd?.({
+        method: req.method ?? 'GET',
+        url: req.url ?? '/',
+        status: res.statusCode,
+        upstream: ctx.upstream,
+        result: ctx.result,
+        bytes: ctx.bytes,
+        seconds: (performance.now() - started) / 1000,
+        finished: res.writableFinished,
+        error: failure,
+      });
       active--;
       if (active === 0) {
         const w = idleWaiters;
@@ -65,6 +80,7 @@ export function createServer(opts: ServerOptions): RunningServer {
         sendError(res, new RelaisError('NAME_UNKNOWN', `no such endpoint: ${(req.url ?? '').slice(0, 100)}`, { status: 404 }), req.method ?? 'GET');
       } catch (e) {
         const err = sendError(res, e, req.method ?? 'GET');
+        failure = { code: err.code, message: err.message };
         if (err.status >= 500 || err.code === 'INTERNAL') {
           opts.logger.warn({ err: { code: err.code, message: err.message, cause: describeCause(err.cause) }, path: req.url }, 'request failed');
         }

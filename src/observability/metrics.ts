@@ -1,0 +1,309 @@
+// Metrics (prom-client, one registry per relais instance) and the little state the status page shows
+// besides them (most-pulled images, recent errors). Names follow Prometheus conventions: the relais_
+// prefix, base units (_bytes, _seconds), _total on counters. Everything is fed through the observer hooks
+// of the upstream client, the blob service and the HTTP server; nothing here reaches into them.
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { CacheResult } from '../registry/blobs.js';
+import type { BlobDownload } from '../registry/download.js';
+import { resolveRoute, type RoutingTable } from '../registry/routing.js';
+import { parseApiPath } from '../http/route.js';
+import type { UpstreamFailureKind } from '../upstream/errors.js';
+
+/** What the HTTP server reports about each finished request. */
+export interface RequestInfo {
+  readonly method: string;
+  /** The raw URL (path and query). */
+  readonly url: string;
+  readonly status: number;
+  readonly upstream: string | undefined;
+  readonly result: CacheResult | undefined;
+  /** Bytes of body sent (as the handler announced them). */
+  readonly bytes: number | undefined;
+  readonly seconds: number;
+  /** False when the client went away before the response was complete. */
+  readonly finished: boolean;
+  /** The error the request failed with, if any. */
+  readonly error?: { readonly code: string; readonly message: string } | undefined;
+}
+
+export interface RecentError {
+  readonly time: number;
+  readonly source: 'request' | 'download' | 'upstream';
+  readonly upstream: string | undefined;
+  readonly what: string;
+  readonly status: number | undefined;
+  readonly message: string;
+}
+
+export type RequestKind = 'manifest' | 'blob' | 'tags' | 'referrers' | 'base' | 'invalid' | 'other';
+
+/** Where the live numbers come from (set once the services exist). */
+export interface MetricSources {
+  downloads(): Iterable<BlobDownload>;
+  usage(): Promise<{ bytes: number; blobs: number; manifests: number; tags: number; repositories: number }>;
+  maxSize(): number | undefined;
+  circuitOpen(upstream: string): boolean;
+}
+
+const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
+
+export class RelaisMetrics {
+  readonly registry = new Registry();
+  readonly requests: Counter<'upstream' | 'kind' | 'result'>;
+  readonly requestDuration: Histogram<'kind' | 'result'>;
+  readonly servedBytes: Counter<'upstream' | 'result'>;
+  readonly fetchedBytes: Counter<'upstream'>;
+  readonly downloads: Counter<'upstream' | 'outcome'>;
+  readonly downloadsInFlight: Gauge<'upstream'>;
+  readonly cacheSize: Gauge;
+  readonly cacheMaxSize: Gauge;
+  readonly cacheItems: Gauge<'kind'>;
+  readonly evictions: Counter<'reason'>;
+  readonly evictedBytes: Counter<'reason'>;
+  readonly gcRuns: Counter<'mode'>;
+  readonly gcFreedBytes: Counter;
+  readonly upstreamRequests: Counter<'upstream' | 'method' | 'code'>;
+  readonly upstreamErrors: Counter<'upstream' | 'kind'>;
+  readonly upstreamDuration: Histogram<'upstream' | 'method'>;
+  readonly rateLimitRemaining: Gauge<'upstream' | 'credential'>;
+  readonly rateLimitLimit: Gauge<'upstream' | 'credential'>;
+  readonly circuitOpen: Gauge<'upstream'>;
+  readonly prefetchRuns: Counter<'outcome'>;
+
+  private sources: MetricSources | undefined;
+  private readonly errors: RecentError[] = [];
+  private readonly pulls = new Map<string, { count: number; upstream: string; last: number }>();
+  readonly startedAt = Date.now();
+
+  constructor(
+    private readonly opts: {
+      readonly upstreams: readonly string[];
+      /** upstream -> the credential it uses ("anonymous" or the user name), for the rate-limit gauge. */
+      readonly credential: (upstream: string) => string;
+      readonly routing: RoutingTable;
+      readonly recentErrors?: number;
+      readonly defaultMetrics?: boolean;
+    },
+  ) {
+    const r = this.registry;
+    const self = (): RelaisMetrics => this;
+    this.requests = new Counter({ name: 'relais_requests_total', help: 'Registry API requests by upstream, kind and cache result (hit, miss, join, stale, revalidated, negative, error)', labelNames: ['upstream', 'kind', 'result'], registers: [r] });
+    this.requestDuration = new Histogram({ name: 'relais_request_duration_seconds', help: 'Time to serve a registry API request, to the last byte', labelNames: ['kind', 'result'], buckets: LATENCY_BUCKETS, registers: [r] });
+    this.servedBytes = new Counter({ name: 'relais_served_bytes_total', help: 'Bytes of manifests and blobs sent to clients, by upstream and cache result', labelNames: ['upstream', 'result'], registers: [r] });
+    this.fetchedBytes = new Counter({ name: 'relais_upstream_fetched_bytes_total', help: 'Blob bytes received from upstreams', labelNames: ['upstream'], registers: [r] });
+    this.downloads = new Counter({ name: 'relais_downloads_total', help: 'Blob downloads from upstreams that ended, by outcome (committed, failed)', labelNames: ['upstream', 'outcome'], registers: [r] });
+    this.downloadsInFlight = new Gauge({
+      name: 'relais_downloads_in_flight',
+      help: 'Blob downloads from upstreams running now',
+      labelNames: ['upstream'],
+      registers: [r],
+      collect() {
+        const m = self();
+        this.reset();
+        for (const u of m.opts.upstreams) this.set({ upstream: u }, 0);
+        for (const d of m.sources?.downloads() ?? []) this.inc({ upstream: d.upstreamName });
+      },
+    });
+    this.cacheSize = new Gauge({
+      name: 'relais_cache_size_bytes',
+      help: 'Bytes of blobs and manifests in the cache (as the index records them)',
+      registers: [r],
+      async collect() {
+        const src = self().sources;
+        if (!src) return;
+        const u = await src.usage();
+        this.set(u.bytes);
+        self().cacheItems.set({ kind: 'blob' }, u.blobs);
+        self().cacheItems.set({ kind: 'manifest' }, u.manifests);
+        self().cacheItems.set({ kind: 'tag' }, u.tags);
+        self().cacheItems.set({ kind: 'repository' }, u.repositories);
+      },
+    });
+    this.cacheMaxSize = new Gauge({
+      name: 'relais_cache_max_size_bytes',
+      help: 'The cache budget (storage.maxSize); absent when unbounded',
+      registers: [r],
+      collect() {
+        const max = self().sources?.maxSize();
+        this.reset();
+        if (max !== undefined) this.set(max);
+      },
+    });
+    this.cacheItems = new Gauge({ name: 'relais_cache_items', help: 'Items in the cache by kind (blob, manifest, tag, repository)', labelNames: ['kind'], registers: [r] });
+    this.evictions = new Counter({ name: 'relais_evictions_total', help: 'Images evicted, by reason (size: over storage.maxSize; idle: over storage.maxIdleAge)', labelNames: ['reason'], registers: [r] });
+    this.evictedBytes = new Counter({ name: 'relais_evicted_bytes_total', help: 'Bytes freed by eviction, by reason', labelNames: ['reason'], registers: [r] });
+    this.gcRuns = new Counter({ name: 'relais_gc_runs_total', help: 'Garbage collections (index/disk reconciliation) run, by mode (online, manual)', labelNames: ['mode'], registers: [r] });
+    this.gcFreedBytes = new Counter({ name: 'relais_gc_freed_bytes_total', help: 'Bytes of orphan and temporary files removed by garbage collection', registers: [r] });
+    this.upstreamRequests = new Counter({ name: 'relais_upstream_requests_total', help: 'HTTP exchanges with upstreams, by method and status code (or failure kind)', labelNames: ['upstream', 'method', 'code'], registers: [r] });
+    this.upstreamErrors = new Counter({ name: 'relais_upstream_errors_total', help: 'Upstream failures by kind (timeout, refused, reset, dns, status_5xx, status_429, digest_mismatch, protocol, other)', labelNames: ['upstream', 'kind'], registers: [r] });
+    this.upstreamDuration = new Histogram({ name: 'relais_upstream_request_duration_seconds', help: 'Upstream latency: time to the response headers', labelNames: ['upstream', 'method'], buckets: LATENCY_BUCKETS, registers: [r] });
+    this.rateLimitRemaining = new Gauge({ name: 'relais_upstream_ratelimit_remaining', help: "Pulls left in the upstream's rate-limit window (Docker Hub's ratelimit-remaining header), per credential", labelNames: ['upstream', 'credential'], registers: [r] });
+    this.rateLimitLimit = new Gauge({ name: 'relais_upstream_ratelimit_limit', help: "The upstream's rate limit per window (Docker Hub's ratelimit-limit header), per credential", labelNames: ['upstream', 'credential'], registers: [r] });
+    this.circuitOpen = new Gauge({
+      name: 'relais_upstream_circuit_open',
+      help: '1 while the circuit breaker of an upstream is open (relais does not call it), else 0',
+      labelNames: ['upstream'],
+      registers: [r],
+      collect() {
+        for (const u of self().opts.upstreams) this.set({ upstream: u }, self().sources?.circuitOpen(u) === true ? 1 : 0);
+      },
+    });
+    this.prefetchRuns = new Counter({ name: 'relais_prefetch_runs_total', help: 'Scheduled prefetch runs, by outcome (ok, failed)', labelNames: ['outcome'], registers: [r] });
+    for (const u of opts.upstreams) {
+      this.fetchedBytes.inc({ upstream: u }, 0);
+      for (const result of ['hit', 'miss', 'stale', 'error'] as const) this.servedBytes.inc({ upstream: u, result }, 0);
+    }
+    for (const reason of ['size', 'idle'] as const) {
+      this.evictions.inc({ reason }, 0);
+      this.evictedBytes.inc({ reason }, 0);
+    }
+    if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: r, prefix: 'relais_' });
+  }
+
+  setSources(s: MetricSources): void {
+    this.sources = s;
+  }
+
+  // --- hooks --------------------------------------------------------------------------------------
+
+  /** UpstreamObserver.onExchange */
+  upstreamExchange(upstream: string, method: string, outcome: number | UpstreamFailureKind, seconds: number): void {
+    this.upstreamRequests.inc({ upstream, method, code: String(outcome) });
+    if (typeof outcome === 'number') {
+      this.upstreamDuration.observe({ upstream, method }, seconds);
+      if (outcome === 429) this.upstreamError(upstream, 'status_429', `${method} answered 429`);
+      else if (outcome >= 500) this.upstreamError(upstream, 'status_5xx', `${method} answered ${outcome}`);
+    } else {
+      this.upstreamError(upstream, outcome, `${method} failed (${outcome})`);
+    }
+  }
+
+  private upstreamError(upstream: string, kind: UpstreamFailureKind, message: string): void {
+    this.upstreamErrors.inc({ upstream, kind });
+    this.remember({ time: Date.now(), source: 'upstream', upstream, what: kind, status: undefined, message });
+  }
+
+  /** UpstreamObserver.onHeaders: Docker Hub's rate-limit headers ("76;w=21600"). */
+  upstreamHeaders(upstream: string, headers: Readonly<Record<string, string | string[] | undefined>>): void {
+    const credential = this.opts.credential(upstream);
+    const remaining = leadingInt(headers['ratelimit-remaining']);
+    if (remaining !== undefined) this.rateLimitRemaining.set({ upstream, credential }, remaining);
+    const limit = leadingInt(headers['ratelimit-limit']);
+    if (limit !== undefined) this.rateLimitLimit.set({ upstream, credential }, limit);
+  }
+
+  /** BlobObserver.bytesFetched */
+  bytesFetched(upstream: string, bytes: number): void {
+    this.fetchedBytes.inc({ upstream }, bytes);
+  }
+
+  /** BlobObserver.downloadEnded */
+  downloadEnded(d: BlobDownload): void {
+    this.downloads.inc({ upstream: d.upstreamName, outcome: d.state === 'committed' ? 'committed' : 'failed' });
+    if (d.state === 'failed') {
+      const code = d.error?.code ?? 'failed';
+      if (code === 'UPSTREAM_DIGEST_MISMATCH') this.upstreamErrors.inc({ upstream: d.upstreamName, kind: 'digest_mismatch' });
+      this.remember({ time: Date.now(), source: 'download', upstream: d.upstreamName, what: `${d.repo}@${d.digest}`, status: d.error?.status, message: d.error?.message ?? 'download failed' });
+    }
+  }
+
+  /** The HTTP server's per-request hook. */
+  request(info: RequestInfo): void {
+    const parsed = classify(info.url);
+    if (parsed.kind === 'other') return; // /metrics, the status page, health checks
+    const result = info.status >= 400 || !info.finished ? 'error' : (info.result ?? 'none');
+    const upstream = info.upstream ?? 'none';
+    this.requests.inc({ upstream, kind: parsed.kind, result });
+    this.requestDuration.observe({ kind: parsed.kind, result }, info.seconds);
+    if (info.finished && info.status < 400 && info.bytes !== undefined && info.bytes > 0 && info.method !== 'HEAD') {
+      this.servedBytes.inc({ upstream, result: info.result ?? 'none' }, info.bytes);
+    }
+    if (parsed.kind === 'manifest' && parsed.reference !== undefined && !parsed.reference.includes(':') && info.method === 'GET' && info.status < 400) {
+      this.countPull(parsed.name, parsed.reference, parsed.ns);
+    }
+    if (info.status >= 500 || (info.status >= 400 && info.status !== 404 && info.status !== 401)) {
+      this.remember({
+        time: Date.now(),
+        source: 'request',
+        upstream: info.upstream,
+        what: `${info.method} ${info.url.slice(0, 200)}`,
+        status: info.status,
+        message: info.error ? `${info.error.code}: ${info.error.message}` : `HTTP ${info.status}`,
+      });
+    }
+  }
+
+  private countPull(name: string, tag: string, ns: string | undefined): void {
+    let image: string;
+    let upstream: string;
+    try {
+      const r = resolveRoute(this.opts.routing, name, ns);
+      image = `${r.upstream}/${r.repo}:${tag}`;
+      upstream = r.upstream;
+    } catch {
+      return;
+    }
+    const e = this.pulls.get(image);
+    if (e) {
+      e.count++;
+      e.last = Date.now();
+    } else {
+      if (this.pulls.size >= 5000) {
+        // Forget the least pulled half; the status page only shows the top.
+        const sorted = [...this.pulls].sort((a, b) => a[1].count - b[1].count);
+        for (const [k] of sorted.slice(0, 2500)) this.pulls.delete(k);
+      }
+      this.pulls.set(image, { count: 1, upstream, last: Date.now() });
+    }
+  }
+
+  private remember(e: RecentError): void {
+    const max = this.opts.recentErrors ?? 50;
+    if (max === 0) return;
+    this.errors.push(e);
+    if (this.errors.length > max) this.errors.splice(0, this.errors.length - max);
+  }
+
+  recentErrors(): readonly RecentError[] {
+    return [...this.errors].reverse();
+  }
+
+  topImages(n: number): { image: string; upstream: string; pulls: number; lastPull: number }[] {
+    return [...this.pulls]
+      .sort((a, b) => b[1].count - a[1].count || b[1].last - a[1].last)
+      .slice(0, n)
+      .map(([image, e]) => ({ image, upstream: e.upstream, pulls: e.count, lastPull: e.last }));
+  }
+}
+
+function leadingInt(v: string | string[] | undefined): number | undefined {
+  const s = Array.isArray(v) ? v[0] : v;
+  if (s === undefined) return undefined;
+  const m = /^\s*(\d+)/.exec(s);
+  return m ? Number(m[1]) : undefined;
+}
+
+function classify(url: string): { kind: RequestKind; name: string; reference?: string; ns: string | undefined } {
+  const q = url.indexOf('?');
+  const path = q === -1 ? url : url.slice(0, q);
+  const ns = q === -1 ? undefined : (new URLSearchParams(url.slice(q + 1)).get('ns') ?? undefined);
+  let r;
+  try {
+    r = parseApiPath(path);
+  } catch {
+    return { kind: path.startsWith('/v2/') ? 'invalid' : 'other', name: '', ns };
+  }
+  if (r === undefined) return { kind: 'other', name: '', ns };
+  switch (r.kind) {
+    case 'manifest':
+      return { kind: 'manifest', name: r.name, reference: r.reference, ns };
+    case 'blob':
+      return { kind: 'blob', name: r.name, ns };
+    case 'tags':
+      return { kind: 'tags', name: r.name, ns };
+    case 'referrers':
+      return { kind: 'referrers', name: r.name, ns };
+    default:
+      return { kind: 'base', name: '', ns };
+  }
+}
