@@ -69,14 +69,15 @@ export class GitLabRegistry implements RegistryBackend {
     this.deleteTagsBulk = opts.bulk === true ? (repo, tags) => this.bulkDelete(repo, tags) : undefined;
   }
 
-  private async send(method: string, target: URL, body?: string): Promise<Res> {
+  private async send(method: string, target: URL, form?: URLSearchParams): Promise<Res> {
+    const body = form?.toString();
     return this.limiter.run(async () => {
       for (let attempt = 0; ; attempt++) {
         let res: Res;
         try {
           const r = await request(target, {
             method: method as 'GET',
-            headers: { 'private-token': this.opts.token, accept: 'application/json', ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
+            headers: { 'private-token': this.opts.token, accept: 'application/json', ...(body !== undefined ? { 'content-type': 'application/x-www-form-urlencoded' } : {}) },
             body: body ?? null,
             dispatcher: this.dispatcher,
           });
@@ -190,8 +191,9 @@ export class GitLabRegistry implements RegistryBackend {
 
   private async bulkDelete(repo: string, tags: readonly string[]): Promise<readonly string[]> {
     const id = await this.repoId(repo);
-    const body = JSON.stringify({ name_regex_delete: exactTagsRegex(tags) });
-    const res = await this.send('DELETE', this.endpoint(`/registry/repositories/${id}/tags`), body);
+    // As in GitLab's documented example: form-encoded parameters on the DELETE.
+    const form = new URLSearchParams({ name_regex_delete: exactTagsRegex(tags) });
+    const res = await this.send('DELETE', this.endpoint(`/registry/repositories/${id}/tags`), form);
     if (res.status !== 202 && res.status !== 200) throw this.fail(res, `bulk delete in ${repo}`);
     // GitLab never deletes `latest` through this endpoint.
     return tags.filter((t) => t !== 'latest');

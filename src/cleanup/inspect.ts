@@ -199,6 +199,7 @@ async function inspectByTagDetails(backend: RegistryBackend, repo: string, tagNa
   });
   const tags: TagInfo[] = [];
   const graph = new Map<string, DigestNode>();
+  const kaniko = opts.kanikoCacheRepos.some((re) => re.test(repo));
   tagNames.forEach((tag, i) => {
     const d = got[i];
     if (!d) {
@@ -213,7 +214,7 @@ async function inspectByTagDetails(backend: RegistryBackend, repo: string, tagNa
       tag,
       digest: d.digest,
       mediaType: '',
-      kind: subject !== undefined ? 'attachment' : 'unknown',
+      kind: subject !== undefined ? 'attachment' : kaniko && KANIKO_KEY.test(tag) ? 'kaniko-cache' : 'unknown',
       created: reading.date,
       createdSource: reading.date ? 'registry' : 'none',
       createdFlag: reading.flag,
