@@ -101,6 +101,8 @@ export function createAccessControl(cfg: AuthConfig | undefined): AccessControl 
         const decoded = Buffer.from(value, 'base64').toString('utf8');
         const colon = decoded.indexOf(':');
         const user = decoded.slice(0, colon);
+        // Clients without credentials answer a Basic challenge with empty ones: that is anonymous.
+        if (decoded === '' || decoded === ':') return ANONYMOUS;
         const hash = users.get(user);
         // A token may also be sent as the Basic password (docker login with a token).
         const asToken = tokens.find((x) => timingSafeEqual(x.digest, sha(decoded.slice(colon + 1))) && x.name === user);

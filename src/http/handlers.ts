@@ -149,8 +149,9 @@ export function createRegistryHandler(deps: RegistryHandlerDeps) {
     }
     switch (r.kind) {
       case 'base': {
-        // Docker decides from this answer whether to send credentials at all.
-        if ((ctx.principal ?? ANONYMOUS).kind === 'anonymous' && !deps.access.anonymousPullsAnything) deps.access.checkPull(ANONYMOUS, '');
+        // Clients (docker, containers/image) send credentials only if this ping is challenged, and go on
+        // without any when they have none: so with auth configured, an anonymous ping is always challenged.
+        if ((ctx.principal ?? ANONYMOUS).kind === 'anonymous' && deps.access.enabled) deps.access.checkPull(ANONYMOUS, '');
         const body = '{}';
         res.statusCode = 200;
         res.setHeader('content-type', 'application/json');
