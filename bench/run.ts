@@ -278,100 +278,95 @@ class Bench {
     };
   }
 
-  async measureLoopback(kind: TargetKind, up: Upstream, res: TargetResults): Promise<void> {
-    const upAddr = new URL(up.url).host;
-    const o = this.o;
-    const step = async (what: string, f: () => Promise<void>): Promise<void> => {
-      const t0 = performance.now();
-      try {
-        await f();
-        log(`${kind}: ${what} done in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
-      } catch (e) {
-        const msg = `${what}: ${e instanceof Error ? e.message : String(e)}`;
-        res.errors.push(msg);
-        log(`${kind}: FAILED ${msg}`);
-      }
-    };
-    const withTarget = async (f: (t: Running) => Promise<void>): Promise<void> => {
-      const t = await this.fresh(kind, upAddr, []);
+  /** Runs one measurement on a fresh target with an empty cache; a failure is recorded, not thrown. */
+  async step(
+    kind: TargetKind,
+    res: TargetResults,
+    what: string,
+    where: { upstream: string; prefix: readonly string[] },
+    f: (t: Running) => Promise<void>,
+  ): Promise<void> {
+    const t0 = performance.now();
+    try {
+      const t = await this.fresh(kind, where.upstream, where.prefix);
       try {
         await f(t);
       } finally {
         await t.stop();
       }
-    };
-    await step('cold TTFB of a joining client', () =>
-      withTarget(async (t) => {
-        res.ttfb = await this.ttfb(t, [], false);
-      }),
-    );
-    for (let round = 0; round < o.rounds; round++) {
-      await step(`round ${round + 1}: cold pull, warm pull${round === 0 ? ', wrk' : ''} with ${o.clients} clients`, () =>
-        withTarget(async (t) => {
-          res.cold.push(await this.pull(t, up, o.clients, [], false));
-          res.warm.push(await this.pull(t, up, o.clients, [], false));
-          if (round === 0) {
-            const mixed = this.images.find((i) => i.spec.name === 'mixed');
-            res.wrk = await runWrk(`${t.url}/v2/${mixed?.repo ?? 'library/mixed'}/manifests/latest`, MANIFEST_ACCEPT, {
-              threads: 2,
-              connections: 64,
-              seconds: o.wrkSeconds,
-            });
-          }
-        }),
-      );
-    }
-    if (o.bigClients > 0 && o.bigClients !== o.clients) {
-      await step(`cold pull with ${o.bigClients} clients`, () =>
-        withTarget(async (t) => {
-          res.big = await this.pull(t, up, o.bigClients, [], false);
-        }),
-      );
-    }
-    if (!o.skipDocker) {
-      await step('docker pull through the mirror, cold and warm', () =>
-        withTarget(async (t) => {
-          const d = await startDockerd(join(this.work, 'dockerd', `${kind}-${++this.seq}`), t.url);
-          try {
-            res.docker = await dockerPullColdWarm(d, 'mixed:latest', 600_000);
-          } finally {
-            await d.stop();
-          }
-        }),
-      );
+      log(`${kind}: ${what} done in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    } catch (e) {
+      const msg = `${what}: ${e instanceof Error ? e.message : String(e)}`;
+      res.errors.push(msg);
+      log(`${kind}: FAILED ${msg}`);
     }
   }
 
-  async measureSlow(kind: TargetKind, up: Upstream, link: SlowLink, res: TargetResults): Promise<void> {
-    const upAddr = await link.upstreamAddr(Number(new URL(up.url).port));
-    const prefix = link.cachePrefix;
-    for (const [what, f] of [
-      [
-        'slow link: cold TTFB of a joining client',
-        async (t: Running): Promise<void> => {
-          res.slow.ttfb = await this.ttfb(t, prefix, true);
-        },
-      ],
-      [
-        `slow link: cold pull with ${this.o.clients} clients`,
-        async (t: Running): Promise<void> => {
-          res.slow.cold = await this.pull(t, up, this.o.clients, prefix, true);
-        },
-      ],
-    ] as const) {
-      const t0 = performance.now();
-      try {
-        const t = await this.fresh(kind, upAddr, prefix);
-        try {
-          await f(t);
-        } finally {
-          await t.stop();
+  /**
+   * The loopback measurements. Phases run in the outer loop and targets in the inner one, so that
+   * the targets' runs of one phase (and of each round) are close in time: other work on the machine
+   * then skews them alike.
+   */
+  async measureLoopback(up: Upstream, results: Partial<Record<TargetKind, TargetResults>>): Promise<void> {
+    const o = this.o;
+    const where = { upstream: new URL(up.url).host, prefix: [] as readonly string[] };
+    const each = async (what: string, f: (t: Running, res: TargetResults, kind: TargetKind) => Promise<void>): Promise<void> => {
+      for (const kind of o.targets) {
+        const res = results[kind];
+        if (res !== undefined) await this.step(kind, res, what, where, (t) => f(t, res, kind));
+      }
+    };
+    await each('cold TTFB of a joining client', async (t, res) => {
+      res.ttfb = await this.ttfb(t, [], false);
+    });
+    for (let round = 0; round < o.rounds; round++) {
+      await each(`round ${round + 1}: cold pull, warm pull${round === 0 ? ', wrk' : ''} with ${o.clients} clients`, async (t, res) => {
+        res.cold.push(await this.pull(t, up, o.clients, [], false));
+        res.warm.push(await this.pull(t, up, o.clients, [], false));
+        if (round === 0) {
+          const mixed = this.images.find((i) => i.spec.name === 'mixed');
+          res.wrk = await runWrk(`${t.url}/v2/${mixed?.repo ?? 'library/mixed'}/manifests/latest`, MANIFEST_ACCEPT, {
+            threads: 2,
+            connections: 64,
+            seconds: o.wrkSeconds,
+          });
         }
-        log(`${kind}: ${what} done in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
-      } catch (e) {
-        const msg = `${what}: ${e instanceof Error ? e.message : String(e)}`;
-        res.errors.push(msg);
-        log(`${kind}: FAILED ${msg}`);
+      });
+    }
+    if (o.bigClients > 0 && o.bigClients !== o.clients) {
+      await each(`cold pull with ${o.bigClients} clients`, async (t, res) => {
+        res.big = await this.pull(t, up, o.bigClients, [], false);
+      });
+    }
+    if (!o.skipDocker) {
+      await each('docker pull through the mirror, cold and warm', async (t, res, kind) => {
+        this.seq += 1;
+        const d = await startDockerd(join(this.work, 'dockerd', `${kind}-${this.seq}`), t.url);
+        try {
+          res.docker = await dockerPullColdWarm(d, 'mixed:latest', 600_000);
+        } finally {
+          await d.stop();
+        }
+      });
+    }
+  }
+
+  /** The 2b runs: the cold TTFB and the cold pull with the upstream behind the slow link. */
+  async measureSlow(up: Upstream, link: SlowLink, results: Partial<Record<TargetKind, TargetResults>>): Promise<void> {
+    const where = { upstream: await link.upstreamAddr(Number(new URL(up.url).port)), prefix: link.cachePrefix };
+    for (const phase of ['ttfb', 'cold'] as const) {
+      for (const kind of this.o.targets) {
+        const res = results[kind];
+        if (res === undefined) continue;
+        if (phase === 'ttfb') {
+          await this.step(kind, res, 'slow link: cold TTFB of a joining client', where, async (t) => {
+            res.slow.ttfb = await this.ttfb(t, where.prefix, true);
+          });
+        } else {
+          await this.step(kind, res, `slow link: cold pull with ${this.o.clients} clients`, where, async (t) => {
+            res.slow.cold = await this.pull(t, up, this.o.clients, where.prefix, true);
+          });
+        }
       }
     }
   }
@@ -482,6 +477,13 @@ function buildMetrics(o: Options, results: Partial<Record<TargetKind, TargetResu
       unit: 's',
       better: 'lower',
       ...collect((r) => median(r.cold.map((m) => m.cpuSeconds))),
+    },
+    {
+      id: 'warm_cpu_s',
+      label: `target CPU time, warm pull, ${n} clients`,
+      unit: 's',
+      better: 'lower',
+      ...collect((r) => median(r.warm.map((m) => m.cpuSeconds))),
     },
   ];
   if (big > 0 && big !== n) {
@@ -649,11 +651,8 @@ async function main(): Promise<void> {
     bench.imageBytes = [...unique.values()].reduce((a, b) => a + b, 0);
     log(`image bytes (unique blobs a linux/amd64 client pulls): ${(bench.imageBytes / MB).toFixed(1)} MB`);
 
-    for (const kind of o.targets) {
-      const res: TargetResults = { cold: [], warm: [], slow: {}, errors: [] };
-      results[kind] = res;
-      await bench.measureLoopback(kind, up, res);
-    }
+    for (const kind of o.targets) results[kind] = { cold: [], warm: [], slow: {}, errors: [] };
+    await bench.measureLoopback(up, results);
     await up.stop();
 
     if (o.slowLinkBits !== undefined) {
@@ -666,10 +665,7 @@ async function main(): Promise<void> {
         host: link.upListenHost,
         prefix: link.upPrefix,
       });
-      for (const kind of o.targets) {
-        const res = results[kind];
-        if (res !== undefined) await bench.measureSlow(kind, slowUp, link, res);
-      }
+      await bench.measureSlow(slowUp, link, results);
       await slowUp.stop();
     }
   } finally {

@@ -3,6 +3,7 @@
 // always called (the run keeps a registry of everything still alive and stops it on exit or Ctrl-C).
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, type WriteStream } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { request } from 'undici';
@@ -109,7 +110,9 @@ export async function waitHttp(url: string, p: Proc, timeoutMs: number, prefix: 
   let exitedWith: string | undefined;
   void p.exited.then((s) => (exitedWith = s));
   for (;;) {
-    if (exitedWith !== undefined) throw new Error(`${p.name} exited (${exitedWith}) before answering; see ${p.logFile}`);
+    if (exitedWith !== undefined) {
+      throw new Error(`${p.name} exited (${exitedWith}) before answering; its output ends with:\n${await logTail(p.logFile)}`);
+    }
     try {
       if (prefix.length > 0) {
         const [file, ...rest] = prefix as [string, ...string[]];
@@ -120,9 +123,21 @@ export async function waitHttp(url: string, p: Proc, timeoutMs: number, prefix: 
       }
       return;
     } catch {
-      if (Date.now() > deadline) throw new Error(`${p.name} did not answer ${url} within ${timeoutMs} ms; see ${p.logFile}`);
+      if (Date.now() > deadline) {
+        throw new Error(`${p.name} did not answer ${url} within ${timeoutMs} ms; its output ends with:\n${await logTail(p.logFile)}`);
+      }
       await sleep(100);
     }
+  }
+}
+
+/** The last lines of a process's log, for error messages (the temp dir is gone after the run). */
+export async function logTail(file: string, lines = 15): Promise<string> {
+  try {
+    const text = await readFile(file, 'utf8');
+    return text.trimEnd().split('\n').slice(-lines).map((l) => `    ${l.slice(0, 300)}`).join('\n');
+  } catch {
+    return '    (no log)';
   }
 }
 
