@@ -1,4 +1,5 @@
 // `relais cleanup`: inspect -> plan -> (confirm) -> apply, for one or more repositories.
+import { dirname, isAbsolute, resolve } from 'node:path';
 import { SingleBar } from 'cli-progress';
 import { RelaisError } from '../errors.js';
 import { applyPlan, type ApplyResult } from './apply.js';
@@ -87,7 +88,11 @@ async function liveBranchesFor(policy: Policy, backend: RegistryBackend, cwd: st
 
 export async function runCleanup(opts: CleanupOptions, io: CleanupIO, backendOverride?: RegistryBackend): Promise<number> {
   const now = io.now?.() ?? new Date();
-  const file = opts.policyFile !== undefined ? await loadPolicyFile(opts.policyFile) : undefined;
+  let file = opts.policyFile !== undefined ? await loadPolicyFile(opts.policyFile) : undefined;
+  // A branches file named in the policy is relative to the policy file, not to where relais runs.
+  const lb = file?.liveBranches;
+  if (file && opts.policyFile !== undefined && lb !== undefined && lb !== 'gitlab' && !lb.startsWith('git:') && !isAbsolute(lb))
+    file = { ...file, liveBranches: resolve(dirname(opts.policyFile), lb) };
   const policy = buildPolicy(file, opts);
   if (file === undefined && policy.rules.length === 0)
     throw new RelaisError('CONFIG_INVALID', 'no retention rule given', {
