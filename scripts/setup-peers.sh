@@ -8,20 +8,25 @@ set -euo pipefail
 start=$EPOCHREALTIME
 packages=(
   docker-registry skopeo podman docker.io containerd rsync nginx-light wrk
-  busybox-static apache2-utils openssl iproute2 curl
+  busybox-static apache2-utils openssl iproute2 curl postgresql
 )
+# Installed without their recommends: a throwaway S3 server (Ceph RGW, scripts/ceph-rgw.sh) needs only these.
+lean=(ceph-mon ceph-osd radosgw)
 # npm ci builds better-sqlite3's native addon from source when no prebuilt binary can be fetched.
 command -v make >/dev/null 2>&1 || packages+=(make)
 command -v g++ >/dev/null 2>&1 || packages+=(g++)
 command -v python3 >/dev/null 2>&1 || packages+=(python3)
 
 missing=()
-for p in "${packages[@]}"; do
+missing_lean=()
+for p in "${packages[@]}" "${lean[@]}"; do
   status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
-  if [[ "$status" != "install ok installed" ]]; then missing+=("$p"); fi
+  if [[ "$status" != "install ok installed" ]]; then
+    if [[ " ${lean[*]} " == *" $p "* ]]; then missing_lean+=("$p"); else missing+=("$p"); fi
+  fi
 done
 
-if ((${#missing[@]} > 0)); then
+if ((${#missing[@]} + ${#missing_lean[@]} > 0)); then
   SUDO=()
   if [[ $(id -u) -ne 0 ]]; then
     if command -v sudo >/dev/null 2>&1; then SUDO=(sudo); else
@@ -29,14 +34,15 @@ if ((${#missing[@]} > 0)); then
       exit 1
     fi
   fi
-  echo "setup-peers: installing ${missing[*]}"
+  echo "setup-peers: installing ${missing[*]} ${missing_lean[*]}"
   export DEBIAN_FRONTEND=noninteractive
   "${SUDO[@]}" apt-get update -qq
-  "${SUDO[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
+  ((${#missing[@]} == 0)) || "${SUDO[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
+  ((${#missing_lean[@]} == 0)) || "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing_lean[@]}" >/dev/null
 fi
 
 # Fail early and clearly when a program the tests run is still not there.
-for bin in docker-registry skopeo podman dockerd containerd ctr runc nginx wrk busybox htpasswd openssl ip curl rsync; do
+for bin in docker-registry skopeo podman dockerd containerd ctr runc nginx wrk busybox htpasswd openssl ip curl rsync ceph-mon ceph-osd radosgw radosgw-admin; do
   if ! command -v "$bin" >/dev/null 2>&1 && [[ ! -x "/usr/sbin/$bin" ]]; then
     echo "setup-peers: program '$bin' is missing after install" >&2
     exit 1
@@ -45,4 +51,4 @@ done
 
 end=$EPOCHREALTIME
 printf 'setup-peers: ok (%d packages checked, %d installed) in %.1fs\n' \
-  "${#packages[@]}" "${#missing[@]}" "$(awk -v a="$start" -v b="$end" 'BEGIN { print b - a }')"
+  "$((${#packages[@]} + ${#lean[@]}))" "$((${#missing[@]} + ${#missing_lean[@]}))" "$(awk -v a="$start" -v b="$end" 'BEGIN { print b - a }')"

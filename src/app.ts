@@ -1,6 +1,6 @@
 // Composition root: builds storage, index, upstream clients, services and the server from a config.
 // Everything else receives its dependencies; nothing reaches for globals.
-import { mkdir, readdir, rm } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { join, resolve } from 'node:path';
 import type { ResolvedConfig } from './config/load.js';
@@ -14,7 +14,7 @@ import { BlobService } from './registry/blobs.js';
 import { ListingService } from './registry/listing.js';
 import { ManifestService } from './registry/manifests.js';
 import type { RoutingTable } from './registry/routing.js';
-import { FilesystemDriver } from './storage/fs.js';
+import { openStorage } from './storage/create.js';
 import { UpstreamClient } from './upstream/client.js';
 
 export interface RelaisInstance {
@@ -43,10 +43,9 @@ export async function startRelais(config: ResolvedConfig, opts: StartOptions = {
   const logger = opts.logger ?? createLogger(config.log.level);
   const dataDir = resolve(config.dataDir);
   await mkdir(dataDir, { recursive: true });
-  const storage = new FilesystemDriver(join(dataDir, 'storage'));
-  // Spool files left by a crash are never served: remove them before serving.
-  await rm(storage.tmpDir, { recursive: true, force: true });
-  await mkdir(storage.tmpDir, { recursive: true });
+  // Filesystem or S3 (storage.driver); spool files left by a crash are removed before serving.
+  const storageSetup = await openStorage(config.storage, dataDir);
+  const { storage, spoolDir } = storageSetup;
   const index = new SqliteIndex(join(dataDir, 'index.db'));
 
   const upstreams = new Map<string, UpstreamClient>();
@@ -65,7 +64,7 @@ export async function startRelais(config: ResolvedConfig, opts: StartOptions = {
     storage,
     index,
     upstreams,
-    spoolDir: storage.tmpDir,
+    spoolDir,
     attempts: (name) => upstreamCfg(name).retries.attempts,
     observer: {
       event: (event, detail) => logger.warn({ event, ...detail }, `blob download: ${event}`),
@@ -100,12 +99,7 @@ export async function startRelais(config: ResolvedConfig, opts: StartOptions = {
     }
     if (path === '/readyz') {
       return (async () => {
-        let ok = index.db.open;
-        try {
-          await readdir(storage.tmpDir);
-        } catch {
-          ok = false;
-        }
+        const ok = index.db.open && (await storageSetup.ready());
         res.statusCode = ok ? 200 : 503;
         res.setHeader('content-type', 'text/plain');
         res.end(ok ? 'ready\n' : 'not ready\n');
@@ -153,6 +147,7 @@ export async function startRelais(config: ResolvedConfig, opts: StartOptions = {
         await blobs.cancelAll();
         await Promise.all([...upstreams.values()].map((u) => u.close()));
         await index.close();
+        storageSetup.close();
         logger.info('relais stopped');
         logger.flush();
       })();

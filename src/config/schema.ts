@@ -49,6 +49,9 @@ const share = z.union([z.number(), z.string()]).transform((v, ctx) => {
  */
 export const storageSchema = z
   .object({
+    /** Where blobs and manifests live: "filesystem" (dataDir/storage) or "s3" (see s3Schema; docs/cluster.md). */
+    driver: z.enum(['filesystem', 's3']).default('filesystem'),
+    s3: z.lazy(() => s3Schema).optional(),
     maxSize: size.optional(),
     lowWatermark: share.default(0.9),
     maxIdleAge: duration.optional(),
@@ -110,7 +113,74 @@ export const prefetchSchema = z
   })
   .strict();
 
+/**
+ * S3-compatible object storage (docs/cluster.md): AWS S3, Ceph RGW, MinIO...
+ *   bucket           -         must exist
+ *   endpoint         unset     http(s)://host:port of an S3-compatible service; unset for AWS
+ *   region           us-east-1
+ *   accessKeyId      unset     with secretAccessKey; write "${S3_ACCESS_KEY_ID}" to take it from the environment;
+ *                              unset: the AWS SDK's default chain (environment, instance or pod role)
+ *   prefix           ""        key prefix, to share a bucket ("relais/")
+ *   partSize         8MiB      multipart part size (at least 5MiB)
+ */
+export const s3Schema = z
+  .object({
+    bucket: z.string().min(1),
+    endpoint: z
+      .string()
+      .refine((v) => /^https?:\/\/[^/\s@]+(\/.*)?$/.test(v), 'expected an http:// or https:// URL without credentials in it')
+      .optional(),
+    region: z.string().min(1).default('us-east-1'),
+    accessKeyId: z.string().min(1).optional(),
+    secretAccessKey: z.string().min(1).optional(),
+    prefix: z.string().regex(/^([^/\s]+\/)*[^/\s]*$/, 'expected a key prefix like "relais/"').default(''),
+    partSize: size.refine((n) => n >= 5 * 1024 * 1024 && n <= 5 * 1024 * 1024 * 1024, 'S3 parts are 5MiB to 5GiB').default(8 * 1024 * 1024),
+  })
+  .strict()
+  .refine((v) => (v.accessKeyId === undefined) === (v.secretAccessKey === undefined), 'accessKeyId and secretAccessKey go together');
+
+/**
+ * The cache index (docs/cluster.md): SQLite in dataDir for one node (default), PostgreSQL shared by replicas.
+ *   driver         sqlite
+ *   postgres.url   -          postgres://user:password@host:5432/db (write "${DATABASE_URL}" to keep it out of the file)
+ *   postgres.poolSize 10
+ */
+export const indexSchema = z
+  .object({
+    driver: z.enum(['sqlite', 'postgres']).default('sqlite'),
+    postgres: z
+      .object({
+        url: z.string().regex(/^postgres(ql)?:\/\//, 'expected postgres://user:password@host:5432/database'),
+        poolSize: z.number().int().min(1).max(100).default(10),
+      })
+      .strict()
+      .optional(),
+  })
+  .strict()
+  .refine((v) => v.driver !== 'postgres' || v.postgres !== undefined, { error: 'index.driver postgres needs index.postgres.url', path: ['postgres'] });
+
+/**
+ * Cluster mode (docs/cluster.md): replicas sharing S3 storage and a PostgreSQL index fetch each blob from
+ * the upstream once, cluster-wide.
+ *   secret       -          shared by every replica; authenticates their internal requests (at least 16 characters)
+ *   advertiseUrl derived    how the other replicas reach this one (http://POD_IP:5000); default: the listen address
+ *   leaseTtl     15s        a replica that stops renewing its download lease for this long loses it
+ */
+export const clusterSchema = z
+  .object({
+    secret: z.string().min(16, 'cluster.secret must be at least 16 characters'),
+    advertiseUrl: z
+      .string()
+      .refine((v) => /^https?:\/\/[^/\s@]+\/?$/.test(v), 'expected http(s)://HOST:PORT')
+      .optional(),
+    leaseTtl: duration.refine((n) => n >= 1000, 'at least 1s').default(15_000),
+  })
+  .strict();
+
 export type StorageConfig = z.output<typeof storageSchema>;
+export type S3Config = z.output<typeof s3Schema>;
+export type IndexConfig = z.output<typeof indexSchema>;
+export type ClusterConfig = z.output<typeof clusterSchema>;
 export type MetricsConfig = z.output<typeof metricsSchema>;
 export type PrefetchConfig = z.output<typeof prefetchSchema>;
 
@@ -228,11 +298,17 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
-    storage: storageSchema.prefault({}),
+    storage: storageSchema.prefault({}).refine((v) => v.driver !== 's3' || v.s3 !== undefined, { error: 'storage.driver s3 needs a storage.s3 section', path: ['s3'] }),
+    index: indexSchema.prefault({}),
+    cluster: clusterSchema.optional(),
     metrics: metricsSchema.prefault({}),
     prefetch: prefetchSchema.prefault({}),
   })
-  .strict();
+  .strict()
+  .refine((c) => c.cluster === undefined || (c.index.driver === 'postgres' && c.storage.driver === 's3'), {
+    error: 'cluster mode needs a shared index and shared storage: index.driver postgres and storage.driver s3',
+    path: ['cluster'],
+  });
 
 export type RelaisConfigInput = z.input<typeof configSchema>;
 export type RelaisConfig = z.output<typeof configSchema>;

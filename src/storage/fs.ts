@@ -119,7 +119,8 @@ export class FilesystemDriver implements StorageDriver {
     };
   }
 
-  async importFile(key: string, localPath: string): Promise<void> {
+  async importFile(key: string, localPath: string, signal?: AbortSignal): Promise<void> {
+    signal?.throwIfAborted();
     const target = this.path(key);
     await this.ensureDir(dirname(target));
     await rename(localPath, target);

@@ -1,0 +1,80 @@
+// Builds the storage driver a config asks for, with the local spool directory that goes with it.
+// The spool (a verified-while-downloading temp file that clients follow) is always local: for the
+// filesystem driver it sits inside the storage root (so the commit is a rename), for S3 in dataDir/spool.
+import { mkdir, readdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { StorageConfig } from '../config/schema.js';
+import { RelaisError } from '../errors.js';
+import type { StorageDriver } from './driver.js';
+import { FilesystemDriver } from './fs.js';
+import { S3Driver } from './s3.js';
+
+export interface StorageSetup {
+  readonly storage: StorageDriver;
+  /** Local directory for download spool files (emptied at start: a crash's leftovers are never served). */
+  readonly spoolDir: string;
+  /** Readiness: the spool directory is there and the backend answers. */
+  ready(): Promise<boolean>;
+  close(): void;
+}
+
+/** How long a readiness answer from a remote backend is reused (probes come every few seconds). */
+const READY_CACHE_MS = 2000;
+
+export async function openStorage(cfg: StorageConfig, dataDir: string): Promise<StorageSetup> {
+  if (cfg.driver === 's3') {
+    const s3 = cfg.s3;
+    if (!s3) throw new RelaisError('CONFIG_INVALID', 'storage.driver s3 needs a storage.s3 section', { status: 500 });
+    const driver = new S3Driver({ ...s3 });
+    try {
+      await driver.check(AbortSignal.timeout(15_000));
+    } catch (e) {
+      driver.close();
+      const detail = (e as { name?: string; message?: string }).name ?? String(e);
+      throw new RelaisError('STORAGE_ERROR', `cannot use S3 bucket ${s3.bucket} at ${s3.endpoint ?? 'AWS'} (${detail})`, {
+        status: 500,
+        cause: e,
+        hint: 'check storage.s3 (bucket exists, endpoint, credentials) and that the S3 service is up',
+      });
+    }
+    const spoolDir = join(dataDir, 'spool');
+    await rm(spoolDir, { recursive: true, force: true });
+    await mkdir(spoolDir, { recursive: true });
+    let last: { at: number; ok: boolean } | undefined;
+    return {
+      storage: driver,
+      spoolDir,
+      ready: async () => {
+        if (last && Date.now() - last.at < READY_CACHE_MS) return last.ok;
+        let ok = true;
+        try {
+          await readdir(spoolDir);
+          await driver.check(AbortSignal.timeout(5000));
+        } catch {
+          ok = false;
+        }
+        last = { at: Date.now(), ok };
+        return ok;
+      },
+      close: () => {
+        driver.close();
+      },
+    };
+  }
+  const driver = new FilesystemDriver(join(dataDir, 'storage'));
+  await rm(driver.tmpDir, { recursive: true, force: true });
+  await mkdir(driver.tmpDir, { recursive: true });
+  return {
+    storage: driver,
+    spoolDir: driver.tmpDir,
+    ready: async () => {
+      try {
+        await readdir(driver.tmpDir);
+        return true;
+      } catch {
+        return false;
+      }
+    },
+    close: () => undefined,
+  };
+}
