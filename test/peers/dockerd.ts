@@ -8,7 +8,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { removeDir, run, startProcess, tempDir, type RunOptions, type RunResult } from './proc.js';
+import { removeDir, removeDirAtExit, run, startProcess, tempDir, type RunOptions, type RunResult } from './proc.js';
 
 export interface DockerdOptions {
   /** registry-mirrors, e.g. ['http://127.0.0.1:5002'] */
@@ -63,6 +63,7 @@ async function unmountUnder(dir: string): Promise<void> {
 /** Starts a private dockerd and waits until `docker version` answers. */
 export async function startDockerd(opts: DockerdOptions = {}): Promise<Dockerd> {
   const dir = await tempDir('dockerd');
+  removeDirAtExit(dir);
   const sock = join(dir, 'docker.sock');
   const execRoot = join(dir, 'exec');
   const dataRoot = join(dir, 'root');

@@ -80,7 +80,7 @@ export interface ManagedProcess {
   readStdoutFrom(offset: number): { text: string; offset: number };
   /** Null while running. */
   exitInfo(): ExitInfo | null;
-  /** Resolves when the process has exited. */
+  /** Resolves when the process has exited (reading it keeps the test process alive until then). */
   readonly exited: Promise<ExitInfo>;
   /** Polls stdout+stderr until `re` matches; fails early if the process exits. */
   waitForOutput(re: RegExp, timeoutMs: number): Promise<RegExpMatchArray>;
@@ -115,16 +115,35 @@ function killAllNow(): void {
   runningShortCommands.clear();
 }
 
+/** Kills every started process and deletes the dirs registered with removeDirAtExit(). */
+function cleanupNow(): void {
+  killAllNow();
+  for (const dir of removeAtExit) {
+    try {
+      removeDirSync(dir);
+    } catch {
+      // e.g. a mount left by a killed daemon: nothing more to do at exit
+    }
+  }
+  removeAtExit.clear();
+}
+
+/**
+ * Deletes `dir` when the test process exits or is killed by SIGINT/SIGTERM/SIGHUP, in case the
+ * test does not get to clean up (removing it earlier is fine).
+ */
+export function removeDirAtExit(dir: string): void {
+  installExitHandlers();
+  removeAtExit.add(dir);
+}
+
 function installExitHandlers(): void {
   if (handlersInstalled) return;
   handlersInstalled = true;
-  process.on('exit', () => {
-    killAllNow();
-    for (const dir of removeAtExit) removeDirSync(dir);
-  });
+  process.on('exit', cleanupNow);
   for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
     const handler = (): void => {
-      killAllNow();
+      cleanupNow();
       process.removeListener(sig, handler);
       process.kill(process.pid, sig);
     };
@@ -217,6 +236,8 @@ export async function startProcess(cmd: string, args: readonly string[], opts: S
     });
   });
   const pid = spawned;
+  // A test that forgets stop() must not hang its process: the exit handler kills the child.
+  child.unref();
   let exit: ExitInfo | null = null;
   const exited = new Promise<ExitInfo>((resolve) => {
     child.once('exit', (code, signal) => {
@@ -237,7 +258,10 @@ export async function startProcess(cmd: string, args: readonly string[], opts: S
     output: () => `--- ${name} stdout ---\n${readWhole(stdoutFile)}--- ${name} stderr ---\n${readWhole(stderrFile)}`,
     readStdoutFrom: (offset) => readFileFrom(stdoutFile, offset),
     exitInfo: () => exit,
-    exited,
+    get exited() {
+      child.ref(); // someone waits for the exit: keep the event loop alive until it happens
+      return exited;
+    },
     async waitForOutput(re, timeoutMs) {
       const deadline = Date.now() + timeoutMs;
       for (;;) {
@@ -256,6 +280,7 @@ export async function startProcess(cmd: string, args: readonly string[], opts: S
       if (stopping !== null) return stopping;
       const graceMs = stopOpts.graceMs ?? 5000;
       stopping = (async () => {
+        child.ref(); // keep the event loop alive until the process is gone
         if (exit === null) {
           if (stopOpts.group === true) killGroup(pid, 'SIGTERM');
           else child.kill('SIGTERM');

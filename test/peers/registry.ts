@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { statSync } from 'node:fs';
 import { freePort } from './ports.js';
-import { removeDir, runOk, startProcess, tempDir, waitForHttp, type ManagedProcess } from './proc.js';
+import { removeDir, removeDirAtExit, runOk, startProcess, tempDir, waitForHttp, type ManagedProcess } from './proc.js';
 import { startTokenIssuer, type TokenIssuer } from './token-issuer.js';
 
 export type { TokenIssuer, TokenRequestRecord, TokenAccess } from './token-issuer.js';
@@ -119,6 +119,7 @@ function htpasswdLine(user: string, password: string): Promise<string> {
 /** Starts distribution on a free loopback port in a fresh temp dir. */
 export async function startRegistry(opts: RegistryOptions = {}): Promise<RegistryPeer & { token?: TokenIssuer }> {
   const dir = await tempDir('registry');
+  removeDirAtExit(dir);
   try {
     return await startIn(dir, opts);
   } catch (err) {

@@ -1,7 +1,7 @@
 // Self-test of the process helpers against real programs (busybox httpd, sh, node).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -88,4 +88,21 @@ void test('processes started by a test process die with it, even when it crashes
   assert.ok(members.length >= 1 || ps.code !== 0, 'ps should have listed the group (zombies at least)');
   for (const member of members) assert.equal(alive(member), false, `process ${member} of the group survived`);
   assert.equal(alive(pid), false);
+});
+
+void test('a test process that forgets stop() still exits, killing the process and deleting registered dirs', async () => {
+  const procModule = fileURLToPath(new URL('../../peers/proc.js', import.meta.url));
+  const script = `
+    import { startProcess, removeDirAtExit, tempDir } from ${JSON.stringify(procModule)};
+    const dir = await tempDir('forgotten');
+    removeDirAtExit(dir);
+    const p = await startProcess('sleep', ['300']);
+    console.log(JSON.stringify({ pid: p.pid, dir }));
+  `;
+  const r = await run(process.execPath, ['--input-type=module', '-e', script], { timeoutMs: 15_000 });
+  assert.equal(r.code, 0, r.stderr);
+  assert.ok(r.durationMs < 10_000, `took ${r.durationMs} ms`);
+  const { pid, dir } = JSON.parse(r.stdout) as { pid: number; dir: string };
+  assert.equal(alive(pid), false);
+  assert.equal(existsSync(dir), false);
 });
