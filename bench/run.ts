@@ -10,7 +10,7 @@ import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
-import { dockerPullColdWarm, startDockerd, type DockerPullResult } from './lib/docker.js';
+import { dockerPullColdWarm, startMirroredDockerd, type DockerPullResult } from './lib/docker.js';
 import { buildAndPush, type BuiltImage, type ImageSpec } from './lib/images.js';
 import { runCmd, stopAll } from './lib/procs.js';
 import { runInClient, runPullSplit } from './lib/clients.js';
@@ -339,9 +339,8 @@ class Bench {
       });
     }
     if (!o.skipDocker) {
-      await each('docker pull through the mirror, cold and warm', async (t, res, kind) => {
-        this.seq += 1;
-        const d = await startDockerd(join(this.work, 'dockerd', `${kind}-${this.seq}`), t.url);
+      await each('docker pull through the mirror, cold and warm', async (t, res) => {
+        const d = await startMirroredDockerd(t.url);
         try {
           res.docker = await dockerPullColdWarm(d, 'mixed:latest', 600_000);
         } finally {
