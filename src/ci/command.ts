@@ -207,12 +207,13 @@ export function registerCiCommands(program: Command): void {
         'keeping comments and layout. Running it twice changes nothing. Other',
         'executors (shell, kubernetes, ...) and unprivileged runners are left alone.',
         '',
+        '  --via volume   (default) a daemon.json with registry-mirrors, written next',
+        '                 to config.toml and mounted into dind at',
+        '                 /etc/docker/daemon.json: every job\'s own docker:dind service',
+        '                 gets the mirror (jobs must not pass --registry-mirror too)',
         '  --via service  a [[runners.docker.services]] docker:dind entry with alias',
         '                 "docker" and command ["--registry-mirror=URL"] (an existing',
         '                 dind entry gets the flag); jobs then declare no dind service',
-        '  --via volume   a daemon.json with registry-mirrors, written next to',
-        '                 config.toml and mounted into dind at /etc/docker/daemon.json',
-        '                 (jobs keep their own dind service, without --registry-mirror)',
         '',
         'With TLS (the default) it also shares /certs/client with the job.',
         '--check reports what would change and exits 1 when something would, 0 when',
@@ -221,7 +222,7 @@ export function registerCiCommands(program: Command): void {
     )
     .requiredOption('--mirror <url>', "relais's URL as dind sees it")
     .option('--file <path>', 'the runner config', '/etc/gitlab-runner/config.toml')
-    .addOption(new Option('--via <how>', 'how dind gets the mirror').choices(['service', 'volume']).default('service'))
+    .addOption(new Option('--via <how>', 'how dind gets the mirror').choices(['service', 'volume']).default('volume'))
     .option('--daemon-json <path>', 'host path of the daemon.json (--via volume); default: relais-daemon.json next to --file')
     .option('--dind-image <ref>', 'image of a new dind service entry (--via service)', 'docker:27-dind')
     .option('--no-tls', 'do not add the /certs/client volume (jobs talk to dind on 2375 without TLS)')
@@ -232,7 +233,7 @@ export function registerCiCommands(program: Command): void {
         '',
         'Examples:',
         '  $ sudo relais ci runner-config --mirror https://relais.example.com --check',
-        '  $ sudo relais ci runner-config --mirror https://relais.example.com --via volume',
+        '  $ sudo relais ci runner-config --mirror https://relais.example.com --via service',
         '',
         'gitlab-runner reloads config.toml by itself: no restart is needed.',
         '',

@@ -163,6 +163,11 @@ export function planRunnerConfig(text: string, options: RunnerConfigOptions): Ru
       warnings.push(
         'jobs must not pass --registry-mirror to their dind service any more: dockerd refuses a flag that daemon.json also sets',
       );
+      if (executor !== 'docker') {
+        warnings.push(
+          `executor ${executor} runs jobs on other machines: ${options.daemonJsonPath} must exist there too (or use --via service)`,
+        );
+      }
     } else {
       if (dindServices.length === 0) {
         const image = options.dindImage ?? 'docker:27-dind';

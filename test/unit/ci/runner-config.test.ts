@@ -117,23 +117,24 @@ describe('relais ci runner-config (command)', () => {
       const file = join(dir, 'config.toml');
       const original = readFileSync(join(fixtures, 'fleet.toml'), 'utf8');
       writeFileSync(file, original);
-      const check = cli(['ci', 'runner-config', '--mirror', MIRROR, '--file', file, '--check']);
+      const check = cli(['ci', 'runner-config', '--mirror', MIRROR, '--file', file, '--via', 'service', '--check']);
       assert.equal(check.code, 1, check.stderr);
       assert.match(check.stdout, /runner "docker-builds" \(executor docker\): would change/);
       assert.match(check.stdout, /runner "deploy-shell" \(executor shell\): left alone/);
       assert.match(check.stdout, /needs changes/);
       assert.equal(readFileSync(file, 'utf8'), original, '--check wrote nothing');
 
-      const apply = cli(['ci', 'runner-config', '--mirror', MIRROR, '--file', file]);
+      const apply = cli(['ci', 'runner-config', '--mirror', MIRROR, '--file', file, '--via', 'service']);
       assert.equal(apply.code, 0, apply.stderr);
       assert.match(apply.stdout, /updated/);
       assert.equal(readFileSync(file, 'utf8'), readFileSync(join(fixtures, 'fleet.service.golden.toml'), 'utf8'));
 
-      const again = cli(['ci', 'runner-config', '--mirror', MIRROR, '--file', file, '--check']);
+      const again = cli(['ci', 'runner-config', '--mirror', MIRROR, '--file', file, '--via', 'service', '--check']);
       assert.equal(again.code, 0, again.stdout);
       assert.match(again.stdout, /up to date/);
 
-      const volume = cli(['ci', 'runner-config', '--mirror', 'http://relais.internal:5000', '--file', file, '--via', 'volume']);
+      // The default is --via volume.
+      const volume = cli(['ci', 'runner-config', '--mirror', 'http://relais.internal:5000', '--file', file]);
       assert.equal(volume.code, 0, volume.stderr);
       const daemonJson = join(dir, 'relais-daemon.json');
       assert.ok(existsSync(daemonJson));
