@@ -625,12 +625,16 @@ async function main(): Promise<void> {
     if (!o.keep) await rm(work, { recursive: true, force: true });
     else log(`kept ${work}`);
   };
+  let stopping = false;
   const onSignal = (sig: string): void => {
+    // Stay registered: a second Ctrl-C (or timeout(1) forwarding one) must not kill the cleanup.
+    if (stopping) return;
+    stopping = true;
     log(`${sig}: cleaning up`);
     void cleanup().finally(() => process.exit(130));
   };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
 
   const bench = new Bench(o, work);
   const results: Partial<Record<TargetKind, TargetResults>> = {};
