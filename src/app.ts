@@ -1,15 +1,20 @@
 // Composition root: builds storage, index, upstream clients, services and the server from a config.
 // Everything else receives its dependencies; nothing reaches for globals.
+import { readFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { join, resolve } from 'node:path';
+import { Evictor } from './cache/evictor.js';
+import { writePidFile } from './cache/pidfile.js';
 import type { ResolvedConfig } from './config/load.js';
 import { usesLibraryPrefix } from './config/load.js';
 import { createAccessControl } from './http/access.js';
 import { createRegistryHandler } from './http/handlers.js';
+import { createOpsHandler } from './http/ops.js';
 import { createServer, type RouteHandler, type RunningServer } from './http/server.js';
 import { SqliteIndex } from './index/sqlite.js';
 import { createLogger, type Logger } from './observability/logger.js';
+import { RelaisMetrics } from './observability/metrics.js';
 import { BlobService } from './registry/blobs.js';
 import { ListingService } from './registry/listing.js';
 import { ManifestService } from './registry/manifests.js';
@@ -26,6 +31,8 @@ export interface RelaisInstance {
   readonly manifests: ManifestService;
   readonly index: SqliteIndex;
   readonly http: RunningServer;
+  readonly metrics: RelaisMetrics;
+  readonly evictor: Evictor;
   /** Graceful stop: drain requests, cancel downloads, close the index. */
   close(): Promise<void>;
 }
@@ -49,11 +56,21 @@ export async function startRelais(config: ResolvedConfig, opts: StartOptions = {
   const index = new SqliteIndex(join(dataDir, 'index.db'));
 
   const upstreams = new Map<string, UpstreamClient>();
-  for (const [name, cfg] of Object.entries(config.upstreams)) upstreams.set(name, new UpstreamClient(name, cfg));
   const routing: RoutingTable = {
     defaultUpstream: config.defaultUpstream,
     upstreams: new Map(Object.entries(config.upstreams).map(([n, u]) => [n, { libraryPrefix: usesLibraryPrefix(n, u) }])),
   };
+  const metrics = new RelaisMetrics({
+    upstreams: Object.keys(config.upstreams),
+    credential: (name) => config.upstreams[name]?.username ?? 'anonymous',
+    routing,
+    recentErrors: config.metrics.recentErrors,
+  });
+  const upstreamObserver = {
+    onExchange: metrics.upstreamExchange.bind(metrics),
+    onHeaders: metrics.upstreamHeaders.bind(metrics),
+  };
+  for (const [name, cfg] of Object.entries(config.upstreams)) upstreams.set(name, new UpstreamClient(name, cfg, upstreamObserver));
   const upstreamCfg = (name: string) => {
     const u = config.upstreams[name];
     if (!u) throw new Error(`upstream ${name} is not configured`);
@@ -68,6 +85,11 @@ export async function startRelais(config: ResolvedConfig, opts: StartOptions = {
     attempts: (name) => upstreamCfg(name).retries.attempts,
     observer: {
       event: (event, detail) => logger.warn({ event, ...detail }, `blob download: ${event}`),
+      bytesFetched: (upstream, n) => metrics.bytesFetched(upstream, n),
+      downloadEnded: (d) => {
+        metrics.downloadEnded(d);
+        if (d.state === 'committed') evictor.onStored();
+      },
     },
   });
   const manifests = new ManifestService({
@@ -78,6 +100,35 @@ export async function startRelais(config: ResolvedConfig, opts: StartOptions = {
     maxManifestSize: config.server.maxManifestSize,
   });
   const listing = new ListingService(upstreams, index);
+  // Bounded disk: LRU eviction under storage.maxSize, idle age, pins; periodic online gc.
+  const evictor = new Evictor({
+    index,
+    storage,
+    blobs,
+    settings: config.storage,
+    pinContext: { defaultUpstream: config.defaultUpstream, libraryPrefix: (u) => routing.upstreams.get(u)?.libraryPrefix ?? false },
+    tmpDir: spoolDir,
+    logger,
+    metrics,
+  });
+  metrics.setSources({
+    downloads: () => blobs.inflight.values(),
+    usage: () => index.usage(),
+    maxSize: () => config.storage.maxSize,
+    circuitOpen: (u) => upstreams.get(u)?.breaker.state === 'open',
+  });
+  const ops = createOpsHandler({
+    metrics,
+    blobs,
+    evictor,
+    upstreams,
+    version: relaisVersion(),
+    lowWatermark: config.storage.lowWatermark,
+    pins: config.storage.pin,
+    metricsEnabled: config.metrics.enabled,
+    statusPage: config.metrics.statusPage,
+    topImages: config.metrics.topImages,
+  });
   const access = createAccessControl(config.auth);
   const registry = createRegistryHandler({ routing, manifests, blobs, listing, access });
   // Runs first: identifies the client, and keeps admin endpoints (status page, /_relais/*) to admins.
@@ -116,7 +167,8 @@ export async function startRelais(config: ResolvedConfig, opts: StartOptions = {
     requestTimeout: config.server.requestTimeout,
     logRequests: config.log.requests,
     logger,
-    handlers: [guard, registry, health],
+    handlers: [guard, registry, health, ops],
+    onRequestEnd: (info) => metrics.request(info),
   });
   const { host, port } = splitListen(config.listen);
   await new Promise<void>((resolveListen, reject) => {
@@ -131,6 +183,9 @@ export async function startRelais(config: ResolvedConfig, opts: StartOptions = {
   const url = `${config.tls ? 'https' : 'http'}://${shownHost}:${addr.port}`;
   logger.info({ listen: `${host}:${addr.port}`, dataDir, upstreams: Object.fromEntries(Object.entries(config.upstreams).map(([n, u]) => [n, u.url])), defaultUpstream: config.defaultUpstream }, 'relais serving');
 
+  evictor.start();
+  const removePidFile = await writePidFile(dataDir);
+
   let closing: Promise<void> | undefined;
   return {
     config,
@@ -141,12 +196,16 @@ export async function startRelais(config: ResolvedConfig, opts: StartOptions = {
     manifests,
     index,
     http,
+    metrics,
+    evictor,
     close: () => {
       closing ??= (async () => {
         await http.drain(config.server.drainTimeout);
+        await evictor.stop();
         await blobs.cancelAll();
         await Promise.all([...upstreams.values()].map((u) => u.close()));
         await index.close();
+        await removePidFile();
         storageSetup.close();
         logger.info('relais stopped');
         logger.flush();
@@ -154,4 +213,13 @@ export async function startRelais(config: ResolvedConfig, opts: StartOptions = {
       return closing;
     },
   };
+}
+
+/** relais's version, from package.json (shown on the status page). */
+function relaisVersion(): string {
+  try {
+    return (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version?: string }).version ?? 'unknown';
+  } catch {
+    return 'unknown';
+  }
 }

@@ -5,6 +5,7 @@ import { Command } from 'commander';
 import { registerServeCommand } from './serve.js';
 import { registerCiCommands } from '../ci/command.js';
 import { registerCleanupCommand } from '../cleanup/command.js';
+import { registerOpsCommands } from './ops.js';
 import { printError } from './output.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -16,6 +17,7 @@ const program = new Command()
   .showHelpAfterError('(run with --help for usage)');
 
 registerServeCommand(program);
+registerOpsCommands(program);
 registerCiCommands(program);
 registerCleanupCommand(program);
 

@@ -1,0 +1,247 @@
+// Prefetch: pulls images through a relais (over its HTTP API, like any client) so they are cached before
+// the CI rush. Manifests first (multi-platform images: the chosen platforms' children), then every blob,
+// a few at a time; the bytes are counted and dropped. Used by `relais prefetch` and the `prefetch:`
+// schedule in the config.
+import { arch } from 'node:os';
+import { request } from 'undici';
+import { RelaisError } from '../errors.js';
+
+const ACCEPT = [
+  'application/vnd.oci.image.index.v1+json',
+  'application/vnd.docker.distribution.manifest.list.v2+json',
+  'application/vnd.oci.image.manifest.v1+json',
+  'application/vnd.docker.distribution.manifest.v2+json',
+].join(', ');
+
+export interface PrefetchTarget {
+  readonly image: string;
+  /** os/arch[/variant]; undefined = the run's default. */
+  readonly platforms?: readonly string[] | undefined;
+  readonly allPlatforms?: boolean | undefined;
+}
+
+export interface PrefetchOptions {
+  /** Base URL of the relais, e.g. http://127.0.0.1:5000 */
+  readonly server: string;
+  readonly platforms: readonly string[];
+  readonly allPlatforms: boolean;
+  readonly concurrency: number;
+  /** Authorization header for a relais with client authentication. */
+  readonly authorization?: string | undefined;
+  readonly signal?: AbortSignal | undefined;
+  readonly progress?: PrefetchProgress | undefined;
+}
+
+export interface PrefetchProgress {
+  /** Manifests resolved: the bytes to come. */
+  planned?(image: string, blobs: number, bytes: number): void;
+  bytes?(n: number): void;
+  imageDone?(result: ImageResult): void;
+}
+
+export interface ImageResult {
+  readonly image: string;
+  readonly ok: boolean;
+  readonly error?: string | undefined;
+  readonly platforms: readonly string[];
+  readonly manifests: number;
+  readonly blobs: number;
+  /** Bytes of blobs received from relais. */
+  readonly bytes: number;
+}
+
+export interface PrefetchSummary {
+  readonly images: readonly ImageResult[];
+  readonly bytes: number;
+  readonly blobs: number;
+  readonly failed: number;
+  readonly seconds: number;
+  /** What relais fetched from upstreams meanwhile (from /metrics; includes other clients' traffic), if known. */
+  readonly upstreamBytes: number | undefined;
+}
+
+/** The machine's platform, as registries write it. */
+export function hostPlatform(): string {
+  const map: Record<string, string> = { x64: 'amd64', arm64: 'arm64', arm: 'arm', ia32: '386', ppc64: 'ppc64le', s390x: 's390x', riscv64: 'riscv64' };
+  return `linux/${map[arch()] ?? arch()}`;
+}
+
+/** `[HOST/]REPO[:TAG][@DIGEST]` -> the name relais routes (host kept as a path prefix) and the reference. */
+export function parseImage(image: string): { name: string; reference: string } {
+  let rest = image.trim();
+  let reference = 'latest';
+  const at = rest.indexOf('@');
+  if (at !== -1) {
+    reference = rest.slice(at + 1);
+    rest = rest.slice(0, at);
+    const colon = rest.indexOf(':', rest.lastIndexOf('/') + 1);
+    if (colon !== -1) rest = rest.slice(0, colon);
+  } else {
+    const colon = rest.indexOf(':', rest.lastIndexOf('/') + 1);
+    if (colon !== -1) {
+      reference = rest.slice(colon + 1);
+      rest = rest.slice(0, colon);
+    }
+  }
+  if (rest === '' || reference === '') throw new RelaisError('NAME_INVALID', `not an image reference: "${image}"`, { status: 400, hint: 'e.g. alpine:3.20, docker.io/library/node:22, ghcr.io/org/app@sha256:…' });
+  return { name: rest, reference };
+}
+
+interface Descriptor {
+  readonly digest: string;
+  readonly size: number;
+  readonly platform?: { readonly os?: string; readonly architecture?: string; readonly variant?: string };
+}
+
+function platformOf(d: Descriptor): string {
+  const p = d.platform ?? {};
+  return [p.os ?? '?', p.architecture ?? '?', ...(p.variant === undefined ? [] : [p.variant])].join('/');
+}
+
+function platformMatches(d: Descriptor, wanted: string): boolean {
+  const [os, architecture, variant] = wanted.split('/');
+  const p = d.platform;
+  if (!p || p.os !== os || p.architecture !== architecture) return false;
+  return variant === undefined || p.variant === variant;
+}
+
+export async function prefetch(targets: readonly PrefetchTarget[], opts: PrefetchOptions): Promise<PrefetchSummary> {
+  const started = performance.now();
+  const before = await upstreamFetched(opts);
+  const results: ImageResult[] = [];
+  // Blobs already fetched in this run (images often share base layers).
+  const seen = new Set<string>();
+  for (const t of targets) {
+    const r = await prefetchOne(t, opts, seen).catch(
+      (e: unknown): ImageResult => ({ image: t.image, ok: false, error: e instanceof Error ? e.message : String(e), platforms: [], manifests: 0, blobs: 0, bytes: 0 }),
+    );
+    results.push(r);
+    opts.progress?.imageDone?.(r);
+  }
+  const after = await upstreamFetched(opts);
+  return {
+    images: results,
+    bytes: results.reduce((n, r) => n + r.bytes, 0),
+    blobs: results.reduce((n, r) => n + r.blobs, 0),
+    failed: results.filter((r) => !r.ok).length,
+    seconds: (performance.now() - started) / 1000,
+    upstreamBytes: before !== undefined && after !== undefined ? after - before : undefined,
+  };
+}
+
+async function prefetchOne(t: PrefetchTarget, opts: PrefetchOptions, seen: Set<string>): Promise<ImageResult> {
+  const { name, reference } = parseImage(t.image);
+  const top = await getManifest(opts, name, reference);
+  const doc = top.doc;
+  let manifests = 1;
+  const images: { platform: string; doc: ManifestDoc }[] = [];
+  const list = doc.manifests;
+  if (list !== undefined) {
+    const all = t.allPlatforms ?? opts.allPlatforms;
+    const wanted = t.platforms ?? opts.platforms;
+    // Attestations and other artifacts ride along in indexes as unknown/unknown: not an image to pull.
+    const children = list.filter((d) => all ? platformOf(d) !== 'unknown/unknown' : wanted.some((w) => platformMatches(d, w)));
+    if (children.length === 0) {
+      const offered = list.map(platformOf).join(', ');
+      throw new RelaisError('MANIFEST_UNKNOWN', `${t.image} has no ${wanted.join(' or ')} image (it has ${offered})`, { status: 404, hint: 'choose with --platform, or --all-platforms' });
+    }
+    for (const c of children) {
+      const child = await getManifest(opts, name, c.digest);
+      manifests++;
+      images.push({ platform: platformOf(c), doc: child.doc });
+    }
+  } else {
+    images.push({ platform: 'single', doc });
+  }
+  const blobs: Descriptor[] = [];
+  for (const img of images) {
+    for (const d of [img.doc.config, ...(img.doc.layers ?? [])]) {
+      if (d === undefined || seen.has(d.digest)) continue;
+      seen.add(d.digest);
+      blobs.push(d);
+    }
+  }
+  opts.progress?.planned?.(t.image, blobs.length, blobs.reduce((n, b) => n + b.size, 0));
+  let bytes = 0;
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    for (;;) {
+      const b = blobs[next++];
+      if (b === undefined) return;
+      bytes += await getBlob(opts, name, b);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(opts.concurrency, blobs.length)) }, worker));
+  return { image: t.image, ok: true, platforms: images.map((i) => i.platform), manifests, blobs: blobs.length, bytes };
+}
+
+interface ManifestDoc {
+  readonly manifests?: readonly Descriptor[];
+  readonly config?: Descriptor;
+  readonly layers?: readonly Descriptor[];
+}
+
+function headers(opts: PrefetchOptions, extra: Record<string, string> = {}): Record<string, string> {
+  return { 'user-agent': 'relais-prefetch', ...(opts.authorization === undefined ? {} : { authorization: opts.authorization }), ...extra };
+}
+
+async function failure(res: { statusCode: number; body: { text(): Promise<string> } }, what: string): Promise<RelaisError> {
+  const text = await res.body.text().catch(() => '');
+  let message = `HTTP ${res.statusCode}`;
+  try {
+    const e = (JSON.parse(text) as { errors?: { code?: string; message?: string }[] }).errors?.[0];
+    if (e) message = `${e.code ?? ''}: ${e.message ?? ''}`;
+  } catch {
+    /* not JSON */
+  }
+  return new RelaisError('UPSTREAM_ERROR', `${what}: ${message}`, { status: res.statusCode });
+}
+
+async function getManifest(opts: PrefetchOptions, name: string, reference: string): Promise<{ doc: ManifestDoc }> {
+  const res = await request(`${opts.server}/v2/${name}/manifests/${reference}`, { headers: headers(opts, { accept: ACCEPT }), signal: opts.signal });
+  if (res.statusCode !== 200) throw await failure(res, `manifest ${name}:${reference}`);
+  return { doc: (await res.body.json()) as ManifestDoc };
+}
+
+async function getBlob(opts: PrefetchOptions, name: string, d: Descriptor): Promise<number> {
+  const res = await request(`${opts.server}/v2/${name}/blobs/${d.digest}`, { headers: headers(opts), signal: opts.signal });
+  if (res.statusCode !== 200) throw await failure(res, `blob ${d.digest}`);
+  let n = 0;
+  for await (const chunk of res.body as AsyncIterable<Buffer>) {
+    n += chunk.byteLength;
+    opts.progress?.bytes?.(chunk.byteLength);
+  }
+  if (n !== d.size) throw new RelaisError('UPSTREAM_ERROR', `blob ${d.digest}: got ${n} bytes, the manifest says ${d.size}`, { status: 502 });
+  return n;
+}
+
+/** Sum of relais_upstream_fetched_bytes_total, or undefined when /metrics is not there. */
+async function upstreamFetched(opts: PrefetchOptions): Promise<number | undefined> {
+  try {
+    const res = await request(`${opts.server}/metrics`, { headers: headers(opts), signal: opts.signal });
+    const text = await res.body.text();
+    if (res.statusCode !== 200) return undefined;
+    let sum = 0;
+    for (const line of text.split('\n')) {
+      const m = /^relais_upstream_fetched_bytes_total(?:\{[^}]*\})? (\S+)$/.exec(line);
+      if (m) sum += Number(m[1]);
+    }
+    return sum;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Milliseconds from `now` to the next run of a schedule: times of day (UTC "HH:MM") and/or an interval. */
+export function nextRunDelay(now: number, at: readonly string[], every: number | undefined, last: number | undefined): number | undefined {
+  const candidates: number[] = [];
+  for (const hhmm of at) {
+    const [h, m] = hhmm.split(':').map(Number);
+    const d = new Date(now);
+    let t = Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), d.getUTCDate(), h ?? 0, m ?? 0);
+    if (t <= now) t += 24 * 3600_000;
+    candidates.push(t - now);
+  }
+  if (every !== undefined && every > 0) candidates.push(Math.max(0, (last ?? now) + every - now));
+  return candidates.length === 0 ? undefined : Math.min(...candidates);
+}

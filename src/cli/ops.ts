@@ -1,0 +1,331 @@
+// `relais gc`, `relais ls`, `relais stats`, `relais prefetch`: operating a cache.
+// gc, ls and stats work on the data directory (the SQLite index can be read while relais serves);
+// prefetch pulls through a running relais (--server) or one started in this process for the run.
+import { existsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { SingleBar } from 'cli-progress';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { startRelais } from '../app.js';
+import { cacheStats, listImages } from '../cache/inspect.js';
+import { gcFoundNothing, runGc, type GcReport } from '../cache/gc.js';
+import { liveServerPid } from '../cache/pidfile.js';
+import { hostPlatform, prefetch, type PrefetchSummary, type PrefetchTarget } from '../cache/prefetch.js';
+import { loadConfig, usesLibraryPrefix, type ResolvedConfig } from '../config/load.js';
+import { formatBytes, parseDuration } from '../config/units.js';
+import { RelaisError } from '../errors.js';
+import { SqliteIndex } from '../index/sqlite.js';
+import { createLogger } from '../observability/logger.js';
+import { parsePin, type PinPattern } from '../policy/eviction.js';
+import { FilesystemDriver } from '../storage/fs.js';
+import { printError } from './output.js';
+
+interface DataOptions {
+  config?: string;
+  data?: string;
+}
+
+const collect = (v: string, prev: string[] | undefined): string[] => [...(prev ?? []), v];
+
+function platformArg(v: string, prev: string[] | undefined): string[] {
+  if (!/^[a-z0-9]+\/[a-z0-9_]+(\/[a-z0-9]+)?$/.test(v)) throw new InvalidArgumentError('expected os/arch[/variant], e.g. linux/amd64 or linux/arm/v7');
+  return [...(prev ?? []), v];
+}
+
+function positiveInt(v: string): number {
+  if (!/^\d+$/.test(v) || Number(v) < 1) throw new InvalidArgumentError('must be a whole number of at least 1');
+  return Number(v);
+}
+
+function dataOptions(cmd: Command): Command {
+  return cmd
+    .option('-c, --config <file>', 'the config file relais serves with (its dataDir and storage settings)')
+    .option('-d, --data <dir>', 'the data directory (default: the config\'s dataDir, else ./relais-data)');
+}
+
+async function resolveData(opts: DataOptions): Promise<ResolvedConfig> {
+  return loadConfig(opts.config, { dataDir: opts.data });
+}
+
+function openIndex(config: ResolvedConfig): SqliteIndex {
+  const dataDir = resolve(config.dataDir);
+  const file = join(dataDir, 'index.db');
+  if (!existsSync(file)) {
+    throw new RelaisError('CONFIG_INVALID', `no relais cache in ${dataDir} (no index.db)`, { status: 500, hint: 'point --data (or --config) at the directory relais serve uses' });
+  }
+  return new SqliteIndex(file);
+}
+
+function pinsOf(config: ResolvedConfig): PinPattern[] {
+  const ctx = { defaultUpstream: config.defaultUpstream, libraryPrefix: (u: string) => { const c = config.upstreams[u]; return c ? usesLibraryPrefix(u, c) : false; } };
+  return config.storage.pin.map((p) => parsePin(p, ctx));
+}
+
+function ago(t: number, now = Date.now()): string {
+  if (t <= 0) return 'never';
+  const s = Math.max(0, Math.round((now - t) / 1000));
+  if (s < 60) return `${s}s ago`;
+  if (s < 3600) return `${Math.round(s / 60)}m ago`;
+  if (s < 86400) return `${Math.round(s / 3600)}h ago`;
+  return `${Math.round(s / 86400)}d ago`;
+}
+
+function table(rows: string[][], rightAligned: ReadonlySet<number> = new Set()): string {
+  const widths: number[] = [];
+  for (const r of rows) r.forEach((c, i) => (widths[i] = Math.max(widths[i] ?? 0, c.length)));
+  return rows.map((r) => r.map((c, i) => (i === r.length - 1 && !rightAligned.has(i) ? c : rightAligned.has(i) ? c.padStart(widths[i] ?? 0) : c.padEnd(widths[i] ?? 0))).join('  ')).join('\n') + '\n';
+}
+
+function printGc(r: GcReport, out: NodeJS.WritableStream): void {
+  const verb = r.dryRun ? 'would remove' : 'removed';
+  if (gcFoundNothing(r)) {
+    out.write('gc: index and storage agree; nothing to do\n');
+    return;
+  }
+  for (const f of r.orphanFiles) out.write(`orphan file      ${f.key} (${formatBytes(f.size)})\n`);
+  for (const m of r.missingFiles) out.write(`missing file     ${m.digest} (index says ${m.size} bytes, ${m.found === undefined ? 'no file' : `file has ${m.found}`})\n`);
+  for (const d of r.dependentManifests) out.write(`broken manifest  ${d} (references content that is gone)\n`);
+  for (const t of r.tempFiles) out.write(`temp file        ${t.path} (${formatBytes(t.size)})\n`);
+  out.write(
+    `gc: ${r.orphanFiles.length} orphan files, ${r.missingFiles.length} index entries without their file, ${r.dependentManifests.length} manifests depending on them, ${r.tempFiles.length} temp files; ${verb} ${formatBytes(r.freedBytes)} on disk and ${r.droppedRows} index entries\n`,
+  );
+}
+
+export function registerOpsCommands(program: Command): void {
+  dataOptions(
+    program
+      .command('gc')
+      .description('Reconcile the cache index with the disk: orphan files, index entries without their file (and manifests that need them), temp files left by a crash')
+      .option('--dry-run', 'only print what would be removed')
+      .option('--grace <duration>', 'leave files younger than this alone (default: storage.gcGrace, 15m, while a relais serves the directory; 0 when none does)')
+      .option('--json', 'print the report as JSON'),
+  )
+    .addHelpText('after', '\nSafe while relais serves the same directory: files being written, downloaded or served are left alone.\nExit status: 0 when done (or nothing found), 1 on errors.')
+    .action(async (opts: DataOptions & { dryRun?: boolean; grace?: string; json?: boolean }) => {
+      let index: SqliteIndex | undefined;
+      try {
+        const config = await resolveData(opts);
+        if (config.storage.driver !== 'filesystem') {
+          throw new RelaisError('CONFIG_INVALID', `relais gc works on the filesystem driver; storage.driver is ${config.storage.driver}`, { status: 500, hint: 'the online gc of a running relais covers other drivers (storage.gcInterval)' });
+        }
+        const dataDir = resolve(config.dataDir);
+        index = openIndex(config);
+        const live = await liveServerPid(dataDir);
+        let graceMs = live !== undefined ? config.storage.gcGrace : 0;
+        if (opts.grace !== undefined) {
+          const g = parseDuration(opts.grace);
+          if (g === undefined) throw new RelaisError('CONFIG_INVALID', `--grace: expected a duration like 15m, got "${opts.grace}"`, { status: 500 });
+          graceMs = g;
+        }
+        const storage = new FilesystemDriver(join(dataDir, 'storage'));
+        const report = await runGc({ index, storage, tmpDir: storage.tmpDir, dryRun: opts.dryRun === true, graceMs });
+        if (opts.json === true) process.stdout.write(`${JSON.stringify({ ...report, liveServerPid: live ?? null, graceMs }, null, 2)}\n`);
+        else {
+          if (live !== undefined) process.stdout.write(`relais (pid ${live}) serves this directory: files younger than ${formatDurationShort(graceMs)} are left alone\n`);
+          printGc(report, process.stdout);
+        }
+      } catch (e) {
+        printError(e);
+        process.exitCode = 1;
+      } finally {
+        await index?.close();
+      }
+    });
+
+  dataOptions(
+    program
+      .command('ls')
+      .description('List cached images: repository and tag, size, last use')
+      .option('--upstream <name>', 'only this upstream')
+      .option('--json', 'print JSON'),
+  ).action(async (opts: DataOptions & { upstream?: string; json?: boolean }) => {
+    let index: SqliteIndex | undefined;
+    try {
+      const config = await resolveData(opts);
+      index = openIndex(config);
+      const rows = (await listImages(index, pinsOf(config))).filter((r) => opts.upstream === undefined || r.upstream === opts.upstream);
+      if (opts.json === true) {
+        process.stdout.write(`${JSON.stringify(rows.map((r) => ({ ...r, lastUsed: new Date(r.lastUsed).toISOString() })), null, 2)}\n`);
+        return;
+      }
+      if (rows.length === 0) {
+        process.stdout.write('the cache holds no images\n');
+        return;
+      }
+      const now = Date.now();
+      process.stdout.write(
+        table(
+          [['IMAGE', 'SIZE', 'LAST USED', 'DIGEST', ''], ...rows.map((r) => [r.name, formatBytes(r.bytes), ago(r.lastUsed, now), r.digest.slice(0, 19), r.pinned ? 'pinned' : ''])],
+          new Set([1]),
+        ),
+      );
+    } catch (e) {
+      printError(e);
+      process.exitCode = 1;
+    } finally {
+      await index?.close();
+    }
+  });
+
+  dataOptions(program.command('stats').description('Cache totals: size against the budget, items, upstreams, largest images').option('--json', 'print JSON')).action(
+    async (opts: DataOptions & { json?: boolean }) => {
+      let index: SqliteIndex | undefined;
+      try {
+        const config = await resolveData(opts);
+        index = openIndex(config);
+        const s = await cacheStats(index, pinsOf(config));
+        const max = config.storage.maxSize;
+        if (opts.json === true) {
+          process.stdout.write(`${JSON.stringify({ ...s, maxSize: max ?? null, lowWatermark: config.storage.lowWatermark }, null, 2)}\n`);
+          return;
+        }
+        const out = process.stdout;
+        out.write(`cache size   ${formatBytes(s.usage.bytes)}${max !== undefined ? ` of ${formatBytes(max)} (${((s.usage.bytes / max) * 100).toFixed(1)}%; eviction down to ${(config.storage.lowWatermark * 100).toFixed(0)}%)` : ' (no storage.maxSize: unbounded)'}\n`);
+        out.write(`items        ${s.usage.blobs} blobs (${formatBytes(s.usage.blobBytes)}), ${s.usage.manifests} manifests (${formatBytes(s.usage.manifestBytes)}), ${s.usage.tags} tags in ${s.usage.repositories} repositories\n`);
+        out.write(`images       ${s.images}; layers shared between them save ${formatBytes(s.sharedBytes)}\n`);
+        if (s.oldestUse !== undefined && s.newestUse !== undefined) out.write(`last use     newest ${ago(s.newestUse)}, oldest ${ago(s.oldestUse)}\n`);
+        if (config.storage.pin.length > 0) out.write(`pinned       ${config.storage.pin.join(', ')}\n`);
+        if (s.upstreams.length > 0) {
+          out.write('\n');
+          out.write(table([['UPSTREAM', 'REPOSITORIES', 'TAGS', 'SIZE'], ...s.upstreams.map((u) => [u.upstream, String(u.repositories), String(u.tags), formatBytes(u.bytes)])], new Set([1, 2, 3])));
+        }
+        if (s.largest.length > 0) {
+          out.write('\nlargest images\n');
+          out.write(table(s.largest.map((r) => [r.name, formatBytes(r.bytes)]), new Set([1])));
+        }
+      } catch (e) {
+        printError(e);
+        process.exitCode = 1;
+      } finally {
+        await index?.close();
+      }
+    },
+  );
+
+  program
+    .command('prefetch')
+    .description('Warm the cache: pull images through relais (manifests and every blob) before the CI rush')
+    .argument('<image...>', 'images: alpine:3.20, docker.io/library/node:22, ghcr.io/org/app@sha256:…')
+    .addOption(new Option('--platform <os/arch>', `platform to take from multi-platform images; repeatable (default ${hostPlatform()})`).argParser(platformArg))
+    .option('--all-platforms', 'every platform of multi-platform images')
+    .option('-s, --server <url>', 'a running relais, e.g. http://127.0.0.1:5000 (credentials: RELAIS_USERNAME/RELAIS_PASSWORD or RELAIS_TOKEN)')
+    .option('-c, --config <file>', 'without --server: start relais in this process with this config for the run')
+    .option('-d, --data <dir>', 'without --server: the data directory to fill')
+    .addOption(new Option('-u, --upstream <name=url>', 'without --server: an upstream (as for relais serve); repeatable').argParser(collect))
+    .option('--concurrency <n>', 'blobs fetched at once', positiveInt, 4)
+    .option('--json', 'print the summary as JSON')
+    .addHelpText(
+      'after',
+      `
+Images without a registry host go to the relais's default upstream; with one (ghcr.io/...), to the upstream
+of that name. Progress goes to stderr (a bar on a terminal), the summary to stdout. Exit status 1 when an
+image could not be fetched.
+
+Examples:
+  relais prefetch --server http://relais:5000 docker:27-dind node:22 ghcr.io/org/builder:main
+  relais prefetch --data /var/cache/relais --all-platforms alpine:3.20`,
+    )
+    .action(
+      async (
+        images: string[],
+        opts: { platform?: string[]; allPlatforms?: boolean; server?: string; config?: string; data?: string; upstream?: string[]; concurrency: number; json?: boolean },
+      ) => {
+        let stop: (() => Promise<void>) | undefined;
+        try {
+          let server = opts.server?.replace(/\/+$/, '');
+          if (server === undefined) {
+            const config = await loadConfig(opts.config, { dataDir: opts.data, upstreams: opts.upstream, listen: '127.0.0.1:0' });
+            const live = await liveServerPid(resolve(config.dataDir));
+            if (live !== undefined) process.stderr.write(`note: relais (pid ${live}) serves ${config.dataDir}; --server would go through it\n`);
+            const relais = await startRelais({ ...config, log: { ...config.log, level: 'warn', requests: false }, prefetch: { ...config.prefetch, images: [], onStart: false, at: [], every: undefined } }, {
+              logger: createLogger('warn', process.stderr),
+            });
+            stop = () => relais.close();
+            server = relais.url;
+          }
+          const targets: PrefetchTarget[] = images.map((image) => ({ image }));
+          const summary = await runPrefetchWithProgress(targets, {
+            server,
+            platforms: opts.platform ?? [hostPlatform()],
+            allPlatforms: opts.allPlatforms === true,
+            concurrency: opts.concurrency,
+            authorization: clientAuthorization(),
+          });
+          if (opts.json === true) process.stdout.write(`${JSON.stringify(summary, null, 2)}\n`);
+          else printPrefetchSummary(summary, process.stdout);
+          if (summary.failed > 0) process.exitCode = 1;
+        } catch (e) {
+          printError(e);
+          process.exitCode = 1;
+        } finally {
+          await stop?.();
+        }
+      },
+    );
+}
+
+function formatDurationShort(ms: number): string {
+  if (ms % 3600_000 === 0 && ms > 0) return `${ms / 3600_000}h`;
+  if (ms % 60_000 === 0 && ms > 0) return `${ms / 60_000}m`;
+  return `${Math.round(ms / 1000)}s`;
+}
+
+/** Credentials for a relais with client authentication, from the environment (never from flags: ps shows them). */
+export function clientAuthorization(env: NodeJS.ProcessEnv = process.env): string | undefined {
+  const token = env.RELAIS_TOKEN;
+  if (token !== undefined && token !== '') return `Bearer ${token}`;
+  const user = env.RELAIS_USERNAME;
+  if (user !== undefined && user !== '') return `Basic ${Buffer.from(`${user}:${env.RELAIS_PASSWORD ?? ''}`).toString('base64')}`;
+  return undefined;
+}
+
+async function runPrefetchWithProgress(targets: PrefetchTarget[], opts: Parameters<typeof prefetch>[1]): Promise<PrefetchSummary> {
+  const tty = process.stderr.isTTY;
+  let bar: SingleBar | undefined;
+  let total = 0;
+  let done = 0;
+  const summary = await prefetch(targets, {
+    ...opts,
+    progress: {
+      planned: (image, blobs, bytes) => {
+        total += bytes;
+        if (tty) {
+          if (!bar) {
+            bar = new SingleBar({
+              stream: process.stderr,
+              format: '{image} [{bar}] {percentage}% {doneh} / {totalh}',
+              hideCursor: true,
+              clearOnComplete: true,
+            });
+            bar.start(total, done, { image, doneh: formatBytes(done), totalh: formatBytes(total) });
+          } else {
+            bar.setTotal(total);
+            bar.update(done, { image, doneh: formatBytes(done), totalh: formatBytes(total) });
+          }
+        } else {
+          process.stderr.write(`${image}: ${blobs} blobs, ${formatBytes(bytes)}\n`);
+        }
+      },
+      bytes: (n) => {
+        done += n;
+        bar?.update(done, { doneh: formatBytes(done), totalh: formatBytes(total) });
+      },
+      imageDone: (r) => {
+        if (!r.ok) {
+          bar?.stop();
+          bar = undefined;
+          process.stderr.write(`${r.image}: failed: ${r.error ?? 'unknown error'}\n`);
+        }
+      },
+    },
+  });
+  bar?.stop();
+  return summary;
+}
+
+function printPrefetchSummary(s: PrefetchSummary, out: NodeJS.WritableStream): void {
+  for (const r of s.images) {
+    out.write(r.ok ? `ok      ${r.image} (${r.platforms.join(', ')}): ${r.manifests} manifests, ${r.blobs} blobs, ${formatBytes(r.bytes)}\n` : `FAILED  ${r.image}: ${r.error ?? ''}\n`);
+  }
+  const upstream = s.upstreamBytes !== undefined ? `; relais fetched ${formatBytes(s.upstreamBytes)} from upstreams (the rest was cached)` : '';
+  out.write(`prefetch: ${s.images.length - s.failed}/${s.images.length} images, ${s.blobs} blobs, ${formatBytes(s.bytes)} in ${s.seconds.toFixed(1)}s${upstream}\n`);
+}
