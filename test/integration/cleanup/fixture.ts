@@ -112,3 +112,44 @@ export async function hashTree(dir: string): Promise<{ hash: string; bytes: numb
   await walk(dir, '');
   return { hash: h.digest('hex'), bytes, files };
 }
+
+/** BuildKit's default registry cache form: an OCI index listing the layer blobs and the cache config. */
+export async function pushBuildkitCacheIndex(url: string, repo: string, tag: string, createdAt: string, layerBytes: number): Promise<Pushed> {
+  const layer = randomBytes(layerBytes);
+  const ld = await pushBlob(url, repo, layer);
+  const cacheConfig = Buffer.from(JSON.stringify({ layers: [{ blob: ld, parent: -1 }], records: [{ digest: `sha256:${createHash('sha256').update(tag).digest('hex')}`, results: [{ layer: 0 }] }] }));
+  const cd = await pushBlob(url, repo, cacheConfig);
+  const index = Buffer.from(
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: MEDIA.ociIndex,
+      manifests: [
+        { mediaType: MEDIA.ociLayerGzip, digest: ld, size: layer.length, annotations: { 'buildkit/createdat': createdAt, 'containerd.io/uncompressed': ld } },
+        { mediaType: 'application/vnd.buildkit.cacheconfig.v0', digest: cd, size: cacheConfig.length },
+      ],
+    }),
+  );
+  const digest = await putManifest(url, repo, tag, index, MEDIA.ociIndex);
+  return { digest, manifest: index, mediaType: MEDIA.ociIndex, blobs: [{ digest: ld, size: layer.length }, { digest: cd, size: cacheConfig.length }] };
+}
+
+/** A cosign-style signature: an OCI artifact with `subject`, tagged sha256-<hex>.sig (the tag schema). */
+export async function pushSignature(url: string, repo: string, subject: Pushed, bytes: number): Promise<Pushed & { tag: string }> {
+  const empty = Buffer.from('{}');
+  const ed = await pushBlob(url, repo, empty);
+  const sig = randomBytes(bytes);
+  const sd = await pushBlob(url, repo, sig);
+  const manifest = Buffer.from(
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: MEDIA.ociManifest,
+      artifactType: 'application/vnd.dev.cosign.artifact.sig.v1+json',
+      config: { mediaType: 'application/vnd.oci.empty.v1+json', digest: ed, size: 2 },
+      layers: [{ mediaType: 'application/vnd.dev.cosign.simplesigning.v1+json', digest: sd, size: sig.length }],
+      subject: { mediaType: subject.mediaType, digest: subject.digest, size: subject.manifest.length },
+    }),
+  );
+  const tag = `${subject.digest.replace(':', '-')}.sig`;
+  const digest = await putManifest(url, repo, tag, manifest, MEDIA.ociManifest);
+  return { tag, digest, manifest, mediaType: MEDIA.ociManifest, blobs: [{ digest: sd, size: sig.length }] };
+}

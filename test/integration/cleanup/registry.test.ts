@@ -12,7 +12,7 @@ import { startRegistry, type RegistryPeer } from '../../peers/registry.js';
 import { pushIndex, pushRandomImage, hostArchitecture } from '../../peers/images.js';
 import { registryFetch, sha256Digest, MANIFEST_ACCEPT } from '../../peers/registry-client.js';
 import { removeDir, run, runOk, tempDir } from '../../peers/proc.js';
-import { hashTree, isoDaysAgo, pushBuildkitCache, pushImage, tagAgain, type Pushed } from './fixture.js';
+import { hashTree, isoDaysAgo, pushBuildkitCache, pushBuildkitCacheIndex, pushImage, pushSignature, tagAgain, type Pushed } from './fixture.js';
 
 const CLI = fileURLToPath(new URL('../../../src/cli/main.js', import.meta.url));
 const REPO = 'team/app';
@@ -255,4 +255,67 @@ rules:
     await reg.start();
     for (const tag of keptTags) await skopeoPull(reg, tag, work, tag === 'v1.1.0');
   });
+});
+
+void test('signatures follow their image, BuildKit index caches and kaniko cache repos on a real distribution', async (t) => {
+  const reg = await startRegistry({ deleteEnabled: true });
+  t.after(() => reg.close());
+  const work = await tempDir('cleanup-it2');
+  t.after(() => removeDir(work));
+  const u = reg.url;
+  const TOOL = 'team/tool';
+  const KANIKO = 'team/tool/cache';
+  const a = await pushImage(u, TOOL, 'feature-a', isoDaysAgo(2), 64 * 1024);
+  const sigA = await pushSignature(u, TOOL, a, 8 * 1024);
+  const g = await pushImage(u, TOOL, 'feature-gone', isoDaysAgo(3), 64 * 1024);
+  const sigG = await pushSignature(u, TOOL, g, 8 * 1024);
+  await pushBuildkitCacheIndex(u, TOOL, 'cache-feature-a', isoDaysAgo(1), 64 * 1024);
+  const cacheG = await pushBuildkitCacheIndex(u, TOOL, 'cache-feature-gone', isoDaysAgo(3), 64 * 1024);
+  const keys = ['k1', 'k2', 'k3'].map((k) => sha256Digest(k).slice(7));
+  await pushImage(u, KANIKO, keys[0] ?? '', isoDaysAgo(2), 32 * 1024);
+  await pushImage(u, KANIKO, keys[1] ?? '', isoDaysAgo(20), 32 * 1024);
+  const oldKey = await pushImage(u, KANIKO, keys[2] ?? '', isoDaysAgo(40), 32 * 1024);
+  const branches = join(work, 'branches.txt');
+  await writeFile(branches, '# live branches\nmain\nfeature/a\n');
+
+  const r = await cli(['--registry', u, '--repo', TOOL, '--repo', KANIKO, '--live-branches', branches, '--older-than', '30d', '--apply', '--json']);
+  assert.equal(r.code, 0, r.stderr);
+  const plan = JSON.parse(r.stdout) as JsonPlan;
+  const tool = plan.repositories[0];
+  const kaniko = plan.repositories[1];
+  assert.ok(tool && kaniko);
+  assert.deepEqual(Object.fromEntries(tool.entries.map((e) => [e.tag, `${e.kind} ${e.action} ${e.rule}`])), {
+    'feature-a': 'image KEEP default (keep)',
+    [sigA.tag]: 'attachment KEEP attached to a kept image',
+    'feature-gone': 'image DELETE branch gone',
+    [sigG.tag]: 'attachment DELETE attached to a deleted image',
+    'cache-feature-a': 'buildkit-cache KEEP default (keep)',
+    'cache-feature-gone': 'buildkit-cache DELETE branch gone',
+  });
+  assert.deepEqual([...tool.digestsToDelete].sort(), [g.digest, sigG.digest, cacheG.digest].sort());
+  assert.deepEqual(Object.fromEntries(kaniko.entries.map((e) => [e.tag.slice(0, 8), `${e.kind} ${e.family ?? '-'} ${e.action}`])), {
+    [keys[0]?.slice(0, 8) ?? '']: 'kaniko-cache kaniko-cache KEEP',
+    [keys[1]?.slice(0, 8) ?? '']: 'kaniko-cache kaniko-cache KEEP',
+    [keys[2]?.slice(0, 8) ?? '']: 'kaniko-cache kaniko-cache DELETE',
+  });
+
+  const list = async (repo: string): Promise<string[]> => (JSON.parse((await registryFetch(`${u}/v2/${repo}/tags/list`)).body.toString()) as { tags: string[] }).tags.sort();
+  assert.deepEqual(await list(TOOL), ['cache-feature-a', 'feature-a', sigA.tag].sort());
+  assert.deepEqual(await list(KANIKO), [keys[0], keys[1]].sort());
+  const head = async (repo: string, ref: string): Promise<number> => (await registryFetch(`${u}/v2/${repo}/manifests/${ref}`, { method: 'HEAD', headers: { accept: MANIFEST_ACCEPT } })).status;
+  assert.equal(await head(TOOL, a.digest), 200);
+  assert.equal(await head(TOOL, sigA.digest), 200);
+  for (const d of [g.digest, sigG.digest, cacheG.digest]) assert.equal(await head(TOOL, d), 404, d);
+  assert.equal(await head(KANIKO, oldKey.digest), 404);
+
+  await reg.stop();
+  const before = await hashTree(reg.dataDir);
+  await runOk('docker-registry', ['garbage-collect', reg.configFile], { timeoutMs: 60_000 });
+  const after = await hashTree(reg.dataDir);
+  const expectFreed = [g, sigG, cacheG, oldKey].flatMap((p) => p.blobs).reduce((n, b) => n + b.size, 0);
+  t.diagnostic(`garbage-collect: ${before.bytes} -> ${after.bytes} bytes (freed ${before.bytes - after.bytes}, deleted blobs ${expectFreed})`);
+  assert.ok(before.bytes - after.bytes >= expectFreed);
+  await reg.start();
+  const kept = await run('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${reg.host}/${TOOL}:cache-feature-a`]);
+  assert.equal(kept.code, 0, kept.stderr);
 });
