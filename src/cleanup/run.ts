@@ -61,7 +61,10 @@ function progressReporter(io: CleanupIO): { report: (phase: string, done: number
       }
       bar.update(done, { phase });
     },
-    stop: () => bar?.stop(),
+    stop: () => {
+      bar?.stop();
+      bar = undefined;
+    },
   };
 }
 
