@@ -268,6 +268,11 @@ class Bench {
       await sleep(150);
     }
     const upstream = countUpstream(up.access.slice(mark));
+    log(
+      `  ${t.name}: ${clients} clients, ${(r.bytes / MB).toFixed(0)} MB in ${(r.wallMs / 1000).toFixed(1)} s, ` +
+        `target CPU ${cpuSeconds.toFixed(1)} s, client CPU ${(r.clientCpuSeconds ?? 0).toFixed(1)} s, ` +
+        `upstream blob GETs ${upstream.blobGets}${r.errors.length > 0 ? `, ${r.errors.length} errors: ${r.errors[0] ?? ''}` : ''}`,
+    );
     return {
       result: r,
       mbPerSec: r.bytes / MB / (r.wallMs / 1000),

@@ -74,6 +74,7 @@ export async function runPullSplit(job: PullJob, procs: number, prefix: readonly
       manifests: rs.reduce((s, r) => s + r.manifests, 0),
       clientMs: rs.flatMap((r) => r.clientMs.map((ms) => ms + (r.startEpochMs - start))).sort((a, b) => a - b),
       errors: rs.flatMap((r) => r.errors),
+      clientCpuSeconds: rs.reduce((s, r) => s + (r.clientCpuSeconds ?? 0), 0),
     };
   } finally {
     for (const c of cs) c.kill();

@@ -45,6 +45,8 @@ export interface PullResult {
   /** Per client wall time, ms, sorted. */
   readonly clientMs: readonly number[];
   readonly errors: readonly string[];
+  /** CPU seconds the client processes used (set when run as child processes). */
+  readonly clientCpuSeconds?: number;
 }
 
 export interface TtfbJob {
