@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { statSync } from 'node:fs';
 import { freePort } from './ports.js';
-import { removeDir, removeDirAtExit, runOk, startProcess, tempDir, waitForHttp, type ManagedProcess } from './proc.js';
+import { removeDir, removeDirAtExit, run, runOk, startProcess, tempDir, waitForHttp, type ManagedProcess } from './proc.js';
 import { startTokenIssuer, type TokenIssuer } from './token-issuer.js';
 
 export type { TokenIssuer, TokenRequestRecord, TokenAccess } from './token-issuer.js';
@@ -36,8 +36,10 @@ export interface AccessLogEntry {
 }
 
 export interface RegistryPeer {
-  /** http://127.0.0.1:PORT */
+  /** http://127.0.0.1:PORT (https:// with tls: true) */
   readonly url: string;
+  /** With tls: true, the PEM file of the self-signed certificate to trust (it is its own CA). */
+  readonly caFile: string | undefined;
   /** 127.0.0.1:PORT */
   readonly host: string;
   readonly port: number;
@@ -85,6 +87,11 @@ export interface RegistryOptions {
   proxy?: { remoteUrl: string; username?: string; password?: string };
   /** Allow DELETE of manifests and blobs; default true. */
   deleteEnabled?: boolean;
+  /**
+   * Serve HTTPS with a fresh self-signed certificate for 127.0.0.1 and localhost (see caFile);
+   * clients must be told to trust it (undici Agent {connect: {ca}}, curl --cacert, skopeo --src-cert-dir).
+   */
+  tls?: boolean;
   /** Log level of distribution's own log (stderr); default 'error'. */
   logLevel?: 'error' | 'warn' | 'info' | 'debug';
 }
@@ -111,6 +118,18 @@ export function parseAccessLogLine(line: string): AccessLogEntry | null {
 
 const BLOB_PATH = /^\/v2\/.+\/blobs\/([a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+)$/;
 const MANIFEST_PATH = /^\/v2\/.+\/manifests\/[^/]+$/;
+
+/** Waits until an HTTPS server on host answers (trusting caFile), failing early if p exits. */
+async function waitForTls(host: string, caFile: string, p: ManagedProcess): Promise<void> {
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    const r = await run('curl', ['-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '2', '--cacert', caFile, `https://${host}/`]);
+    if (r.code === 0 && r.stdout !== '000') return;
+    if (p.exitInfo() !== null) throw new Error(`registry exited while starting\n${p.output()}`);
+    if (Date.now() > deadline) throw new Error(`registry https://${host}/ did not answer: ${r.stderr}\n${p.output()}`);
+    await sleep(50);
+  }
+}
 
 function htpasswdLine(user: string, password: string): Promise<string> {
   return runOk('htpasswd', ['-Bbn', user, password]).then((r) => r.stdout.trim());
@@ -167,8 +186,22 @@ async function startIn(dir: string, opts: RegistryOptions): Promise<RegistryPeer
     if (opts.proxy.password !== undefined) proxy.password = opts.proxy.password;
     config.proxy = proxy;
   }
+  let caFile: string | undefined;
+  if (opts.tls === true) {
+    caFile = join(dir, 'tls-cert.pem');
+    await runOk('openssl', [
+      'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
+      '-keyout', join(dir, 'tls-key.pem'), '-out', caFile, '-days', '30', '-subj', '/CN=127.0.0.1',
+      '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost',
+      '-addext', 'basicConstraints=critical,CA:TRUE',
+    ]);
+  }
+  const scheme = opts.tls === true ? 'https' : 'http';
+
   const writeConfig = (): Promise<void> => {
-    config.http = { addr: host, secret: 'relais-test-secret', headers: { 'X-Content-Type-Options': ['nosniff'] } };
+    const http: Record<string, unknown> = { addr: host, secret: 'relais-test-secret', headers: { 'X-Content-Type-Options': ['nosniff'] } };
+    if (caFile !== undefined) http.tls = { certificate: caFile, key: join(dir, 'tls-key.pem') };
+    config.http = http;
     return writeFile(configFile, JSON.stringify(config, null, 2));
   };
   await writeConfig();
@@ -184,7 +217,8 @@ async function startIn(dir: string, opts: RegistryOptions): Promise<RegistryPeer
     starts += 1;
     proc = p;
     try {
-      await waitForHttp(`http://${host}/`, 15_000, { process: p });
+      if (caFile === undefined) await waitForHttp(`http://${host}/`, 15_000, { process: p });
+      else await waitForTls(host, caFile, p);
     } catch (err) {
       await p.stop();
       throw err;
@@ -228,7 +262,10 @@ async function startIn(dir: string, opts: RegistryOptions): Promise<RegistryPeer
       break;
     } catch (err) {
       const inUse = proc !== null && /address already in use/.test((proc as ManagedProcess).stderr());
-      if (!inUse || attempt >= 3) throw err;
+      if (!inUse || attempt >= 3) {
+        if (token !== undefined) await token.close();
+        throw err;
+      }
       port = await freePort();
       host = `127.0.0.1:${port}`;
       await writeConfig();
@@ -236,7 +273,8 @@ async function startIn(dir: string, opts: RegistryOptions): Promise<RegistryPeer
   }
 
   const peer: RegistryPeer & { token?: TokenIssuer } = {
-    url: `http://${host}`,
+    url: `${scheme}://${host}`,
+    caFile,
     host,
     port,
     dir,

@@ -2,6 +2,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { Agent, fetch as undiciFetch } from 'undici';
+import { pushRandomImage } from '../../peers/images.js';
+import { runOk } from '../../peers/proc.js';
 import { startRegistry, parseAccessLogLine } from '../../peers/registry.js';
 import { MANIFEST_ACCEPT, pushBlob, putManifest, registryFetch, sha256Digest } from '../../peers/registry-client.js';
 
@@ -189,4 +193,25 @@ void test('proxy-mode registry authenticates to a token-auth upstream with its c
   const tokenRequests = up.token?.requests() ?? [];
   assert.ok(tokenRequests.length >= 1);
   assert.ok(tokenRequests.every((r) => r.authorizedUser === 'mirror'), JSON.stringify(tokenRequests));
+});
+
+void test('tls registry: HTTPS with a self-signed certificate that clients can be told to trust', async (t) => {
+  const reg = await startRegistry({ tls: true });
+  t.after(() => reg.close());
+  assert.match(reg.url, /^https:\/\/127\.0\.0\.1:\d+$/);
+  assert.ok(reg.caFile !== undefined);
+  // skopeo pushes with --dest-tls-verify=false; images.ts works the same against HTTPS.
+  const img = await pushRandomImage(reg.host, 'secure/app:1', { layers: [2048] });
+  const ca = await readFile(reg.caFile);
+  const trusting = new Agent({ connect: { ca } });
+  t.after(() => trusting.close());
+  const res = await undiciFetch(`${reg.url}/v2/secure/app/manifests/1`, { dispatcher: trusting, headers: { accept: MANIFEST_ACCEPT } });
+  assert.equal(res.status, 200);
+  assert.equal(sha256Digest(Buffer.from(await res.arrayBuffer())), img.manifestDigest);
+  // Without the CA the certificate is refused.
+  await assert.rejects(fetch(`${reg.url}/v2/`), (err: Error) => /certificate/i.test((err.cause as Error | undefined)?.message ?? err.message));
+  const localhost = await runOk('curl', ['-s', '-o', '/dev/null', '-w', '%{http_code}', '--cacert', reg.caFile, `https://localhost:${reg.port}/v2/`]);
+  assert.equal(localhost.stdout, '200');
+  await reg.settle();
+  assert.ok(reg.manifestGets() >= 1);
 });
