@@ -93,10 +93,11 @@ export async function applyPlan(backend: RegistryBackend, plan: RepoPlan, graph:
           return;
         }
         method = 'tag-delete';
-      } else if (r === 'not-found') {
+      } else if (r === 'not-found' && (await backend.headManifest(repo, tag)) === null) {
         result.skipped.push({ tag, reason: 'already gone' });
         return;
       } else {
+        // Refused, or "not found" for a tag that is there: the registry has no tag delete.
         method = 'throwaway';
         await viaThrowaway(tag);
       }

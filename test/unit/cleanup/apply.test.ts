@@ -10,7 +10,7 @@ import { planRepository } from '../../../src/cleanup/plan.js';
 import { buildPolicy } from '../../../src/cleanup/policy.js';
 import type { DigestNode, TagInfo } from '../../../src/cleanup/types.js';
 
-type Mode = 'spec' | 'digest' | 'none';
+type Mode = 'spec' | 'digest' | 'none' | '404';
 
 class MemoryRegistry implements RegistryBackend {
   readonly description = 'memory';
@@ -62,6 +62,7 @@ class MemoryRegistry implements RegistryBackend {
     }
     const d = this.tags.get(ref);
     if (this.mode === 'none') return Promise.resolve('unsupported');
+    if (this.mode === '404') return Promise.resolve('not-found'); // answers 404 MANIFEST_UNKNOWN to any tag DELETE
     if (d === undefined) return Promise.resolve('not-found');
     if (this.mode === 'spec') this.tags.delete(ref);
     else this.deleteDigest(d);
@@ -98,7 +99,7 @@ function scenario(mode: Mode): { reg: MemoryRegistry; tags: TagInfo[]; graph: Ma
   return { reg, tags, graph, child, index };
 }
 
-for (const mode of ['spec', 'digest', 'none'] as const) {
+for (const mode of ['spec', 'digest', 'none', '404'] as const) {
   void test(`apply with a registry whose tag DELETE is "${mode}": kept tags keep their images`, async () => {
     const { reg, tags, graph, child, index } = scenario(mode);
     // Keep the v* tags, delete everything else.
