@@ -3,7 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
-import { join, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { Evictor } from './cache/evictor.js';
 import { writePidFile } from './cache/pidfile.js';
 import type { ResolvedConfig } from './config/load.js';
@@ -12,7 +12,8 @@ import { createAccessControl } from './http/access.js';
 import { createRegistryHandler } from './http/handlers.js';
 import { createOpsHandler } from './http/ops.js';
 import { createServer, type RouteHandler, type RunningServer } from './http/server.js';
-import { SqliteIndex } from './index/sqlite.js';
+import { openIndex } from './index/create.js';
+import type { CacheIndex } from './index/index.js';
 import { createLogger, type Logger } from './observability/logger.js';
 import { RelaisMetrics } from './observability/metrics.js';
 import { BlobService } from './registry/blobs.js';
@@ -29,7 +30,7 @@ export interface RelaisInstance {
   readonly logger: Logger;
   readonly blobs: BlobService;
   readonly manifests: ManifestService;
-  readonly index: SqliteIndex;
+  readonly index: CacheIndex;
   readonly http: RunningServer;
   readonly metrics: RelaisMetrics;
   readonly evictor: Evictor;
@@ -53,7 +54,9 @@ export async function startRelais(config: ResolvedConfig, opts: StartOptions = {
   // Filesystem or S3 (storage.driver); spool files left by a crash are removed before serving.
   const storageSetup = await openStorage(config.storage, dataDir);
   const { storage, spoolDir } = storageSetup;
-  const index = new SqliteIndex(join(dataDir, 'index.db'));
+  // SQLite in dataDir, or PostgreSQL shared by a cluster (index.driver).
+  const indexSetup = await openIndex(config.index, dataDir);
+  const { index } = indexSetup;
 
   const upstreams = new Map<string, UpstreamClient>();
   const routing: RoutingTable = {
@@ -150,7 +153,7 @@ export async function startRelais(config: ResolvedConfig, opts: StartOptions = {
     }
     if (path === '/readyz') {
       return (async () => {
-        const ok = index.db.open && (await storageSetup.ready());
+        const ok = (await indexSetup.ready()) && (await storageSetup.ready());
         res.statusCode = ok ? 200 : 503;
         res.setHeader('content-type', 'text/plain');
         res.end(ok ? 'ready\n' : 'not ready\n');
