@@ -17,7 +17,7 @@ import { runInClient, runPullSplit } from './lib/clients.js';
 import { MANIFEST_ACCEPT, type PullResult, type TtfbResult } from './lib/pull.js';
 import { renderTable, toRows, type Metric } from './lib/report.js';
 import { sampleRss, treeCpuSeconds } from './lib/rss.js';
-import { parseRate, slowLink, type SlowLink } from './lib/slowlink.js';
+import { netnsSlowLink, parseRate, proxySlowLink, slowLink, type SlowLink } from './lib/slowlink.js';
 import {
   RELAIS_MAIN,
   TARGET_KINDS,
@@ -44,6 +44,7 @@ const USAGE = `usage: npm run bench -- [options]
   --scale F           multiply every layer size by F
   --targets LIST      comma-separated subset of relais,distribution,nginx (default all three)
   --slow-link RATE    also run the cold runs with the upstream behind a RATE link (default 200mbit; off = loopback only)
+  --slow-link-method M  auto (netns+tbf, else the proxy), netns, or proxy (token-bucket TCP proxy, no root needed)
   --wrk-seconds S     duration of the manifest-by-tag wrk run (default 10, quick 3)
   --skip-docker       skip the docker pull row
   --cpu-prof DIR      run relais with node --cpu-prof, profiles written to DIR
@@ -61,6 +62,7 @@ interface Options {
   targets: TargetKind[];
   slowLinkBits: number | undefined;
   slowLinkText: string;
+  slowLinkMethod: 'auto' | 'netns' | 'proxy';
   wrkSeconds: number;
   skipDocker: boolean;
   cpuProf: string | undefined;
@@ -95,6 +97,7 @@ function parseOptions(argv: string[]): Options {
         scale: { type: 'string' },
         targets: { type: 'string' },
         'slow-link': { type: 'string' },
+        'slow-link-method': { type: 'string' },
         'wrk-seconds': { type: 'string' },
         'skip-docker': { type: 'boolean' },
         'cpu-prof': { type: 'string' },
@@ -130,6 +133,8 @@ function parseOptions(argv: string[]): Options {
       fail(e instanceof Error ? e.message : String(e));
     }
   }
+  const method = v['slow-link-method'] ?? 'auto';
+  if (method !== 'auto' && method !== 'netns' && method !== 'proxy') fail(`--slow-link-method must be auto, netns or proxy, got "${method}"`);
   return {
     clients: positiveInt('clients', v.clients, 8),
     clientProcs: positiveInt('client-procs', v['client-procs'], 2),
@@ -141,6 +146,7 @@ function parseOptions(argv: string[]): Options {
     targets: TARGET_KINDS.filter((k) => targets.includes(k)),
     slowLinkBits,
     slowLinkText: slowText,
+    slowLinkMethod: method,
     wrkSeconds: positiveInt('wrk-seconds', v['wrk-seconds'], profileText === 'quick' ? 3 : 10),
     skipDocker: v['skip-docker'] === true,
     cpuProf: v['cpu-prof'],
@@ -601,7 +607,7 @@ async function checkPrograms(o: Options): Promise<void> {
   const need = ['docker-registry', 'skopeo', 'wrk', 'curl'];
   if (o.targets.includes('nginx')) need.push('nginx');
   if (!o.skipDocker) need.push('dockerd', 'docker');
-  if (o.slowLinkBits !== undefined) need.push('ip', 'tc');
+  if (o.slowLinkBits !== undefined && o.slowLinkMethod !== 'proxy') need.push('ip', 'tc');
   const missing: string[] = [];
   for (const p of need) {
     try {
@@ -664,7 +670,12 @@ async function main(): Promise<void> {
     await up.stop();
 
     if (o.slowLinkBits !== undefined) {
-      link = await slowLink(o.slowLinkBits, log);
+      link =
+        o.slowLinkMethod === 'proxy'
+          ? proxySlowLink(o.slowLinkBits)
+          : o.slowLinkMethod === 'netns'
+            ? await netnsSlowLink(o.slowLinkBits)
+            : await slowLink(o.slowLinkBits, log);
       linkMethod = `${link.method}: ${link.description}`;
       log(`slow link: ${linkMethod}`);
       const slowUp = await startUpstream({
