@@ -2,6 +2,7 @@
 import { Command, Option } from 'commander';
 import { startRelais } from '../app.js';
 import { loadConfig } from '../config/load.js';
+import { flushLogger } from '../observability/logger.js';
 import { printError } from './output.js';
 
 export function registerServeCommand(program: Command): void {
@@ -52,7 +53,7 @@ Examples:
         stopping = true;
         instance.logger.info({ signal, inFlight: instance.http.active() }, 'draining');
         instance.close().then(
-          () => process.exit(0),
+          () => flushLogger(instance.logger).then(() => process.exit(0)),
           (e: unknown) => {
             printError(e);
             process.exit(1);

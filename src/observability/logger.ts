@@ -15,6 +15,15 @@ export function createLogger(level: string, destination?: NodeJS.WritableStream)
         censor: '[redacted]',
       },
     },
-    destination ?? pino.destination({ dest: 1, sync: false, minLength: 4096 }),
+    // Asynchronous writes, but no batching threshold: a line is written as soon as the event loop allows,
+    // so a crash loses at most what is in flight. closeLogger() flushes before exit.
+    destination ?? pino.destination({ dest: 1, sync: false }),
   );
+}
+
+/** Flushes buffered log lines (call before process.exit). */
+export function flushLogger(logger: Logger): Promise<void> {
+  return new Promise((resolve) => {
+    logger.flush(() => resolve());
+  });
 }

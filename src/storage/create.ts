@@ -7,7 +7,6 @@ import type { StorageConfig } from '../config/schema.js';
 import { RelaisError } from '../errors.js';
 import type { StorageDriver } from './driver.js';
 import { FilesystemDriver } from './fs.js';
-import { S3Driver } from './s3.js';
 
 export interface StorageSetup {
   readonly storage: StorageDriver;
@@ -25,6 +24,8 @@ export async function openStorage(cfg: StorageConfig, dataDir: string): Promise<
   if (cfg.driver === 's3') {
     const s3 = cfg.s3;
     if (!s3) throw new RelaisError('CONFIG_INVALID', 'storage.driver s3 needs a storage.s3 section', { status: 500 });
+    // The AWS SDK is loaded only when configured (it adds tens of MB to a process that does not use it).
+    const { S3Driver } = await import('./s3.js');
     const driver = new S3Driver({ ...s3 });
     try {
       await driver.check(AbortSignal.timeout(15_000));
