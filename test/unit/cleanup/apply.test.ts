@@ -3,79 +3,11 @@
 // delete at all (distribution 2.x). Whatever the registry does, kept tags keep their images.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
 import { applyPlan } from '../../../src/cleanup/apply.js';
-import type { DeleteOutcome, Descriptor, FetchedManifest, ManifestRef, RegistryBackend } from '../../../src/cleanup/backend.js';
+import { MemoryRegistry, type Mode } from './memory-registry.js';
 import { planRepository } from '../../../src/cleanup/plan.js';
 import { buildPolicy } from '../../../src/cleanup/policy.js';
 import type { DigestNode, TagInfo } from '../../../src/cleanup/types.js';
-
-type Mode = 'spec' | 'digest' | 'none' | '404';
-
-class MemoryRegistry implements RegistryBackend {
-  readonly description = 'memory';
-  readonly canReadManifests = true;
-  readonly manifests = new Map<string, { mediaType: string; body: Buffer }>();
-  readonly tags = new Map<string, string>();
-  readonly calls: string[] = [];
-  constructor(readonly mode: Mode) {}
-
-  push(tag: string | null, body: string, mediaType = 'application/vnd.oci.image.manifest.v1+json'): string {
-    const b = Buffer.from(body);
-    const d = `sha256:${createHash('sha256').update(b).digest('hex')}`;
-    this.manifests.set(d, { mediaType, body: b });
-    if (tag !== null) this.tags.set(tag, d);
-    return d;
-  }
-  private resolve(ref: string): string | undefined {
-    return ref.includes(':') ? (this.manifests.has(ref) ? ref : undefined) : this.tags.get(ref);
-  }
-  listTags(): Promise<string[]> {
-    return Promise.resolve([...this.tags.keys()]);
-  }
-  headManifest(_repo: string, ref: string): Promise<ManifestRef | null> {
-    const d = this.resolve(ref);
-    const m = d === undefined ? undefined : this.manifests.get(d);
-    return Promise.resolve(d !== undefined && m ? { digest: d, mediaType: m.mediaType, size: m.body.length } : null);
-  }
-  getManifest(_repo: string, ref: string): Promise<FetchedManifest | null> {
-    const d = this.resolve(ref);
-    const m = d === undefined ? undefined : this.manifests.get(d);
-    return Promise.resolve(d !== undefined && m ? { digest: d, mediaType: m.mediaType, size: m.body.length, body: m.body } : null);
-  }
-  getBlob(): Promise<Buffer | null> {
-    return Promise.resolve(null);
-  }
-  referrers(): Promise<Descriptor[] | null> {
-    return Promise.resolve(null);
-  }
-  private deleteDigest(d: string): void {
-    this.manifests.delete(d);
-    for (const [t, x] of [...this.tags]) if (x === d) this.tags.delete(t);
-  }
-  deleteManifest(_repo: string, ref: string): Promise<DeleteOutcome> {
-    this.calls.push(`DELETE ${ref}`);
-    if (ref.includes(':')) {
-      if (!this.manifests.has(ref)) return Promise.resolve('not-found');
-      this.deleteDigest(ref);
-      return Promise.resolve('deleted');
-    }
-    const d = this.tags.get(ref);
-    if (this.mode === 'none') return Promise.resolve('unsupported');
-    if (this.mode === '404') return Promise.resolve('not-found'); // answers 404 MANIFEST_UNKNOWN to any tag DELETE
-    if (d === undefined) return Promise.resolve('not-found');
-    if (this.mode === 'spec') this.tags.delete(ref);
-    else this.deleteDigest(d);
-    return Promise.resolve('deleted');
-  }
-  putManifest(_repo: string, ref: string, mediaType: string, body: Buffer): Promise<string> {
-    this.calls.push(`PUT ${ref}`);
-    return Promise.resolve(this.push(ref, body.toString('utf8'), mediaType));
-  }
-  close(): Promise<void> {
-    return Promise.resolve();
-  }
-}
 
 function scenario(mode: Mode): { reg: MemoryRegistry; tags: TagInfo[]; graph: Map<string, DigestNode>; child: string; index: string } {
   const reg = new MemoryRegistry(mode);
