@@ -68,6 +68,7 @@ export async function startRelais(config: ResolvedConfig, opts: StartOptions = {
     credential: (name) => config.upstreams[name]?.username ?? 'anonymous',
     routing,
     recentErrors: config.metrics.recentErrors,
+    version: relaisVersion(),
   });
   const upstreamObserver = {
     onExchange: metrics.upstreamExchange.bind(metrics),

@@ -2,7 +2,7 @@
 // besides them (most-pulled images, recent errors). Names follow Prometheus conventions: the relais_
 // prefix, base units (_bytes, _seconds), _total on counters. Everything is fed through the observer hooks
 // of the upstream client, the blob service and the HTTP server; nothing here reaches into them.
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { CacheResult } from '../registry/blobs.js';
 import type { BlobDownload } from '../registry/download.js';
 import { resolveRoute, type RoutingTable } from '../registry/routing.js';
@@ -83,6 +83,7 @@ export class RelaisMetrics {
       readonly routing: RoutingTable;
       readonly recentErrors?: number;
       readonly defaultMetrics?: boolean;
+      readonly version?: string;
     },
   ) {
     const r = this.registry;
@@ -109,14 +110,8 @@ export class RelaisMetrics {
       help: 'Bytes of blobs and manifests in the cache (as the index records them)',
       registers: [r],
       async collect() {
-        const src = self().sources;
-        if (!src) return;
-        const u = await src.usage();
-        this.set(u.bytes);
-        self().cacheItems.set({ kind: 'blob' }, u.blobs);
-        self().cacheItems.set({ kind: 'manifest' }, u.manifests);
-        self().cacheItems.set({ kind: 'tag' }, u.tags);
-        self().cacheItems.set({ kind: 'repository' }, u.repositories);
+        const u = await self().usage();
+        if (u) this.set(u.bytes);
       },
     });
     this.cacheMaxSize = new Gauge({
@@ -129,7 +124,20 @@ export class RelaisMetrics {
         if (max !== undefined) this.set(max);
       },
     });
-    this.cacheItems = new Gauge({ name: 'relais_cache_items', help: 'Items in the cache by kind (blob, manifest, tag, repository)', labelNames: ['kind'], registers: [r] });
+    this.cacheItems = new Gauge({
+      name: 'relais_cache_items',
+      help: 'Items in the cache by kind (blob, manifest, tag, repository)',
+      labelNames: ['kind'],
+      registers: [r],
+      async collect() {
+        const u = await self().usage();
+        if (!u) return;
+        this.set({ kind: 'blob' }, u.blobs);
+        this.set({ kind: 'manifest' }, u.manifests);
+        this.set({ kind: 'tag' }, u.tags);
+        this.set({ kind: 'repository' }, u.repositories);
+      },
+    });
     this.evictions = new Counter({ name: 'relais_evictions_total', help: 'Images evicted, by reason (size: over storage.maxSize; idle: over storage.maxIdleAge)', labelNames: ['reason'], registers: [r] });
     this.evictedBytes = new Counter({ name: 'relais_evicted_bytes_total', help: 'Bytes freed by eviction, by reason', labelNames: ['reason'], registers: [r] });
     this.gcRuns = new Counter({ name: 'relais_gc_runs_total', help: 'Garbage collections (index/disk reconciliation) run, by mode (online, manual)', labelNames: ['mode'], registers: [r] });
@@ -157,7 +165,38 @@ export class RelaisMetrics {
       this.evictions.inc({ reason }, 0);
       this.evictedBytes.inc({ reason }, 0);
     }
-    if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: r, prefix: 'relais_' });
+    // prom-client's default Node metrics are left out: some of its gauges end in _total (active handles).
+    if (opts.defaultMetrics !== false) {
+      new Gauge({ name: 'relais_info', help: 'Constant 1, labelled with the relais version', labelNames: ['version'], registers: [r] }).set({ version: opts.version ?? 'unknown' }, 1);
+      new Gauge({ name: 'relais_process_start_time_seconds', help: 'When the process started, in seconds since the Unix epoch', registers: [r] }).set(Math.round(this.startedAt / 1000));
+      new Gauge({ name: 'relais_process_resident_memory_bytes', help: 'Resident memory of the process', registers: [r], collect() { this.set(process.memoryUsage.rss()); } });
+      new Gauge({ name: 'relais_process_heap_used_bytes', help: 'V8 heap in use', registers: [r], collect() { this.set(process.memoryUsage().heapUsed); } });
+      new Counter({
+        name: 'relais_process_cpu_seconds_total',
+        help: 'CPU time used by the process (user and system)',
+        registers: [r],
+        collect() {
+          const u = process.cpuUsage();
+          this.reset();
+          this.inc((u.user + u.system) / 1e6);
+        },
+      });
+    }
+  }
+
+  private usageAt = 0;
+  private usagePromise: ReturnType<MetricSources['usage']> | undefined;
+
+  /** The index's totals, shared by the gauges of one scrape (asked at most every 250 ms). */
+  private usage(): ReturnType<MetricSources['usage']> | Promise<undefined> {
+    const src = this.sources;
+    if (!src) return Promise.resolve(undefined);
+    const now = Date.now();
+    if (!this.usagePromise || now - this.usageAt > 250) {
+      this.usageAt = now;
+      this.usagePromise = src.usage();
+    }
+    return this.usagePromise;
   }
 
   setSources(s: MetricSources): void {
