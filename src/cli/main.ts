@@ -1,27 +1,34 @@
 #!/usr/bin/env node
-// The relais command line.
+// The relais command line. Each group of commands is loaded only when it is asked for, so
+// `relais serve` does not pay (in start-up time and memory) for the CI and cleanup tools.
 import { readFileSync } from 'node:fs';
 import { Command } from 'commander';
-import { registerServeCommand } from './serve.js';
-import { registerCiCommands } from '../ci/command.js';
-import { registerCleanupCommand } from '../cleanup/command.js';
-import { registerOpsCommands } from './ops.js';
 import { printError } from './output.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
 
-const program = new Command()
-  .name('relais')
-  .description('A pull-through cache for container registries: one instance for every upstream, one upstream fetch per blob.')
-  .version(pkg.version)
-  .showHelpAfterError('(run with --help for usage)');
+type Register = (program: Command) => void;
+/** Command name -> the module that registers it (several names may share one module). */
+const groups: readonly { readonly names: readonly string[]; readonly load: () => Promise<Register> }[] = [
+  { names: ['serve'], load: async () => (await import('./serve.js')).registerServeCommand },
+  { names: ['gc', 'prefetch', 'ls', 'stats'], load: async () => (await import('./ops.js')).registerOpsCommands },
+  { names: ['ci'], load: async () => (await import('../ci/command.js')).registerCiCommands },
+  { names: ['cleanup'], load: async () => (await import('../cleanup/command.js')).registerCleanupCommand },
+];
 
-registerServeCommand(program);
-registerOpsCommands(program);
-registerCiCommands(program);
-registerCleanupCommand(program);
+async function main(): Promise<void> {
+  const program = new Command()
+    .name('relais')
+    .description('A pull-through cache for container registries: one instance for every upstream, one upstream fetch per blob.')
+    .version(pkg.version)
+    .showHelpAfterError('(run with --help for usage)');
+  const asked = process.argv[2];
+  const only = groups.find((g) => asked !== undefined && g.names.includes(asked));
+  for (const g of only ? [only] : groups) (await g.load())(program);
+  await program.parseAsync(process.argv);
+}
 
-program.parseAsync(process.argv).catch((e: unknown) => {
+main().catch((e: unknown) => {
   printError(e);
   process.exitCode = 1;
 });
