@@ -1,6 +1,6 @@
 // `relais ci ...`: thin commander wrappers around the pure functions of src/ci.
 
-import { existsSync, mkdtempSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { type Command, Option } from 'commander';
@@ -39,11 +39,24 @@ function readText(file: string, what: string): string {
   }
 }
 
-/** Writes a file through a temporary sibling and a rename, so a crash never leaves half a file. */
-function writeAtomic(file: string, text: string): void {
+/**
+ * Writes a file through a temporary sibling and a rename, so a crash never leaves half a file.
+ * An existing file keeps its mode and owner (gitlab-runner's config.toml holds tokens: 0600).
+ */
+function writeAtomic(file: string, text: string, newMode = 0o644): void {
   const tmp = join(dirname(file), `.${Date.now().toString(36)}.relais.tmp`);
-  writeFileSync(tmp, text);
-  renameSync(tmp, file);
+  const before = existsSync(file) ? statSync(file) : undefined;
+  writeFileSync(tmp, text, { mode: before === undefined ? newMode : before.mode & 0o7777 });
+  try {
+    if (before !== undefined) {
+      chmodSync(tmp, before.mode & 0o7777);
+      if (process.getuid?.() === 0) chownSync(tmp, before.uid, before.gid);
+    }
+    renameSync(tmp, file);
+  } catch (e) {
+    rmSync(tmp, { force: true });
+    throw e;
+  }
 }
 
 const modeOption = (): Option =>

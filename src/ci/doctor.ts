@@ -302,7 +302,7 @@ export function checkGitlabCi(doc: Obj, runners: readonly RunnerFacts[] | undefi
           severity: 'warning',
           where,
           message: `--registry-mirror only covers Docker Hub: ${others.map((o) => `"${o}"`).join(', ')} ${others.length === 1 ? 'is' : 'are'} pulled from ${others.length === 1 ? 'its' : 'their'} own registry, not through relais`,
-          fix: 'pull other registries through relais explicitly (relais serves every upstream under its own host), or accept the direct pulls',
+          fix: 'name them through relais with the upstream as a path prefix, e.g. relais.example.com/quay.io/org/image (relais routes /v2/<upstream>/... to that configured upstream), or accept the direct pulls',
         });
       }
       if (runners !== undefined && dind.some((s) => s.command.some((a) => a.startsWith('--registry-mirror')))) {

@@ -1,6 +1,6 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -116,7 +116,7 @@ describe('relais ci runner-config (command)', () => {
     try {
       const file = join(dir, 'config.toml');
       const original = readFileSync(join(fixtures, 'fleet.toml'), 'utf8');
-      writeFileSync(file, original);
+      writeFileSync(file, original, { mode: 0o600 });
       const check = cli(['ci', 'runner-config', '--mirror', MIRROR, '--file', file, '--via', 'service', '--check']);
       assert.equal(check.code, 1, check.stderr);
       assert.match(check.stdout, /runner "docker-builds" \(executor docker\): would change/);
@@ -128,6 +128,7 @@ describe('relais ci runner-config (command)', () => {
       assert.equal(apply.code, 0, apply.stderr);
       assert.match(apply.stdout, /updated/);
       assert.equal(readFileSync(file, 'utf8'), readFileSync(join(fixtures, 'fleet.service.golden.toml'), 'utf8'));
+      assert.equal(statSync(file).mode & 0o777, 0o600, 'config.toml holds runner tokens: its mode is kept');
 
       const again = cli(['ci', 'runner-config', '--mirror', MIRROR, '--file', file, '--via', 'service', '--check']);
       assert.equal(again.code, 0, again.stdout);
