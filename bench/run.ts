@@ -214,7 +214,7 @@ class Bench {
     this.seq += 1;
     const dir = join(this.work, 'targets', `${kind}-${this.seq}`);
     await mkdir(dir, { recursive: true });
-    return startTarget(kind, {
+    const t = await startTarget(kind, {
       workDir: dir,
       upstream,
       prefix,
@@ -222,6 +222,29 @@ class Bench {
         ? { relaisNodeArgs: ['--cpu-prof', `--cpu-prof-dir=${this.o.cpuProf}`] }
         : {}),
     });
+    try {
+      await this.warmUp(t, prefix);
+    } catch (e) {
+      await t.stop();
+      throw e;
+    }
+    return t;
+  }
+
+  /**
+   * An empty cache, not a cold process: a cache runs for days, so its code paths are warmed up
+   * first (a few /v2/ pings and a miss + hit of a blob no measured client pulls, the linux/arm64
+   * layer of the multi-arch image). Without it a freshly started node pays JIT and lazy set-up
+   * on the first measured request.
+   */
+  async warmUp(t: Running, prefix: readonly string[]): Promise<void> {
+    const mixed = this.images.find((i) => i.otherBlobs.length > 0);
+    const urls = Array.from({ length: 5 }, () => `${t.url}/v2/`);
+    for (const b of mixed?.otherBlobs ?? []) urls.push(`${t.url}/v2/${mixed?.repo ?? ''}/blobs/${b.digest}`);
+    for (const b of mixed?.otherBlobs ?? []) urls.push(`${t.url}/v2/${mixed?.repo ?? ''}/blobs/${b.digest}`);
+    const args = ['-s', '--max-time', '30'];
+    for (const u of urls) args.push('-o', '/dev/null', u);
+    await runCmd('curl', args, { prefix, timeoutMs: 60_000 });
   }
 
   async ttfb(t: Running, prefix: readonly string[], slow: boolean): Promise<TtfbResult> {

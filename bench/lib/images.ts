@@ -31,6 +31,8 @@ export interface BuiltImage {
   readonly manifestDigest: string;
   readonly indexDigest?: string;
   readonly bytes: number;
+  /** Blobs of the other platform of a multi-arch image (never pulled by a linux/amd64 client). */
+  readonly otherBlobs: readonly Blob[];
 }
 
 const LAYER_TYPE = 'application/vnd.oci.image.layer.v1.tar';
@@ -131,6 +133,7 @@ export async function buildAndPush(spec: ImageSpec, dir: string, registryHost: s
   const amd = await buildManifest(dir, spec, 'amd64', spec.layers);
   let top: Blob = amd.manifest;
   let indexDigest: string | undefined;
+  let otherBlobs: Blob[] = [];
   if (spec.multiArch === true) {
     const arm = await buildManifest(dir, spec, 'arm64', [Math.max(1024, Math.round((spec.layers[0] ?? 0) / 8))]);
     const index = {
@@ -141,6 +144,7 @@ export async function buildAndPush(spec: ImageSpec, dir: string, registryHost: s
         { mediaType: MANIFEST_TYPE, digest: arm.manifest.digest, size: arm.manifest.size, platform: { architecture: 'arm64', os: 'linux' } },
       ],
     };
+    otherBlobs = arm.blobs;
     top = await writeBlob(dir, Buffer.from(JSON.stringify(index)), INDEX_TYPE);
     indexDigest = top.digest;
   }
@@ -172,6 +176,6 @@ export async function buildAndPush(spec: ImageSpec, dir: string, registryHost: s
   );
   const bytes = amd.blobs.reduce((s, b) => s + b.size, 0);
   return indexDigest === undefined
-    ? { spec, repo, blobs: amd.blobs, manifestDigest: amd.manifest.digest, bytes }
-    : { spec, repo, blobs: amd.blobs, manifestDigest: amd.manifest.digest, indexDigest, bytes };
+    ? { spec, repo, blobs: amd.blobs, manifestDigest: amd.manifest.digest, bytes, otherBlobs }
+    : { spec, repo, blobs: amd.blobs, manifestDigest: amd.manifest.digest, indexDigest, bytes, otherBlobs };
 }
