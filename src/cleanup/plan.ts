@@ -55,13 +55,13 @@ interface Work {
   decision?: { action: Action; rule: string };
 }
 
-const EPOCH_PROTECT = /^latest$/;
+const LATEST_TAG = /^latest$/;
 
 /** The protected patterns in force, with a name each for the plan's "rule" column. */
 export function protections(policy: Policy): { re: RegExp; name: string }[] {
   const out: { re: RegExp; name: string }[] = [];
   if (policy.defaultProtections) {
-    out.push({ re: EPOCH_PROTECT, name: 'protected: latest' });
+    out.push({ re: LATEST_TAG, name: 'protected: latest' });
     out.push({ re: SEMVER_TAG, name: 'protected: semver' });
     if (policy.defaultBranch !== undefined) {
       const slug = refSlug(policy.defaultBranch);
