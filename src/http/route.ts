@@ -14,6 +14,8 @@ const OPS = /^(.+?)\/(manifests\/[^/]+|blobs\/uploads(?:\/[^/]*)?|blobs\/[^/]+|t
 
 /** Decodes each segment once and refuses anything that could change the path's meaning. */
 function decodePath(rawPath: string): string {
+  // Fast path (nearly every request): nothing encoded, no dot segment, no backslash.
+  if (!rawPath.includes('%') && !rawPath.includes('/.') && !rawPath.startsWith('.') && !rawPath.includes('\\') && !rawPath.includes('//')) return rawPath;
   const segments = rawPath.split('/');
   const out: string[] = [];
   for (const seg of segments) {

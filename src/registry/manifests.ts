@@ -5,7 +5,7 @@
 // Bytes are served exactly as the upstream sent them: no conversion between Docker and OCI formats.
 import { createHash } from 'node:crypto';
 import { errors, RelaisError } from '../errors.js';
-import type { CacheIndex } from '../index/index.js';
+import type { CacheIndex, TagEntry } from '../index/index.js';
 import { isStaleEligibleFailure, mayServeStale, tagFreshness, type FreshnessSettings } from '../policy/freshness.js';
 import { blobKey, type StorageDriver } from '../storage/driver.js';
 import { discard, header, type UpstreamClient, type UpstreamResponse } from '../upstream/client.js';
@@ -21,6 +21,9 @@ export const MANIFEST_ACCEPT = [
   'application/vnd.docker.distribution.manifest.v2+json',
   'application/vnd.oci.artifact.manifest.v1+json',
 ].join(', ');
+
+/** Tag mappings kept in memory. */
+const MAX_MEMORY_TAGS = 10_000;
 
 export interface ManifestResult {
   readonly digest: string;
@@ -102,6 +105,8 @@ export function manifestReferences(doc: unknown): string[] {
 export class ManifestService {
   private readonly memory: ManifestMemory;
   private readonly pending = new Map<string, Promise<ManifestResult>>();
+  /** Tag -> digest mappings seen lately, so a fresh hit costs no index read. */
+  private readonly tags = new Map<string, TagEntry>();
   /** Remembered 404s: key -> expiry time. */
   private readonly notFound = new Map<string, number>();
   private readonly now: () => number;
@@ -130,7 +135,11 @@ export class ManifestService {
       if (local) return { ...local, result: 'hit' };
       return this.coalesce(key, () => this.fetch(route, reference));
     }
-    const entry = await this.opts.index.getTag(route.upstream, route.repo, reference);
+    let entry = this.tags.get(key);
+    if (!entry) {
+      entry = await this.opts.index.getTag(route.upstream, route.repo, reference);
+      if (entry) this.rememberTag(key, entry);
+    }
     const settings = this.opts.settings(route.upstream);
     if (entry && tagFreshness(entry, this.now(), settings) === 'fresh') {
       const local = await this.load(entry.digest);
@@ -190,6 +199,7 @@ export class ManifestService {
       discard(res.body);
       if (res.status === 404) {
         await this.opts.index.deleteTag(route.upstream, route.repo, tag);
+        this.tags.delete(`${route.upstream}/${route.repo}:${tag}`);
         this.rememberNotFound(route, tag);
         throw errors.manifestUnknown(route.repo, tag);
       }
@@ -198,7 +208,9 @@ export class ManifestService {
       if (upstreamDigest === entry.digest) {
         const local = await this.load(entry.digest);
         if (local) {
-          await this.opts.index.markTagChecked(route.upstream, route.repo, tag, this.now());
+          const checkedAt = this.now();
+          await this.opts.index.markTagChecked(route.upstream, route.repo, tag, checkedAt);
+          this.rememberTag(`${route.upstream}/${route.repo}:${tag}`, { ...entry, checkedAt });
           return { ...local, result: 'revalidated' };
         }
       }
@@ -209,6 +221,16 @@ export class ManifestService {
         if (local) return { ...local, result: 'stale' };
       }
       throw e;
+    }
+  }
+
+  /** Keeps the hot tags in memory (the index stays the source of truth across restarts). */
+  private rememberTag(key: string, entry: TagEntry): void {
+    this.tags.delete(key);
+    this.tags.set(key, entry);
+    if (this.tags.size > MAX_MEMORY_TAGS) {
+      const oldest = this.tags.keys().next();
+      if (oldest.done !== true) this.tags.delete(oldest.value);
     }
   }
 
@@ -269,6 +291,10 @@ export class ManifestService {
       now: this.now(),
     });
     this.memory.set(digest, { mediaType, body });
+    if (!isDigest(reference)) {
+      const now = this.now();
+      this.rememberTag(`${route.upstream}/${route.repo}:${reference}`, { digest, fetchedAt: now, checkedAt: now });
+    }
     return { digest, mediaType, body, result: 'miss' };
   }
 
