@@ -6,7 +6,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
@@ -47,6 +47,7 @@ const USAGE = `usage: npm run bench -- [options]
   --slow-link-method M  auto (netns+tbf, else the proxy), netns, or proxy (token-bucket TCP proxy, no root needed)
   --wrk-seconds S     duration of the manifest-by-tag wrk run (default 10, quick 3)
   --skip-docker       skip the docker pull row
+  --relais-main FILE  relais entry point to measure (default dist/src/cli/main.js; e.g. another build for before/after)
   --cpu-prof DIR      run relais with node --cpu-prof, profiles written to DIR
   --keep              keep the temp dir (logs, configs, caches) for inspection
   --out FILE          JSON output (default bench/results/<date>-<clients>[-quick].json)
@@ -66,6 +67,7 @@ interface Options {
   wrkSeconds: number;
   skipDocker: boolean;
   cpuProf: string | undefined;
+  relaisMain: string;
   keep: boolean;
   out: string | undefined;
 }
@@ -101,6 +103,7 @@ function parseOptions(argv: string[]): Options {
         'wrk-seconds': { type: 'string' },
         'skip-docker': { type: 'boolean' },
         'cpu-prof': { type: 'string' },
+        'relais-main': { type: 'string' },
         keep: { type: 'boolean' },
         quick: { type: 'boolean' },
         out: { type: 'string' },
@@ -150,6 +153,7 @@ function parseOptions(argv: string[]): Options {
     wrkSeconds: positiveInt('wrk-seconds', v['wrk-seconds'], profileText === 'quick' ? 3 : 10),
     skipDocker: v['skip-docker'] === true,
     cpuProf: v['cpu-prof'],
+    relaisMain: v['relais-main'] === undefined ? RELAIS_MAIN : resolve(v['relais-main']),
     keep: v.keep === true,
     out: v.out,
   };
@@ -218,6 +222,7 @@ class Bench {
       workDir: dir,
       upstream,
       prefix,
+      relaisMain: this.o.relaisMain,
       ...(kind === 'relais' && this.o.cpuProf !== undefined
         ? { relaisNodeArgs: ['--cpu-prof', `--cpu-prof-dir=${this.o.cpuProf}`] }
         : {}),
@@ -640,8 +645,8 @@ async function checkPrograms(o: Options): Promise<void> {
     }
   }
   if (missing.length > 0) fail(`missing programs: ${missing.join(', ')} (install them with scripts/setup-peers.sh)`);
-  if (o.targets.includes('relais') && !existsSync(RELAIS_MAIN)) {
-    fail(`${RELAIS_MAIN} not found: build first (npx tsc -p tsconfig.json) from the repository root`);
+  if (o.targets.includes('relais') && !existsSync(o.relaisMain)) {
+    fail(`${o.relaisMain} not found: build first (npx tsc -p tsconfig.json) from the repository root`);
   }
 }
 

@@ -197,6 +197,7 @@ async function startRelais(o: {
   upstream: string;
   prefix: readonly string[];
   nodeArgs: readonly string[];
+  main: string;
 }): Promise<Running> {
   const data = join(o.workDir, 'data');
   await mkdir(data, { recursive: true });
@@ -206,7 +207,7 @@ async function startRelais(o: {
     cmd: process.execPath,
     args: [
       ...o.nodeArgs,
-      RELAIS_MAIN,
+      o.main,
       'serve',
       '--listen',
       `127.0.0.1:${port}`,
@@ -236,6 +237,8 @@ export interface TargetOptions {
   readonly prefix: readonly string[];
   /** Extra node flags for relais (e.g. --cpu-prof). */
   readonly relaisNodeArgs?: readonly string[];
+  /** relais's entry point (default: this checkout's dist/src/cli/main.js). */
+  readonly relaisMain?: string;
 }
 
 export async function startTarget(kind: TargetKind, o: TargetOptions): Promise<Running> {
@@ -255,6 +258,6 @@ export async function startTarget(kind: TargetKind, o: TargetOptions): Promise<R
     case 'nginx':
       return startNginx(o);
     case 'relais':
-      return startRelais({ ...o, nodeArgs: o.relaisNodeArgs ?? [] });
+      return startRelais({ ...o, nodeArgs: o.relaisNodeArgs ?? [], main: o.relaisMain ?? RELAIS_MAIN });
   }
 }
