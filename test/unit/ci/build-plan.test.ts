@@ -210,3 +210,23 @@ describe('relais ci build (command) outside CI', () => {
     assert.doesNotMatch(r.stderr, /nonexistent/, 'docker was not run');
   });
 });
+
+describe('relais ci build (command) failures', () => {
+  const ciEnv = { ...env, PATH: process.env['PATH'] ?? '/usr/bin:/bin' };
+
+  it('a docker step that fails: message and hint, exit 1, no stack trace', () => {
+    const r = relaisCi(['build', '--docker', '/bin/false'], { env: ciEnv });
+    assert.equal(r.code, 1);
+    assert.match(r.stdout, /^\$ \/bin\/false login --username gitlab-ci-token --password-stdin registry\.example\.com$/m);
+    assert.match(r.stderr, /^error: docker login failed \(exit 1\)$/m);
+    assert.match(r.stderr, /^hint: check CI_REGISTRY and CI_JOB_TOKEN$/m);
+    assert.doesNotMatch(r.stderr, /\n\s+at /);
+  });
+
+  it('a docker CLI that is not there: says which and what to do', () => {
+    const r = relaisCi(['build', '--docker', '/nonexistent/docker'], { env: ciEnv });
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /^error: cannot run \/nonexistent\/docker: .*ENOENT/m);
+    assert.match(r.stderr, /^hint: install the docker CLI in the job image, or pass --docker PATH$/m);
+  });
+});

@@ -1,11 +1,15 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { parse } from 'yaml';
 import { checkGitlabCi, parseGitlabCi } from '../../../src/ci/doctor.js';
 import { buildkitdToml, dindDockerfile, generateGitlabCi, type GitlabJobOptions } from '../../../src/ci/gitlab-yaml.js';
 import { refSlug, shellSlug } from '../../../src/ci/slug.js';
 import { isRelaisError } from '../../../src/errors.js';
+import { relaisCi } from './cli.js';
 
 type Obj = Record<string, unknown>;
 
@@ -187,6 +191,34 @@ describe('slugs', () => {
         encoding: 'utf8',
       }).trim();
       assert.equal(out, refSlug(ref), ref);
+    }
+  });
+});
+
+describe('relais ci gitlab (command)', () => {
+  it('prints the job, or writes it with -o; refuses bad input with a hint', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'relais-ci-gitlab-'));
+    try {
+      const printed = relaisCi(['gitlab', '--mirror', 'https://relais.example.com', '--build-option=--network=none']);
+      assert.equal(printed.code, 0, printed.stderr);
+      const job = obj(obj(parse(printed.stdout))['build']);
+      assert.match(list(job['script']).map(String).find((l) => l.startsWith('docker build')) ?? '', / --network=none \.$/);
+      const out = join(dir, 'build.yml');
+      const written = relaisCi(['gitlab', '--mode', 'registry', '--include', '-o', out]);
+      assert.equal(written.code, 0, written.stderr);
+      assert.equal(written.stdout, '');
+      assert.deepEqual(Object.keys(obj(parse(readFileSync(out, 'utf8')))), ['build']);
+      const dockerfile = relaisCi(['gitlab', '--mirror', 'https://relais.example.com', '--dind-dockerfile']);
+      assert.match(dockerfile.stdout, /^CMD \["--registry-mirror=https:\/\/relais\.example\.com"\]$/m);
+      const bad = relaisCi(['gitlab', '--mirror', 'relais.example.com']);
+      assert.equal(bad.code, 1);
+      assert.match(bad.stderr, /^error: invalid mirror URL "relais\.example\.com"$/m);
+      assert.match(bad.stderr, /^hint: /m);
+      const badMode = relaisCi(['gitlab', '--mode', 'fast']);
+      assert.notEqual(badMode.code, 0);
+      assert.match(badMode.stderr, /Allowed choices are inline, registry/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });
