@@ -171,6 +171,17 @@ test('errors are the spec\'s JSON bodies with the right status', async () => {
   assert.equal(base.headers['docker-distribution-api-version'], 'registry/2.0');
 });
 
+test('404s are remembered for notFoundTtl: a missing tag asked twice costs one upstream request', async () => {
+  upstream.clearLog();
+  const a = await http(`${relais.url}/v2/library/multi/manifests/not-yet`);
+  const b = await http(`${relais.url}/v2/library/multi/manifests/not-yet`);
+  assert.equal(a.status, 404);
+  assert.equal(b.status, 404);
+  assert.equal(errorCode(b), 'MANIFEST_UNKNOWN');
+  await upstream.settle();
+  assert.equal(upstream.count('*', /\/manifests\/not-yet$/), 1);
+});
+
 test('tags/list with n, last and a Link to the next page in the client\'s name space', async () => {
   for (const t of ['a1', 'b2', 'c3']) await pushRandomImage(upstream.host, `library/tagged:${t}`, { layers: [1000] });
   const all = await http(`${relais.url}/v2/tagged/tags/list`);
