@@ -15,6 +15,8 @@ import { parseManifest } from './manifest.js';
 import type { RepoPlan } from './plan.js';
 import { reachable, type DigestGraph, type DigestNode } from './types.js';
 
+const NO_SUCH_DIGEST = `sha256:${'0'.repeat(64)}`;
+
 export type TagDeleteMethod = 'tag-delete' | 'throwaway' | 'bulk';
 
 export interface ApplyResult {
@@ -53,7 +55,18 @@ export async function applyPlan(backend: RegistryBackend, plan: RepoPlan, graph:
   const repo = plan.repo;
   const deletions = plan.entries.filter((e) => e.action === 'DELETE');
 
+  let deletesProbed = false;
   const viaThrowaway = async (tag: string): Promise<void> => {
+    if (!deletesProbed) {
+      // Before pointing a tag anywhere, make sure the registry deletes manifests at all: a DELETE of a
+      // digest nobody has answers 404 where deletes work and 405 UNSUPPORTED where they are off.
+      deletesProbed = true;
+      if ((await backend.deleteManifest(repo, NO_SUCH_DIGEST)) === 'unsupported')
+        throw new RelaisError('UNSUPPORTED', `${backend.description} refuses manifest deletes: nothing was changed in ${repo}`, {
+          status: 405,
+          hint: 'enable deletes in the registry (distribution: storage.delete.enabled: true)',
+        });
+    }
     const d = await backend.putManifest(repo, tag, MT.ociIndex, throwawayManifest());
     const r = await backend.deleteManifest(repo, d);
     if (r === 'unsupported')

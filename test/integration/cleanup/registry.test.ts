@@ -319,3 +319,21 @@ void test('signatures follow their image, BuildKit index caches and kaniko cache
   const kept = await run('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${reg.host}/${TOOL}:cache-feature-a`]);
   assert.equal(kept.code, 0, kept.stderr);
 });
+
+void test('a registry with deletes disabled: --apply stops before changing anything', async () => {
+  const reg = await startRegistry({ deleteEnabled: false });
+  try {
+    await pushImage(reg.url, REPO, 'a-aaaa0001', isoDaysAgo(40), 2048);
+    await pushImage(reg.url, REPO, 'a-aaaa0002', isoDaysAgo(1), 2048);
+    const before = await hashTree(reg.dataDir);
+    reg.clearLog();
+    const r = await cli(['--registry', reg.url, '--repo', REPO, '--older-than', '30d', '--apply']);
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    assert.match(r.stderr, /^relais: registry .* refuses manifest deletes: nothing was changed in team\/app$/m);
+    assert.match(r.stderr, /^hint: enable deletes in the registry \(distribution: storage\.delete\.enabled: true\)$/m);
+    assert.deepEqual(await hashTree(reg.dataDir), before);
+    assert.deepEqual(reg.accessLog().filter((e) => e.method === 'PUT' || e.method === 'POST' || e.method === 'PATCH'), []);
+  } finally {
+    await reg.close();
+  }
+});
