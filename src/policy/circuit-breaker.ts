@@ -56,6 +56,11 @@ export class CircuitBreaker {
     }
   }
 
+  /** A call ended without telling anything about the upstream (cancelled): frees the half-open probe slot. */
+  release(): void {
+    this.probing = false;
+  }
+
   /** The upstream asked relais to back off (429 Retry-After, 503 Retry-After). */
   backOff(ms: number): void {
     this.probing = false;

@@ -8,7 +8,7 @@ import { errors, RelaisError } from '../errors.js';
 import type { CacheIndex } from '../index/index.js';
 import { blobKey, StorageNotFound, type ByteRange, type StorageDriver } from '../storage/driver.js';
 import { discard, header, type UpstreamClient } from '../upstream/client.js';
-import { BlobDownload } from './download.js';
+import { BlobDownload, storageFullError } from './download.js';
 import type { UpstreamRoute } from './routing.js';
 
 export type CacheResult = 'hit' | 'miss' | 'join' | 'stale' | 'revalidated' | 'negative';
@@ -44,12 +44,16 @@ const UNOPENED_HOLD_MS = 30_000;
 
 /** How much a follower reads from the spool at a time. */
 const FOLLOW_CHUNK = 1024 * 1024;
+/** Space kept free besides the blobs (index, WAL, manifests). */
+const SPACE_MARGIN = 1024 * 1024;
 
 export class BlobService {
   /** Digests being served to clients, with how many: never evicted (see get()). */
   readonly serving = new Map<string, number>();
   /** Downloads in flight, by digest: the single-flight table. */
   readonly inflight = new Map<string, BlobDownload>();
+  /** Download outcomes since start (tests, status): resumes, digest mismatches, failures, bytes received from upstreams. */
+  readonly stats = { resumes: 0, digestMismatches: 0, failures: 0, upstreamBytes: 0 };
 
   constructor(private readonly opts: BlobServiceOptions) {}
 
@@ -184,22 +188,49 @@ export class BlobService {
       attempts: this.opts.attempts(route.upstream),
       commit: async (spool, size) => {
         await this.opts.storage.importFile(blobKey(digest), spool);
-        const now = Date.now();
-        await this.opts.index.putBlob(digest, size, now);
-        await this.opts.index.linkContent(route.upstream, route.repo, [digest]);
+        try {
+          const now = Date.now();
+          await this.opts.index.putBlob(digest, size, now);
+          await this.opts.index.linkContent(route.upstream, route.repo, [digest]);
+        } catch (e) {
+          // An unindexed file is never served and never evicted: do not leave it behind (e.g. SQLITE_FULL).
+          await this.opts.storage.delete(blobKey(digest)).catch(() => undefined);
+          throw e;
+        }
       },
+      reserve: (size) => this.checkSpace(digest, size),
       onProgress: (n) => obs?.bytesFetched?.(route.upstream, n),
-      onEvent: (event, detail) => obs?.event?.(event, detail),
+      onEvent: (event, detail) => {
+        if (event === 'resume') this.stats.resumes++;
+        else if (event === 'digest_mismatch') this.stats.digestMismatches++;
+        else this.stats.failures++;
+        obs?.event?.(event, detail);
+      },
     });
     this.inflight.set(digest, dl);
     obs?.downloadStarted?.(dl);
     void dl.done
       .catch(() => undefined)
       .finally(() => {
+        this.stats.upstreamBytes += dl.fetched;
         if (this.inflight.get(digest) === dl) this.inflight.delete(digest);
         obs?.downloadEnded?.(dl);
       });
     return dl;
+  }
+
+  /**
+   * Refuses a download that cannot fit: free space minus what the other downloads in flight still need.
+   * Checked before the first byte, so the client gets a 503 STORAGE_FULL instead of a broken transfer.
+   */
+  private async checkSpace(digest: string, size: number): Promise<void> {
+    const free = await this.opts.storage.freeSpace?.();
+    if (free === undefined) return;
+    let pending = 0;
+    for (const d of this.inflight.values()) if (d.digest !== digest && d.size !== undefined) pending += Math.max(0, d.size - d.written);
+    if (size + pending + SPACE_MARGIN > free) {
+      throw storageFullError(`${size} bytes needed, ${Math.max(0, free - pending)} free${pending > 0 ? ` after ${pending} bytes for downloads in flight` : ''}`);
+    }
   }
 
   /**
@@ -230,7 +261,8 @@ export class BlobService {
         for (;;) {
           const state = dl.state;
           if (state === 'failed') throw dl.error ?? errors.internal('download failed');
-          const total = endExclusive ?? (state === 'committed' ? dl.written : Infinity);
+          // The whole blob ends at its announced size: without this a full GET got its last byte unverified.
+          const total = endExclusive ?? dl.size ?? (state === 'committed' ? dl.written : Infinity);
           if (pos >= total) return;
           // While unverified, hold back the response's last byte.
           const allowed = state === 'committed' ? Math.min(dl.written, total) : Math.min(dl.written, total - 1);

@@ -23,6 +23,8 @@ export interface DownloadOptions {
   readonly attempts: number;
   /** Moves the verified spool file into storage and records it in the index. */
   readonly commit: (spoolPath: string, size: number) => Promise<void>;
+  /** Called once the size is known, before the first byte is spooled: throws (e.g. STORAGE_FULL) to refuse the download. */
+  readonly reserve?: (size: number) => Promise<void>;
   readonly onProgress?: (bytes: number) => void;
   readonly onEvent?: (event: 'resume' | 'digest_mismatch' | 'failed', detail: Record<string, unknown>) => void;
 }
@@ -107,12 +109,15 @@ export class BlobDownload {
       await this.opts.commit(this.spoolPath, this.written);
       this.state = 'committed';
     } catch (e) {
-      this.state = 'failed';
-      this.error = e instanceof RelaisError ? e : isAbort(e) ? new RelaisError('UPSTREAM_UNAVAILABLE', 'download cancelled (relais is shutting down)', { status: 503 }) : storageOrUpstreamError(this.upstreamName, e);
-      this.opts.onEvent?.('failed', { digest: this.digest, error: this.error.message, code: this.error.code });
+      const error = e instanceof RelaisError ? e : isAbort(e) ? new RelaisError('UPSTREAM_UNAVAILABLE', 'download cancelled (relais is shutting down)', { status: 503 }) : storageOrUpstreamError(this.upstreamName, e);
+      // The spool goes before anyone learns of the failure: a client that saw its transfer fail never
+      // finds the spool still taking disk space (which matters when the disk is full).
       await fh?.close().catch(() => undefined);
       await rm(this.spoolPath, { force: true }).catch(() => undefined);
-      throw this.error;
+      this.error = error;
+      this.state = 'failed';
+      this.opts.onEvent?.('failed', { digest: this.digest, error: error.message, code: error.code });
+      throw error;
     } finally {
       this.resolveSizeKnown();
       this.notify();
@@ -148,6 +153,14 @@ export class BlobDownload {
           discard(res.body);
           throw new RelaisError('UPSTREAM_ERROR', `upstream ${this.upstreamName} answered ${res.status} for blob ${this.digest}`, { status: 502 });
         }
+        if (resumeAt === 0 && this.size !== undefined && this.opts.reserve !== undefined) {
+          try {
+            await this.opts.reserve(this.size);
+          } catch (e) {
+            discard(res.body);
+            throw e;
+          }
+        }
         this.resolveSizeKnown();
         for await (const chunk of res.body as AsyncIterable<Buffer>) {
           this.fetched += chunk.byteLength;
@@ -164,7 +177,7 @@ export class BlobDownload {
             throw new RelaisError('UPSTREAM_ERROR', `upstream ${this.upstreamName} sent more bytes than announced for ${this.digest}`, { status: 502 });
           }
           hash.update(data);
-          await fh.write(data, 0, data.byteLength, this.written);
+          await writeAll(fh, data, this.written);
           this.written += data.byteLength;
           this.opts.onProgress?.(data.byteLength);
           this.notify();
@@ -182,17 +195,34 @@ export class BlobDownload {
   }
 }
 
+/**
+ * Writes every byte at `position`. A short write (the disk filling up) is continued, so it either completes
+ * or throws (ENOSPC): never a hole in the spool that the hash, computed over the received bytes, would not see.
+ */
+async function writeAll(fh: FileHandle, data: Buffer, position: number): Promise<void> {
+  let done = 0;
+  while (done < data.byteLength) {
+    const { bytesWritten } = await fh.write(data, done, data.byteLength - done, position + done);
+    if (bytesWritten === 0) throw Object.assign(new Error('no space left on device (short write)'), { code: 'ENOSPC' });
+    done += bytesWritten;
+  }
+}
+
 function deferred(): { promise: Promise<void>; resolve: () => void } {
   let resolve!: () => void;
   const promise = new Promise<void>((r) => (resolve = r));
   return { promise, resolve };
 }
 
+/** The cache cannot take the blob: the client gets a 503 it can retry, the operator a hint. */
+export function storageFullError(detail: string, cause?: unknown): RelaisError {
+  return new RelaisError('STORAGE_FULL', `the cache storage is full (${detail}); the blob was not stored`, { status: 503, cause, hint: 'free space or set storage.maxSize' });
+}
+
 function storageOrUpstreamError(upstream: string, e: unknown): RelaisError {
   const code = (e as { code?: unknown }).code;
-  if (code === 'ENOSPC' || code === 'EDQUOT') {
-    return new RelaisError('STORAGE_FULL', 'the cache storage is full; the blob was not stored', { status: 503, cause: e, hint: 'free space or set storage.maxSize' });
-  }
+  // SQLITE_FULL: the index shares the data dir's disk.
+  if (code === 'ENOSPC' || code === 'EDQUOT' || code === 'SQLITE_FULL') return storageFullError(code, e);
   if (typeof code === 'string' && (code.startsWith('E') && !code.startsWith('ECONN')) && ['EACCES', 'EROFS', 'EIO', 'EMFILE', 'ENFILE', 'EPERM'].includes(code)) {
     return new RelaisError('STORAGE_ERROR', `the cache storage failed (${code})`, { status: 500, cause: e });
   }

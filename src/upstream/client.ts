@@ -154,9 +154,20 @@ export class UpstreamClient {
         this.breaker.onSuccess();
         return res;
       } catch (e) {
-        if (isAbort(e) && req.signal?.aborted === true) throw e;
-        // Auth, protocol and status errors are final here (status retries happen above).
-        if (e instanceof RelaisError) throw e;
+        // Every outcome settles the breaker: a half-open probe left unsettled would keep the circuit shut for good.
+        if (isAbort(e) && req.signal?.aborted === true) {
+          this.breaker.release();
+          throw e;
+        }
+        // Auth, protocol and status errors are final here (status retries happen above). The upstream
+        // answered (401, a bad redirect...), unless its token service is unreachable or failing (503).
+        if (e instanceof RelaisError) {
+          // A 429/5xx thrown just above: the breaker already counted it.
+          if (e === lastError) throw e;
+          if (e.status === 503 || e.status === 504) this.breaker.onFailure();
+          else this.breaker.onSuccess();
+          throw e;
+        }
         this.breaker.onFailure();
         lastError = e;
         if (attempt < attempts && isTransient(e)) {
