@@ -42,8 +42,8 @@ export interface BlobObserver {
 /** How long a blob handle nobody opened keeps its digest from eviction. */
 const UNOPENED_HOLD_MS = 30_000;
 
-/** How much a follower reads from the spool at a time. */
-const FOLLOW_CHUNK = 1024 * 1024;
+/** How much a follower reads from the spool at a time (also its stream's buffer: memory per client). */
+const FOLLOW_CHUNK = 256 * 1024;
 /** Space kept free besides the blobs (index, WAL, manifests). */
 const SPACE_MARGIN = 1024 * 1024;
 

@@ -1,0 +1,114 @@
+// Fault 6 of issue 4: the disk fills. relais's data dir is a 16 MiB tmpfs (mounted here: the suite runs
+// as root, as CI does); a filler file leaves a few MiB free. A blob that cannot fit is refused with
+// 503 STORAGE_FULL before any byte is stored; one whose size relais cannot know in advance (chunked,
+// no Content-Length) hits ENOSPC mid-stream and is abandoned without a spool file; cached content keeps
+// serving; after the filler is removed the same blob downloads. The index stays consistent throughout.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { open, rm, statfs } from 'node:fs/promises';
+import { join } from 'node:path';
+import { startFaultProxy } from '../peers/fault-proxy.js';
+import { pushRandomImage } from '../peers/images.js';
+import { removeDir, run, runOk, tempDir } from '../peers/proc.js';
+import { startRegistry } from '../peers/registry.js';
+import { startRelais } from '../peers/relais.js';
+import { skopeoPull } from '../integration/core/helpers.js';
+import { recordFault } from './report.js';
+import { FAST_UPSTREAM, blobPath, describeDisk, inspectDisk, ociErrorCode, sha256, undiciGet } from './helpers.js';
+
+async function fill(path: string, bytes: number): Promise<void> {
+  const fh = await open(path, 'w');
+  try {
+    const block = Buffer.alloc(1024 * 1024, 7);
+    for (let n = 0; n < bytes; n += block.byteLength) await fh.write(block, 0, Math.min(block.byteLength, bytes - n));
+  } finally {
+    await fh.close();
+  }
+}
+
+async function freeBytes(dir: string): Promise<number> {
+  const s = await statfs(dir);
+  return s.bavail * s.bsize;
+}
+
+test('6 disk full: a blob that does not fit gets 503 STORAGE_FULL, ENOSPC mid-stream leaves no spool file, cached content serves, recovery after space returns', async (t) => {
+  const mnt = await tempDir('tmpfs');
+  await runOk('mount', ['-t', 'tmpfs', '-o', 'size=16m', 'tmpfs', mnt]);
+  const cleanups: (() => Promise<unknown>)[] = [];
+  // One hook, in order, each step whatever the others did: relais, the peers, then the mount.
+  t.after(async () => {
+    for (const c of cleanups.reverse()) await c().catch(() => undefined);
+    await run('umount', [mnt]);
+    await removeDir(mnt);
+  });
+  const up = await startRegistry();
+  cleanups.push(() => up.close());
+  const px = await startFaultProxy(up.url);
+  cleanups.push(() => px.close());
+  const small = await pushRandomImage(up.host, 'library/small:v1', { layers: [1_000_000, 300_000] });
+  const big = await pushRandomImage(up.host, 'library/big:v1', { layers: [6_000_000] });
+  const layer = big.layers[0];
+  assert.ok(layer);
+  const dataDir = join(mnt, 'data');
+  const relais = await startRelais({ upstreams: { 'docker.io': px.url }, dataDir, config: { upstreams: { 'docker.io': FAST_UPSTREAM } } });
+  cleanups.push(() => relais.stop());
+  await skopeoPull(relais.host, 'library/small:v1');
+  await undiciGet(`${relais.url}/v2/library/big/manifests/v1`);
+
+  // Leave 4 MiB free: the 6 MB layer cannot fit.
+  const filler = join(mnt, 'filler');
+  await fill(filler, (await freeBytes(mnt)) - 4 * 1024 * 1024);
+  const freeBefore = await freeBytes(mnt);
+  const url = `${relais.url}/v2/library/big/blobs/${layer.digest}`;
+
+  px.clear();
+  const refused = await undiciGet(url);
+  assert.equal(refused.status, 503, refused.body.toString());
+  assert.equal(ociErrorCode(refused.body), 'STORAGE_FULL');
+  assert.match(refused.body.toString(), /6000000 bytes needed/);
+  const logLine = relais.logs().find((l) => l.event === 'failed' && l.code === 'STORAGE_FULL');
+  assert.ok(logLine, 'a log line says the storage is full');
+  assert.equal(px.requests().filter((r) => blobPath(layer.digest).test(r.path)).length, 1, 'one upstream GET, abandoned after the headers');
+
+  // The same blob from an upstream that sends no Content-Length: relais learns the size too late, the disk fills.
+  px.setRules([{ method: 'GET', path: blobPath(layer.digest), times: 1, action: { stripContentLength: true } }]);
+  const midStream = await undiciGet(url);
+  px.setRules([]);
+  assert.equal(midStream.status, 200, 'headers went out before the disk filled');
+  assert.ok(midStream.error !== undefined, 'the chunked transfer broke off');
+  assert.ok(midStream.body.byteLength < layer.size);
+  const enospcLine = relais.logs().filter((l) => l.event === 'failed' && l.code === 'STORAGE_FULL').length;
+  assert.equal(enospcLine, 2, 'the ENOSPC is logged as STORAGE_FULL');
+  const freeAfterEnospc = await freeBytes(mnt);
+  assert.ok(freeAfterEnospc >= freeBefore - 64 * 1024, `the spool file was removed (${freeAfterEnospc} free, ${freeBefore} before)`);
+  assert.equal(await relais.instance.index.getContent(layer.digest), undefined);
+
+  // What is cached keeps serving while the disk is full.
+  const cachedPull = await skopeoPull(relais.host, 'library/small:v1');
+  for (const l of small.layers) assert.ok(cachedPull.files.has(l.digest));
+
+  // Space returns: the same blob downloads.
+  await rm(filler);
+  px.clear();
+  const ok = await undiciGet(url);
+  assert.equal(ok.status, 200);
+  assert.equal(ok.error, undefined);
+  assert.equal(sha256(ok.body), layer.digest);
+  assert.equal(px.count('GET', blobPath(layer.digest)), 1);
+
+  await relais.stop();
+  const disk = await inspectDisk(dataDir);
+  assert.deepEqual(disk.tmpFiles, []);
+  assert.deepEqual(disk.rowsWithoutFile, []);
+  assert.deepEqual(disk.corruptFiles, []);
+  assert.equal(disk.rows.get(layer.digest), layer.size);
+  await up.settle();
+  recordFault({
+    group: '6 disk full',
+    fault: '16 MiB tmpfs data dir, 4 MiB free, a 6 MB layer requested; then the same from an upstream without Content-Length; then space freed',
+    client: 'undici (the layer), skopeo (a cached image)',
+    clientSaw: `503 STORAGE_FULL ("6000000 bytes needed"); chunked: 200 then the transfer broke off after ${midStream.body.byteLength} B; cached image pulled with the disk full; after freeing space 200 with the right digest`,
+    upstreamSaw: `3 layer GETs: one abandoned after the headers, one read until ENOSPC, one complete (distribution: ${up.blobGets(layer.digest)} blob GETs logged)`,
+    onDisk: describeDisk(disk, `log lines: 2 x "blob download: failed" code STORAGE_FULL; free space back to ${Math.round(freeAfterEnospc / 1024)} KiB after the ENOSPC`),
+  });
+});
