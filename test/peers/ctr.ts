@@ -11,6 +11,10 @@ export interface CtrMirror {
   overridePath?: boolean;
   /** Default ['pull', 'resolve']. */
   capabilities?: string[];
+  /** PEM file of the CA to trust for an https:// mirror. */
+  ca?: string;
+  /** Do not verify an https:// mirror's certificate. */
+  skipVerify?: boolean;
 }
 
 export interface CtrHostsOptions {
@@ -51,6 +55,8 @@ export function hostsToml(registry: string, mirror: string | CtrMirror, server?:
     `  capabilities = [${(m.capabilities ?? ['pull', 'resolve']).map(tomlString).join(', ')}]`,
   ];
   if (m.overridePath === true) lines.push('  override_path = true');
+  if (m.ca !== undefined) lines.push(`  ca = ${tomlString(m.ca)}`);
+  if (m.skipVerify === true) lines.push('  skip_verify = true');
   return `${lines.join('\n')}\n`;
 }
 

@@ -1,6 +1,7 @@
 // A minimal raw-HTTP registry client for test oracles: one request, following the registry's
 // auth challenge (Basic, or Bearer via the token realm) the way docker/containerd do.
 import { createHash } from 'node:crypto';
+import { fetch, type Dispatcher, type Headers, type RequestInit } from 'undici';
 
 export interface Creds {
   username: string;
@@ -38,6 +39,8 @@ function basic(creds: Creds): string {
 }
 
 export interface RegistryFetchOptions {
+  /** An undici Dispatcher (e.g. an Agent trusting a test CA) for every request made. */
+  dispatcher?: Dispatcher;
   method?: string;
   headers?: Record<string, string>;
   creds?: Creds;
@@ -57,6 +60,7 @@ async function once(url: string, opts: RegistryFetchOptions, authorization?: str
   if (authorization !== undefined) headers.authorization = authorization;
   const init: RequestInit = { method: opts.method ?? 'GET', headers, redirect: 'follow' };
   if (opts.body !== undefined) init.body = opts.body;
+  if (opts.dispatcher !== undefined) init.dispatcher = opts.dispatcher;
   const res = await fetch(url, init);
   return { status: res.status, headers: res.headers, body: Buffer.from(await res.arrayBuffer()) };
 }
@@ -75,7 +79,9 @@ export async function registryFetch(url: string, opts: RegistryFetchOptions = {}
   const realm = new URL(challenge.params.realm);
   if (challenge.params.service !== undefined) realm.searchParams.set('service', challenge.params.service);
   if (challenge.params.scope !== undefined) realm.searchParams.set('scope', challenge.params.scope);
-  const tokenRes = await fetch(realm, opts.creds === undefined ? {} : { headers: { authorization: basic(opts.creds) } });
+  const tokenInit: RequestInit = opts.creds === undefined ? {} : { headers: { authorization: basic(opts.creds) } };
+  if (opts.dispatcher !== undefined) tokenInit.dispatcher = opts.dispatcher;
+  const tokenRes = await fetch(realm, tokenInit);
   if (tokenRes.status !== 200) {
     return { status: tokenRes.status, headers: tokenRes.headers, body: Buffer.from(await tokenRes.arrayBuffer()), tokenRequests: 1 };
   }

@@ -1,7 +1,7 @@
 // skopeo as a client of a registry or mirror: copies to a `dir:` layout and inspects, optionally
 // through a registries.conf with [[registry.mirror]] entries (how podman/skopeo/CRI-O users
 // point at a pull-through cache; path prefixes like 127.0.0.1:5002/docker.io work).
-import { readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Creds } from './images.js';
 import { run, tempDirRemovedAtExit, type RunResult } from './proc.js';
@@ -53,6 +53,8 @@ export interface SkopeoClientOptions {
   creds?: Creds;
   /** Default false: plain HTTP is allowed for the source. */
   tlsVerify?: boolean;
+  /** A directory with ca.crt (see writeCertDir) to trust for HTTPS; implies tlsVerify unless set. */
+  certDir?: string;
   timeoutMs?: number;
 }
 
@@ -68,9 +70,18 @@ function globalArgs(opts: SkopeoClientOptions): string[] {
 }
 
 function srcArgs(opts: SkopeoClientOptions, prefix: '--src-' | '--'): string[] {
-  const args = [`${prefix}tls-verify=${String(opts.tlsVerify ?? false)}`, `${prefix}authfile`, isolatedAuthFile()];
+  const verify = opts.tlsVerify ?? opts.certDir !== undefined;
+  const args = [`${prefix}tls-verify=${String(verify)}`, `${prefix}authfile`, isolatedAuthFile()];
+  if (opts.certDir !== undefined) args.push(`${prefix}cert-dir`, opts.certDir);
   if (opts.creds !== undefined) args.push(`${prefix}creds`, `${opts.creds.username}:${opts.creds.password}`);
   return args;
+}
+
+/** Writes DIR/ca.crt (the layout skopeo's and podman's --cert-dir expect) and returns DIR. */
+export async function writeCertDir(dir: string, caPem: string | Buffer): Promise<string> {
+  await mkdir(dir, { recursive: true });
+  await writeFile(join(dir, 'ca.crt'), caPem);
+  return dir;
 }
 
 export interface SkopeoCopyResult extends RunResult {

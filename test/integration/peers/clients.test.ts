@@ -109,4 +109,19 @@ void test('ctr pulls through hosts.toml mirrors and sends ?ns=<registry>', async
   assert.ok(reg.accessLog().every((e) => e.query === 'ns=ghcr.io'), reg.accessLog().map((e) => e.line).join('\n'));
   assert.equal(reg.blobGets(arm.layers[0]?.digest), 1);
   assert.equal(reg.blobGets(multi.children[0]?.layers[0]?.digest), 0, 'only the requested platform');
+
+  // An HTTPS mirror whose CA is given in hosts.toml.
+  const secure = await startRegistry({ tls: true });
+  t.after(() => secure.close());
+  const app = await pushRandomImage(secure.host, 'org/app:2', { layers: [1500] });
+  secure.clearLog();
+  const viaTls = await ctrPull(dockerd.containerdSocket, 'quay.io/org/app:2', {
+    mirrors: { 'quay.io': { url: secure.url, ca: secure.caFile ?? assert.fail() } },
+    unpack: false,
+  });
+  assert.equal(viaTls.code, 0, viaTls.stderr + viaTls.stdout);
+  assert.match(viaTls.hostsToml['quay.io'] ?? '', /ca = "/);
+  await secure.settle();
+  assert.equal(secure.blobGets(app.layers[0]?.digest), 1);
+  assert.ok(secure.accessLog().every((e) => e.query === 'ns=quay.io'), secure.accessLog().map((e) => e.line).join('\n'));
 });

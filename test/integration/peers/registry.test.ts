@@ -6,6 +6,8 @@ import { readFile } from 'node:fs/promises';
 import { Agent, fetch as undiciFetch } from 'undici';
 import { pushRandomImage } from '../../peers/images.js';
 import { runOk } from '../../peers/proc.js';
+import { skopeoInspect, writeCertDir } from '../../peers/skopeo.js';
+import { join } from 'node:path';
 import { startRegistry, parseAccessLogLine } from '../../peers/registry.js';
 import { MANIFEST_ACCEPT, pushBlob, putManifest, registryFetch, sha256Digest } from '../../peers/registry-client.js';
 
@@ -210,6 +212,16 @@ void test('tls registry: HTTPS with a self-signed certificate that clients can b
   assert.equal(sha256Digest(Buffer.from(await res.arrayBuffer())), img.manifestDigest);
   // Without the CA the certificate is refused.
   await assert.rejects(fetch(`${reg.url}/v2/`), (err: Error) => /certificate/i.test((err.cause as Error | undefined)?.message ?? err.message));
+  const viaClient = await registryFetch(`${reg.url}/v2/secure/app/manifests/1`, { dispatcher: trusting, headers: { accept: MANIFEST_ACCEPT } });
+  assert.equal(sha256Digest(viaClient.body), img.manifestDigest);
+  // skopeo trusts it through a cert dir, and refuses it when verifying without one.
+  const certDir = await writeCertDir(join(reg.dir, 'client-certs'), ca);
+  const inspected = await skopeoInspect(img.ref, { certDir, raw: true });
+  assert.equal(inspected.code, 0, inspected.stderr);
+  assert.equal(sha256Digest(inspected.raw ?? Buffer.alloc(0)), img.manifestDigest);
+  const refused = await skopeoInspect(img.ref, { tlsVerify: true });
+  assert.notEqual(refused.code, 0);
+  assert.match(refused.stderr, /certificate/i);
   const localhost = await runOk('curl', ['-s', '-o', '/dev/null', '-w', '%{http_code}', '--cacert', reg.caFile, `https://localhost:${reg.port}/v2/`]);
   assert.equal(localhost.stdout, '200');
   await reg.settle();
