@@ -92,7 +92,8 @@ export function daemonJsonFor(mirror: string): string {
   const m = normalizeMirror(mirror);
   const u = new URL(m);
   const json: Record<string, string[]> = { 'registry-mirrors': [m] };
-  // dockerd talks plain HTTP to a registry only when told it is insecure.
+  // The mirror itself is reached with the URL's scheme; images named through relais directly
+  // (relais.example.com/ghcr.io/...) need a plain-HTTP relais listed as insecure.
   if (u.protocol === 'http:') json['insecure-registries'] = [u.host];
   return `${JSON.stringify(json, null, 2)}\n`;
 }
