@@ -109,6 +109,12 @@ After --apply on distribution, run its garbage collector (registry read-only or 
     .action(async (raw: RawOptions) => {
       try {
         if (raw.registry === undefined) throw new RelaisError('CONFIG_INVALID', '--registry is required', { status: 400, hint: 'e.g. --registry https://registry.example.com' });
+        const stdinIsTTY = Boolean(process.stdin.isTTY as boolean | undefined);
+        if (raw.passwordStdin === true && stdinIsTTY && raw.apply === true && raw.yes !== true)
+          throw new RelaisError('CONFIG_INVALID', '--password-stdin reads the terminal, so --apply cannot ask for confirmation there', {
+            status: 400,
+            hint: 'add --yes, or pipe the password in (echo "$PASSWORD" | relais cleanup ...)',
+          });
         const secret = raw.passwordStdin === true ? await readStdin() : undefined;
         const gitlab = raw.gitlabProject !== undefined;
         const env = (name: string): string | undefined => (process.env[name] === '' ? undefined : process.env[name]);
@@ -140,7 +146,7 @@ After --apply on distribution, run its garbage collector (registry read-only or 
         process.exitCode = await runCleanup(opts, {
           stdout: process.stdout,
           stderr: process.stderr,
-          stdinIsTTY: Boolean(process.stdin.isTTY as boolean | undefined),
+          stdinIsTTY: stdinIsTTY && raw.passwordStdin !== true,
           confirm,
         });
       } catch (e) {

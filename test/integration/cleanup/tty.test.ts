@@ -33,6 +33,12 @@ void test('a terminal gets a progress bar and a confirmation prompt', async () =
     assert.match(yes.stdout, /x\/y: deleted 4 tags \(throwaway\), 4 manifests by digest/);
     assert.equal(await tags(), 20);
 
+    // --password-stdin on a terminal takes the input the prompt would need: --apply wants --yes then.
+    const pw = await run('script', ['-qec', `${cmd} --username u --password-stdin`, '/dev/null'], { input: 'secret\n', timeoutMs: 60_000 });
+    assert.notEqual(pw.code, 0);
+    assert.match(pw.stdout, /--password-stdin reads the terminal, so --apply cannot ask for confirmation there/);
+    assert.equal(await tags(), 20);
+
     // Not a terminal: no prompt, no bar, it just deletes.
     const ci = await run(process.execPath, [CLI, 'cleanup', '--registry', reg.url, '--repo', 'x/y', '--keep-last', '19', '--apply']);
     assert.equal(ci.code, 0, ci.stderr);
