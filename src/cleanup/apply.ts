@@ -93,6 +93,10 @@ export async function applyPlan(backend: RegistryBackend, plan: RepoPlan, graph:
       const r = await backend.deleteManifest(repo, tag);
       if (r === 'unsupported') throw new RelaisError('UNSUPPORTED', `${backend.description} does not delete tags`, { status: 405 });
       method = 'tag-delete';
+      if (r === 'not-found') {
+        result.skipped.push({ tag, reason: 'already gone' });
+        return;
+      }
     } else {
       // First tag of the run: find out what the registry does with a tag delete.
       const r: DeleteOutcome = shared ? 'unsupported' : await backend.deleteManifest(repo, tag);
