@@ -655,6 +655,7 @@ async function main(): Promise<void> {
   await checkPrograms(o);
   const started = new Date();
   const loadStart = loadavg();
+  const vers = versions(); // before the run: the checkout may move while it runs
   const t0 = performance.now();
   const work = await mkdtemp(join(tmpdir(), 'relais-bench-'));
   let link: SlowLink | undefined;
@@ -746,7 +747,7 @@ async function main(): Promise<void> {
       loadAverageAtStart: loadStart,
       loadAverageAtEnd: loadavg(),
     },
-    versions: versions(),
+    versions: vers,
     options: { ...o, slowLinkMethod: linkMethod ?? null },
     images: bench.images.map((i) => ({
       repo: i.repo,
