@@ -5,6 +5,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
+import { readdir } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Pool } from 'undici';
 import { pushRandomImage } from '../peers/images.js';
 import { freePort } from '../peers/ports.js';
@@ -47,6 +49,7 @@ test('8 load: 500 concurrent clients on cached content and 100 on one uncached 3
   const dataDir = `${dir}/data`;
   const relais = await spawnRelais(dataDir, await freePort(), up.url, dir);
   cleanups.push(() => relais.proc.stop());
+  const fdsAtStart = (await readdir(`/proc/${relais.proc.pid}/fd`)).length;
   const pool = new Pool(relais.url, { connections: CACHED_CLIENTS + COLD_CLIENTS, pipelining: 1 });
   cleanups.push(() => pool.close());
 
@@ -87,6 +90,14 @@ test('8 load: 500 concurrent clients on cached content and 100 on one uncached 3
   assert.equal(up.blobGets(coldLayer.digest), 1, 'one upstream fetch for 100 concurrent cold clients');
   assert.equal(up.blobGets(warmLayer.digest), 0, 'cached content: no upstream fetch');
   assert.equal(up.manifestGets() + up.manifestHeads(), 0, 'cached tag within its TTL: no upstream manifest request');
+  // Every spool, storage reader and client socket is closed once the clients are gone: no fd leak.
+  await pool.close();
+  let fdsAfter = Infinity;
+  for (let i = 0; i < 50 && fdsAfter > fdsAtStart + 2; i++) {
+    await sleep(100);
+    fdsAfter = (await readdir(`/proc/${relais.proc.pid}/fd`)).length;
+  }
+  assert.ok(fdsAfter <= fdsAtStart + 2, `relais holds ${fdsAfter} fds after the load, ${fdsAtStart} at start`);
   const peakMiB = Math.round(mem.peakKiB / 1024);
   assert.ok(peakMiB < RSS_LIMIT_MIB, `relais peak RSS ${peakMiB} MiB (limit ${RSS_LIMIT_MIB} MiB)`);
   const stopped = await relais.proc.stop();
@@ -102,6 +113,6 @@ test('8 load: 500 concurrent clients on cached content and 100 on one uncached 3
     client: `undici Pool (${CACHED_CLIENTS + COLD_CLIENTS} connections), every body hashed`,
     clientSaw: `${settled.length} clients, 0 errors, every digest verified; ${servedMiB} MiB served in ${seconds.toFixed(1)} s`,
     upstreamSaw: `1 GET of the 32 MiB blob, nothing for the cached content`,
-    onDisk: `${describeDisk(disk)}; relais peak RSS (VmHWM) ${peakMiB} MiB (${Math.round(before.rssKiB / 1024)} MiB before the load, sampled VmRSS max ${Math.round(peakRss / 1024)} MiB)`,
+    onDisk: `${describeDisk(disk)}; ${fdsAfter} open fds after the clients left (${fdsAtStart} at start); relais peak RSS (VmHWM) ${peakMiB} MiB (${Math.round(before.rssKiB / 1024)} MiB before the load, sampled VmRSS max ${Math.round(peakRss / 1024)} MiB)`,
   });
 });
