@@ -49,6 +49,8 @@ export function runDocker(step: DockerStep, options: RunOptions): Promise<StepRe
       chunks.push(d);
       options.err.write(d);
     });
+    // A command that exits without reading its stdin (EPIPE) fails through its exit code.
+    child.stdin.on('error', () => undefined);
     child.stdin.end(step.stdin === undefined ? undefined : `${step.stdin}\n`);
     child.on('error', (e) => {
       reject(
