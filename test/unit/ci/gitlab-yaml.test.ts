@@ -1,7 +1,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse } from 'yaml';
@@ -184,13 +184,26 @@ describe('slugs', () => {
     assert.equal(refSlug(`${'x'.repeat(62)}/y`), 'x'.repeat(62));
   });
 
-  it('the shell pipeline in generated jobs gives the same slug as refSlug', () => {
-    for (const ref of ['main', 'feature/Login_Form', 'Release/2.0', '--x--', `${'x'.repeat(62)}/yz`, 'UPPER-case']) {
-      const out = execFileSync('sh', ['-c', `echo "${shellSlug('CI_DEFAULT_BRANCH')}"`], {
-        env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', CI_DEFAULT_BRANCH: ref },
-        encoding: 'utf8',
-      }).trim();
-      assert.equal(out, refSlug(ref), ref);
+  it('the shell pipeline in generated jobs gives the same slug as refSlug (dash + GNU tools, and busybox as in docker:27)', () => {
+    // The docker image is Alpine: its sh, tr, cut and sed are busybox applets.
+    const bin = mkdtempSync(join(tmpdir(), 'relais-ci-busybox-'));
+    try {
+      for (const applet of ['sh', 'printf', 'tr', 'cut', 'sed', 'echo']) symlinkSync('/bin/busybox', join(bin, applet));
+      const shells = [
+        { shell: 'sh', PATH: process.env['PATH'] ?? '/usr/bin:/bin' },
+        { shell: join(bin, 'sh'), PATH: bin },
+      ];
+      for (const { shell, PATH } of shells) {
+        for (const ref of ['main', 'feature/Login_Form', 'Release/2.0', '--x--', `${'x'.repeat(62)}/yz`, 'UPPER-case']) {
+          const out = execFileSync(shell, ['-c', `echo "${shellSlug('CI_DEFAULT_BRANCH')}"`], {
+            env: { PATH, CI_DEFAULT_BRANCH: ref },
+            encoding: 'utf8',
+          }).trim();
+          assert.equal(out, refSlug(ref), `${shell}: ${ref}`);
+        }
+      }
+    } finally {
+      rmSync(bin, { recursive: true, force: true });
     }
   });
 });
