@@ -227,9 +227,15 @@ export class SqliteIndex implements CacheIndex {
     if (this.pendingTouches.size === 0 || !this.db.open) return;
     const batch = [...this.pendingTouches];
     this.pendingTouches.clear();
-    this.db.transaction(() => {
-      for (const [digest, at] of batch) this.stmts.touch.run(at, digest);
-    })();
+    try {
+      this.db.transaction(() => {
+        for (const [digest, at] of batch) this.stmts.touch.run(at, digest);
+      })();
+    } catch {
+      // A full disk (SQLITE_FULL) must not take relais down from a timer: last-access times are advisory,
+      // keep them for the next flush (newer touches win).
+      for (const [digest, at] of batch) if (!this.pendingTouches.has(digest)) this.pendingTouches.set(digest, at);
+    }
   }
 
   flush(): Promise<void> {

@@ -219,10 +219,17 @@ export function storageFullError(detail: string, cause?: unknown): RelaisError {
   return new RelaisError('STORAGE_FULL', `the cache storage is full (${detail}); the blob was not stored`, { status: 503, cause, hint: 'free space or set storage.maxSize' });
 }
 
+/** STORAGE_FULL for a write that failed because the disk (or the index on it) is full; undefined otherwise. */
+export function asStorageFull(e: unknown): RelaisError | undefined {
+  const code = (e as { code?: unknown } | null)?.code;
+  return code === 'ENOSPC' || code === 'EDQUOT' || code === 'SQLITE_FULL' ? storageFullError(code, e) : undefined;
+}
+
 function storageOrUpstreamError(upstream: string, e: unknown): RelaisError {
-  const code = (e as { code?: unknown }).code;
   // SQLITE_FULL: the index shares the data dir's disk.
-  if (code === 'ENOSPC' || code === 'EDQUOT' || code === 'SQLITE_FULL') return storageFullError(code, e);
+  const full = asStorageFull(e);
+  if (full) return full;
+  const code = (e as { code?: unknown }).code;
   if (typeof code === 'string' && (code.startsWith('E') && !code.startsWith('ECONN')) && ['EACCES', 'EROFS', 'EIO', 'EMFILE', 'ENFILE', 'EPERM'].includes(code)) {
     return new RelaisError('STORAGE_ERROR', `the cache storage failed (${code})`, { status: 500, cause: e });
   }

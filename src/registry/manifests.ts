@@ -10,6 +10,7 @@ import { isStaleEligibleFailure, mayServeStale, tagFreshness, type FreshnessSett
 import { blobKey, type StorageDriver } from '../storage/driver.js';
 import { discard, header, type UpstreamClient, type UpstreamResponse } from '../upstream/client.js';
 import type { CacheResult } from './blobs.js';
+import { asStorageFull } from './download.js';
 import { isDigest, validateDigest } from './reference.js';
 import type { UpstreamRoute } from './routing.js';
 
@@ -279,17 +280,22 @@ export class ManifestService {
     const declared = doc !== null && typeof doc === 'object' ? (doc as { mediaType?: unknown }).mediaType : undefined;
     const contentType = header(res.headers, 'content-type')?.split(';')[0]?.trim();
     const mediaType = contentType !== undefined && contentType !== '' && contentType !== 'application/json' ? contentType : typeof declared === 'string' ? declared : 'application/vnd.oci.image.manifest.v1+json';
-    await this.opts.storage.putContent(blobKey(digest), body);
-    await this.opts.index.putManifest({
-      upstream: route.upstream,
-      repo: route.repo,
-      digest,
-      size: body.byteLength,
-      mediaType,
-      references: manifestReferences(doc),
-      tag: isDigest(reference) ? undefined : reference,
-      now: this.now(),
-    });
+    try {
+      await this.opts.storage.putContent(blobKey(digest), body);
+      await this.opts.index.putManifest({
+        upstream: route.upstream,
+        repo: route.repo,
+        digest,
+        size: body.byteLength,
+        mediaType,
+        references: manifestReferences(doc),
+        tag: isDigest(reference) ? undefined : reference,
+        now: this.now(),
+      });
+    } catch (e) {
+      // A full disk is the operator's to fix: say so (503 STORAGE_FULL), not "internal error".
+      throw asStorageFull(e) ?? e;
+    }
     this.memory.set(digest, { mediaType, body });
     if (!isDigest(reference)) {
       const now = this.now();

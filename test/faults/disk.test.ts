@@ -7,6 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { open, rm, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { startFaultProxy } from '../peers/fault-proxy.js';
 import { pushRandomImage } from '../peers/images.js';
 import { removeDir, run, runOk, tempDir } from '../peers/proc.js';
@@ -21,6 +22,23 @@ async function fill(path: string, bytes: number): Promise<void> {
   try {
     const block = Buffer.alloc(1024 * 1024, 7);
     for (let n = 0; n < bytes; n += block.byteLength) await fh.write(block, 0, Math.min(block.byteLength, bytes - n));
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Writes until the disk is full (ENOSPC), to the last block. */
+async function fillUp(path: string): Promise<void> {
+  const fh = await open(path, 'w');
+  try {
+    for (const size of [1024 * 1024, 4096, 1]) {
+      const block = Buffer.alloc(size, 7);
+      try {
+        for (;;) await fh.write(block);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'ENOSPC') throw e;
+      }
+    }
   } finally {
     await fh.close();
   }
@@ -46,6 +64,7 @@ test('6 disk full: a blob that does not fit gets 503 STORAGE_FULL, ENOSPC mid-st
   const px = await startFaultProxy(up.url);
   cleanups.push(() => px.close());
   const small = await pushRandomImage(up.host, 'library/small:v1', { layers: [1_000_000, 300_000] });
+  await pushRandomImage(up.host, 'library/other:v1', { layers: [1000] });
   const big = await pushRandomImage(up.host, 'library/big:v1', { layers: [6_000_000] });
   const layer = big.layers[0];
   assert.ok(layer);
@@ -83,9 +102,20 @@ test('6 disk full: a blob that does not fit gets 503 STORAGE_FULL, ENOSPC mid-st
   assert.ok(freeAfterEnospc >= freeBefore - 64 * 1024, `the spool file was removed (${freeAfterEnospc} free, ${freeBefore} before)`);
   assert.equal(await relais.instance.index.getContent(layer.digest), undefined);
 
-  // What is cached keeps serving while the disk is full.
+  // What is cached keeps serving while the disk is full, to the last byte: and past a flush of the
+  // index's last-access times (every 5 s), which now fails with SQLITE_FULL.
+  const filler2 = join(mnt, 'filler2');
+  await fillUp(filler2);
+  assert.equal(await freeBytes(mnt), 0, 'the disk is full');
   const cachedPull = await skopeoPull(relais.host, 'library/small:v1');
   for (const l of small.layers) assert.ok(cachedPull.files.has(l.digest));
+  const newManifest = await undiciGet(`${relais.url}/v2/library/other/manifests/v1`);
+  assert.equal(newManifest.status, 503, newManifest.body.toString());
+  assert.equal(ociErrorCode(newManifest.body), 'STORAGE_FULL', 'a manifest that cannot be stored: 503 STORAGE_FULL, not 500');
+  await sleep(5500);
+  const stillServing = await skopeoPull(relais.host, 'library/small:v1');
+  assert.equal(stillServing.files.size, small.layers.length + 1, 'relais survived the failed index flush');
+  await rm(filler2);
 
   // Space returns: the same blob downloads.
   await rm(filler);
@@ -107,7 +137,7 @@ test('6 disk full: a blob that does not fit gets 503 STORAGE_FULL, ENOSPC mid-st
     group: '6 disk full',
     fault: '16 MiB tmpfs data dir, 4 MiB free, a 6 MB layer requested; then the same from an upstream without Content-Length; then space freed',
     client: 'undici (the layer), skopeo (a cached image)',
-    clientSaw: `503 STORAGE_FULL ("6000000 bytes needed"); chunked: 200 then the transfer broke off after ${midStream.body.byteLength} B; cached image pulled with the disk full; after freeing space 200 with the right digest`,
+    clientSaw: `503 STORAGE_FULL ("6000000 bytes needed"); chunked: 200 then the transfer broke off after ${midStream.body.byteLength} B; disk 100% full: cached image pulled before and after a failed index flush (relais stays up), an uncached manifest 503 STORAGE_FULL; after freeing space 200 with the right digest`,
     upstreamSaw: `3 layer GETs: one abandoned after the headers, one read until ENOSPC, one complete (distribution: ${up.blobGets(layer.digest)} blob GETs logged)`,
     onDisk: describeDisk(disk, `log lines: 2 x "blob download: failed" code STORAGE_FULL; free space back to ${Math.round(freeAfterEnospc / 1024)} KiB after the ENOSPC`),
   });
