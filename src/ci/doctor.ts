@@ -159,6 +159,8 @@ const mentionsMaster = /(^|[^\w-])master([^\w-]|$)/;
 /** Rules over .gitlab-ci.yml (and the runner facts, when known). */
 export function checkGitlabCi(doc: Obj, runners: readonly RunnerFacts[] | undefined, file = '.gitlab-ci.yml'): Finding[] {
   const findings: Finding[] = [];
+  const dindJobs: string[] = [];
+  const tlsJobs: string[] = [];
   for (const job of resolveJobs(doc)) {
     const where = `${file}: job ${job.name}`;
     const dind = job.services.filter((s) => isDindImage(s.name));
@@ -319,26 +321,31 @@ export function checkGitlabCi(doc: Obj, runners: readonly RunnerFacts[] | undefi
       }
     }
 
-    // Runner side: privileged and the shared TLS client certificates.
-    for (const r of runners ?? []) {
-      if (!r.privileged) {
-        findings.push({
-          rule: 'privileged',
-          severity: 'error',
-          where: `config.toml: runner ${r.name}`,
-          message: `job ${job.name} runs dind, which needs a privileged container, but privileged is not true`,
-          fix: 'set privileged = true under [runners.docker] (or use a runner dedicated to image builds)',
-        });
-      }
-      if (tls && (dind.length > 0 || runnerDind.length > 0) && !r.volumes.some((v) => v.split(':')[0] === '/certs/client')) {
-        findings.push({
-          rule: 'tls-certs-volume',
-          severity: 'error',
-          where: `config.toml: runner ${r.name}`,
-          message: `job ${job.name} talks TLS to dind, but the runner does not share /certs/client: the job finds no client certificate`,
-          fix: 'add "/certs/client" to volumes under [runners.docker] (relais ci runner-config does it)',
-        });
-      }
+    if (dind.length > 0 || runnerDind.length > 0) {
+      dindJobs.push(job.name);
+      if (tls) tlsJobs.push(job.name);
+    }
+  }
+  // Runner side: privileged and the shared TLS client certificates, once per runner.
+  const names = (jobs: string[]): string => `${jobs.length === 1 ? 'job' : 'jobs'} ${jobs.join(', ')}`;
+  for (const r of runners ?? []) {
+    if (dindJobs.length > 0 && !r.privileged) {
+      findings.push({
+        rule: 'privileged',
+        severity: 'error',
+        where: `config.toml: runner ${r.name}`,
+        message: `${names(dindJobs)} ${dindJobs.length === 1 ? 'runs' : 'run'} dind, which needs a privileged container, but privileged is not true`,
+        fix: 'set privileged = true under [runners.docker] (or use a runner dedicated to image builds)',
+      });
+    }
+    if (tlsJobs.length > 0 && !r.volumes.some((v) => v.split(':')[0] === '/certs/client')) {
+      findings.push({
+        rule: 'tls-certs-volume',
+        severity: 'error',
+        where: `config.toml: runner ${r.name}`,
+        message: `${names(tlsJobs)} ${tlsJobs.length === 1 ? 'talks' : 'talk'} TLS to dind, but the runner does not share /certs/client: the job finds no client certificate`,
+        fix: 'add "/certs/client" to volumes under [runners.docker] (relais ci runner-config does it)',
+      });
     }
   }
   return dedupe(findings);

@@ -64,6 +64,22 @@ describe('relais ci doctor rules', () => {
     assert.deepEqual(rules(checkRunnerConfig(runnerFacts(parseRunnerConfig(runners)))), ['error:mirror-conflict', 'warning:tls-alias']);
   });
 
+  it('runner findings come once per runner, naming the jobs', () => {
+    const two = `.d: {image: "docker:27", services: [{name: "docker:27-dind", alias: docker, command: ["--registry-mirror=https://r.example.com"]}], variables: {DOCKER_HOST: "tcp://docker:2376", DOCKER_TLS_CERTDIR: /certs}}
+a: {extends: .d, script: [docker build .]}
+b: {extends: .d, script: [docker build .]}
+c: {image: node:20, script: [npm test]}
+`;
+    const findings = ci(two, '[[runners]]\n  name = "r"\n  executor = "docker"\n  [runners.docker]\n    privileged = false\n');
+    assert.deepEqual(
+      findings.map((f) => [f.rule, f.message.split(' ').slice(0, 3).join(' ')]),
+      [
+        ['privileged', 'jobs a, b'],
+        ['tls-certs-volume', 'jobs a, b'],
+      ],
+    );
+  });
+
   it('the classic builder needs no inline cache', () => {
     const text = fixture('doctor/blog-recipe.gitlab-ci.yml').replace('DOCKER_HOST:', 'DOCKER_BUILDKIT: "0"\n    DOCKER_HOST:');
     assert.ok(!rules(ci(text)).includes('error:missing-inline-cache'));
