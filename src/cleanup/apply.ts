@@ -10,7 +10,7 @@
 import { randomUUID } from 'node:crypto';
 import { RelaisError } from '../errors.js';
 import { MT, type DeleteOutcome, type RegistryBackend } from './backend.js';
-import { mapLimit } from './limit.js';
+import { Limiter, mapLimit } from './limit.js';
 import { parseManifest } from './manifest.js';
 import type { RepoPlan } from './plan.js';
 import { reachable, type DigestGraph, type DigestNode } from './types.js';
@@ -56,6 +56,7 @@ export async function applyPlan(backend: RegistryBackend, plan: RepoPlan, graph:
   const deletions = plan.entries.filter((e) => e.action === 'DELETE');
 
   let deletesProbed = false;
+  const throwawayLock = new Limiter(1);
   const viaThrowaway = async (tag: string): Promise<void> => {
     if (!deletesProbed) {
       // Before pointing a tag anywhere, make sure the registry deletes manifests at all: a DELETE of a
@@ -67,9 +68,14 @@ export async function applyPlan(backend: RegistryBackend, plan: RepoPlan, graph:
           hint: 'enable deletes in the registry (distribution: storage.delete.enabled: true)',
         });
     }
-    const d = await backend.putManifest(repo, tag, MT.ociIndex, throwawayManifest());
-    const r = await backend.deleteManifest(repo, d);
-    if (r === 'unsupported')
+    // One placeholder at a time: distribution's delete-by-digest walks every tag of the repository
+    // to untag it, and concurrent deletes there can leave a tag behind.
+    const r = await throwawayLock.run(async () => {
+      const d = await backend.putManifest(repo, tag, MT.ociIndex, throwawayManifest());
+      return { d, r: await backend.deleteManifest(repo, d) };
+    });
+    const d = r.d;
+    if (r.r === 'unsupported')
       throw new RelaisError('UNSUPPORTED', `${backend.description} refuses manifest deletes (tag ${tag} now points to an empty placeholder ${d})`, {
         status: 405,
         hint: 'enable deletes in the registry (distribution: storage.delete.enabled: true)',
@@ -146,8 +152,37 @@ export async function applyPlan(backend: RegistryBackend, plan: RepoPlan, graph:
   if (first) await one(first);
   await mapLimit(rest, opts.concurrency, one);
 
-  if (backend.canReadManifests) await deleteOrphans(backend, plan, graph, opts, result);
+  if (backend.canReadManifests) {
+    await verifyUntagged(backend, plan, result, viaThrowaway);
+    await deleteOrphans(backend, plan, graph, opts, result);
+  }
   return { ...result, method };
+}
+
+/**
+ * Checks that every tag reported untagged is really gone from tags/list. A tag still listed whose
+ * manifest is gone (distribution can leave such a tag when deletes race) is removed again with a
+ * fresh placeholder; a tag pushed again meanwhile is left alone.
+ */
+async function verifyUntagged(backend: RegistryBackend, plan: RepoPlan, result: ApplyResult, viaThrowaway: (tag: string) => Promise<void>): Promise<void> {
+  const planned = new Map(plan.entries.map((e) => [e.tag, e.digest]));
+  for (let round = 0; round < 3; round++) {
+    const listed = new Set(await backend.listTags(plan.repo));
+    const left = result.untagged.filter((t) => listed.has(t));
+    if (left.length === 0) return;
+    for (const tag of left) {
+      const now = await backend.headManifest(plan.repo, tag);
+      if (now !== null && now.digest !== planned.get(tag)) {
+        result.untagged.splice(result.untagged.indexOf(tag), 1);
+        result.skipped.push({ tag, reason: `pushed again during the run (now ${now.digest})` });
+      } else if (round === 2) {
+        result.untagged.splice(result.untagged.indexOf(tag), 1);
+        result.failed.push({ tag, error: 'still listed by the registry after it was deleted' });
+      } else {
+        await viaThrowaway(tag);
+      }
+    }
+  }
 }
 
 /** Re-reads the repository and deletes, by digest, the planned manifests no remaining tag reaches. */
