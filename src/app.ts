@@ -12,6 +12,7 @@ import { createAccessControl } from './http/access.js';
 import { createRegistryHandler } from './http/handlers.js';
 import { createOpsHandler } from './http/ops.js';
 import { createServer, type RouteHandler, type RunningServer } from './http/server.js';
+import { startCluster } from './cluster/create.js';
 import { openIndex } from './index/create.js';
 import type { CacheIndex } from './index/index.js';
 import { createLogger, type Logger } from './observability/logger.js';
@@ -57,6 +58,8 @@ export async function startRelais(config: ResolvedConfig, opts: StartOptions = {
   // SQLite in dataDir, or PostgreSQL shared by a cluster (index.driver).
   const indexSetup = await openIndex(config.index, dataDir);
   const { index } = indexSetup;
+  // Cluster mode: one upstream fetch per blob across replicas (leases in PostgreSQL; docs/cluster.md).
+  const cluster = config.cluster && indexSetup.postgres ? startCluster(config.cluster, { postgres: indexSetup.postgres, index, logger }) : undefined;
 
   const upstreams = new Map<string, UpstreamClient>();
   const routing: RoutingTable = {
@@ -87,6 +90,7 @@ export async function startRelais(config: ResolvedConfig, opts: StartOptions = {
     upstreams,
     spoolDir,
     attempts: (name) => upstreamCfg(name).retries.attempts,
+    peers: cluster?.peers,
     observer: {
       event: (event, detail) => logger.warn({ event, ...detail }, `blob download: ${event}`),
       bytesFetched: (upstream, n) => metrics.bytesFetched(upstream, n),
@@ -171,7 +175,7 @@ export async function startRelais(config: ResolvedConfig, opts: StartOptions = {
     requestTimeout: config.server.requestTimeout,
     logRequests: config.log.requests,
     logger,
-    handlers: [guard, registry, health, ops],
+    handlers: [...(cluster ? [cluster.handler(blobs)] : []), guard, registry, health, ops],
     onRequestEnd: (info) => metrics.request(info),
   });
   const { host, port } = splitListen(config.listen);
@@ -185,6 +189,7 @@ export async function startRelais(config: ResolvedConfig, opts: StartOptions = {
   const addr = http.server.address() as AddressInfo;
   const shownHost = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host.includes(':') ? `[${host}]` : host;
   const url = `${config.tls ? 'https' : 'http'}://${shownHost}:${addr.port}`;
+  cluster?.setUrl(url);
   logger.info({ listen: `${host}:${addr.port}`, dataDir, upstreams: Object.fromEntries(Object.entries(config.upstreams).map(([n, u]) => [n, u.url])), defaultUpstream: config.defaultUpstream }, 'relais serving');
 
   evictor.start();
@@ -207,6 +212,7 @@ export async function startRelais(config: ResolvedConfig, opts: StartOptions = {
         await http.drain(config.server.drainTimeout);
         await evictor.stop();
         await blobs.cancelAll();
+        await cluster?.close();
         await Promise.all([...upstreams.values()].map((u) => u.close()));
         await index.close();
         await removePidFile();

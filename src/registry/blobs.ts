@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { errors, RelaisError } from '../errors.js';
+import type { PeerDownloads } from '../cluster/peers.js';
 import type { CacheIndex } from '../index/index.js';
 import { blobKey, StorageNotFound, type ByteRange, type StorageDriver } from '../storage/driver.js';
 import { discard, header, type UpstreamClient } from '../upstream/client.js';
@@ -30,6 +31,8 @@ export interface BlobServiceOptions {
   readonly spoolDir: string;
   readonly attempts: (upstream: string) => number;
   readonly observer?: BlobObserver;
+  /** Cluster mode: on a miss, the download may be another replica's (src/cluster/peers.ts). */
+  readonly peers?: PeerDownloads | undefined;
 }
 
 export interface BlobObserver {
@@ -161,12 +164,20 @@ export class BlobService {
     }
     let dl = this.inflight.get(digest);
     let result: CacheResult = 'join';
+    const claim = dl ? undefined : await this.opts.peers?.claim(digest, signal);
+    if (claim?.kind === 'stored') return this.lookup(route, digest, signal);
+    if (claim?.kind === 'remote') {
+      await this.ensureLinked(route, digest, signal);
+      return claim.handle;
+    }
+    dl ??= this.inflight.get(digest);
     if (dl) {
       await this.ensureLinked(route, digest, signal);
     } else {
       dl = this.startDownload(route, digest);
       result = 'miss';
     }
+    if (claim?.kind === 'local') claim.bind(dl.done);
     await dl.headers();
     const download = dl;
     return {
@@ -231,6 +242,11 @@ export class BlobService {
     if (size + pending + SPACE_MARGIN > free) {
       throw storageFullError(`${size} bytes needed, ${Math.max(0, free - pending)} free${pending > 0 ? ` after ${pending} bytes for downloads in flight` : ''}`);
     }
+  }
+
+  /** A stream of a download in flight here, for another replica of the cluster (src/cluster/peers.ts). */
+  followDownload(dl: BlobDownload, range?: ByteRange): Readable {
+    return this.follow(dl, blobKey(dl.digest), range);
   }
 
   /**

@@ -1,0 +1,48 @@
+// Cluster mode (config `cluster:`): download leases in the shared PostgreSQL, the peer download source
+// BlobService asks on a miss, and the internal endpoint the other replicas stream from.
+import { randomUUID } from 'node:crypto';
+import type { ClusterConfig } from '../config/schema.js';
+import type { RouteHandler } from '../http/server.js';
+import type { CacheIndex } from '../index/index.js';
+import type { PostgresIndex } from '../index/postgres.js';
+import type { Logger } from '../observability/logger.js';
+import type { BlobService } from '../registry/blobs.js';
+import { LeaseManager } from './leases.js';
+import { ClusterPeers, createClusterHandler } from './peers.js';
+
+export interface Cluster {
+  /** This process's identity in the leases table. */
+  readonly id: string;
+  readonly leases: LeaseManager;
+  readonly peers: ClusterPeers;
+  handler(blobs: BlobService): RouteHandler;
+  /** Where the other replicas reach this one: cluster.advertiseUrl, or the URL the server listens on. */
+  setUrl(url: string): void;
+  /** Graceful stop: releases this replica's leases. */
+  close(): Promise<void>;
+}
+
+export function startCluster(cfg: ClusterConfig, deps: { postgres: PostgresIndex; index: CacheIndex; logger: Logger }): Cluster {
+  const id = randomUUID();
+  const leases = new LeaseManager(deps.postgres.pool, {
+    owner: id,
+    ownerUrl: cfg.advertiseUrl ?? '',
+    ttlMs: cfg.leaseTtl,
+    onLost: (name) => deps.logger.warn({ lease: name }, 'cluster: a lease was taken over while held (a pause longer than cluster.leaseTtl?)'),
+    onError: (e) => deps.logger.warn({ err: String(e) }, 'cluster: lease renewal failed'),
+  });
+  const peers = new ClusterPeers({ leases, index: deps.index, secret: cfg.secret, logger: deps.logger });
+  return {
+    id,
+    leases,
+    peers,
+    handler: (blobs) => createClusterHandler({ secret: cfg.secret, blobs, leases }),
+    setUrl: (url) => {
+      leases.opts.ownerUrl = (cfg.advertiseUrl ?? url).replace(/\/$/, '');
+    },
+    close: async () => {
+      await leases.close();
+      await peers.close();
+    },
+  };
+}

@@ -1,0 +1,252 @@
+// Cluster-wide single-flight: the "peer download source" BlobService asks on a miss.
+//
+// claim(digest) answers one of:
+//   local   this replica now holds the download lease: it fetches from the upstream (and binds the lease
+//           to its download, which releases it when the download ends);
+//   remote  another replica holds it: the blob is streamed from that replica's spool over
+//           GET /_relais/cluster/spool/<digest> (authenticated with the cluster secret), so its clients get
+//           bytes as they arrive, and the last byte only once the owner verified and stored the blob;
+//   stored  the blob was committed meanwhile: read it from the shared storage.
+// A replica that dies mid-download stops renewing its lease; the others find it unreachable, wait for the
+// lease to expire (cluster.leaseTtl) and one of them takes the work over. Clients whose stream came from
+// the dead replica see their transfer cut (never completed) and retry.
+import { timingSafeEqual } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { pipeline } from 'node:stream/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Agent, request } from 'undici';
+import { RelaisError } from '../errors.js';
+import type { RouteHandler } from '../http/server.js';
+import type { CacheIndex } from '../index/index.js';
+import type { Logger } from '../observability/logger.js';
+import type { BlobHandle, BlobService } from '../registry/blobs.js';
+import type { ByteRange } from '../storage/driver.js';
+import type { LeaseManager } from './leases.js';
+
+export type Claim =
+  | { readonly kind: 'local'; bind(done: Promise<unknown>): void }
+  | { readonly kind: 'remote'; readonly handle: BlobHandle }
+  | { readonly kind: 'stored' };
+
+/** What BlobService needs from the cluster. */
+export interface PeerDownloads {
+  claim(digest: string, signal?: AbortSignal): Promise<Claim>;
+}
+
+export interface ClusterPeersOptions {
+  readonly leases: LeaseManager;
+  readonly index: CacheIndex;
+  readonly secret: string;
+  readonly logger?: Logger;
+  /** How long an owner may take to send the upstream's headers. */
+  readonly headersTimeoutMs?: number;
+}
+
+export const SPOOL_PATH = '/_relais/cluster/spool/';
+const DIGEST = /^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$/;
+/** A lease taken but bound to no download within this time is released (a request that died in between). */
+const BIND_TIMEOUT_MS = 10_000;
+
+export class ClusterPeers implements PeerDownloads {
+  private readonly pending = new Map<string, Promise<Claim>>();
+  private readonly bound = new Set<string>();
+  private readonly agent: Agent;
+
+  constructor(private readonly opts: ClusterPeersOptions) {
+    this.agent = new Agent({ connectTimeout: 3000, headersTimeout: opts.headersTimeoutMs ?? 60_000, bodyTimeout: 60_000 });
+  }
+
+  private get ttl(): number {
+    return this.opts.leases.opts.ttlMs;
+  }
+
+  claim(digest: string, _signal?: AbortSignal): Promise<Claim> {
+    // Concurrent misses on this replica share one claim (and so one lease); the download they start is
+    // bound once. The claim belongs to no client: it goes on when the first one disconnects.
+    let p = this.pending.get(digest);
+    if (!p) {
+      p = this.doClaim(digest).finally(() => this.pending.delete(digest));
+      this.pending.set(digest, p);
+    }
+    return p;
+  }
+
+  private local(digest: string): Claim {
+    const timer = setTimeout(() => {
+      if (!this.bound.has(digest)) void this.opts.leases.release(digest).catch(() => undefined);
+    }, BIND_TIMEOUT_MS);
+    timer.unref();
+    return {
+      kind: 'local',
+      bind: (done) => {
+        clearTimeout(timer);
+        if (this.bound.has(digest)) return;
+        this.bound.add(digest);
+        void done
+          .catch(() => undefined)
+          .finally(() => {
+            this.bound.delete(digest);
+            void this.opts.leases.release(digest).catch((e: unknown) => this.opts.logger?.warn({ digest, err: String(e) }, 'cluster: lease release failed'));
+          });
+      },
+    };
+  }
+
+  private async doClaim(digest: string): Promise<Claim> {
+    const leases = this.opts.leases;
+    // Past this, fetch it here without a lease: availability wins over a second upstream fetch.
+    const deadline = Date.now() + 2 * this.ttl + 30_000;
+    let delay = 50;
+    for (;;) {
+      const r = await leases.tryAcquire(digest);
+      if (r.acquired) {
+        if (await this.opts.index.getContent(digest)) {
+          await leases.release(digest);
+          return { kind: 'stored' };
+        }
+        return this.local(digest);
+      }
+      const holder = r.holder;
+      if (holder.ownerUrl === leases.opts.ownerUrl) {
+        // Our own address under another identity: this replica restarted and its old download is gone.
+        if (await leases.takeOver(digest, holder.owner)) return this.local(digest);
+        continue;
+      }
+      const size = await this.probe(holder.ownerUrl, digest);
+      if (size !== 'absent' && size !== 'unreachable') {
+        this.opts.logger?.debug({ digest, owner: holder.ownerUrl }, 'cluster: streaming from the replica that fetches it');
+        return { kind: 'remote', handle: this.remoteHandle(holder.ownerUrl, digest, size) };
+      }
+      if (size === 'absent' && (await this.opts.index.getContent(digest))) return { kind: 'stored' };
+      if (Date.now() > deadline) {
+        this.opts.logger?.warn({ digest, owner: holder.ownerUrl }, 'cluster: the lease holder neither serves nor releases the blob; fetching it here');
+        return { kind: 'local', bind: () => undefined };
+      }
+      // Unreachable: its lease expires unless it renews it. Absent: it is committing or just failed.
+      await sleep(delay);
+      delay = Math.min(delay * 2, 500);
+    }
+  }
+
+  private headers(range?: ByteRange): Record<string, string> {
+    return {
+      authorization: `Bearer ${this.opts.secret}`,
+      ...(range ? { range: `bytes=${range.start}-${range.end}` } : {}),
+    };
+  }
+
+  /** HEAD on the owner's spool: the size (undefined when the upstream sent none), or why not. */
+  private async probe(ownerUrl: string, digest: string): Promise<number | undefined | 'absent' | 'unreachable'> {
+    try {
+      const res = await request(`${ownerUrl}${SPOOL_PATH}${digest}`, { method: 'HEAD', headers: this.headers(), dispatcher: this.agent });
+      await res.body.dump();
+      if (res.statusCode === 200) {
+        const len = Number(res.headers['content-length']);
+        return res.headers['content-length'] !== undefined && Number.isSafeInteger(len) ? len : undefined;
+      }
+      if (res.statusCode === 404) return 'absent';
+      this.opts.logger?.warn({ digest, owner: ownerUrl, status: res.statusCode }, 'cluster: unexpected answer from a replica');
+      return 'unreachable';
+    } catch {
+      return 'unreachable';
+    }
+  }
+
+  private remoteHandle(ownerUrl: string, digest: string, size: number | undefined): BlobHandle {
+    return {
+      digest,
+      size,
+      result: 'join',
+      open: async (range, signal) => {
+        let res;
+        try {
+          res = await request(`${ownerUrl}${SPOOL_PATH}${digest}`, { method: 'GET', headers: this.headers(range), dispatcher: this.agent, signal });
+        } catch (e) {
+          throw new RelaisError('UPSTREAM_UNAVAILABLE', 'the replica fetching this blob is unreachable; retry', { status: 503, cause: e });
+        }
+        if (res.statusCode !== 200 && res.statusCode !== 206) {
+          await res.body.dump();
+          throw new RelaisError('UPSTREAM_UNAVAILABLE', `the replica fetching this blob answered ${res.statusCode}; retry`, { status: 503 });
+        }
+        return res.body;
+      },
+    };
+  }
+
+  close(): Promise<void> {
+    return this.agent.close();
+  }
+}
+
+function secretMatches(header: string | undefined, secret: string): boolean {
+  const want = Buffer.from(`Bearer ${secret}`);
+  const got = Buffer.from(header ?? '');
+  return got.length === want.length && timingSafeEqual(got, want);
+}
+
+/** Single byte range of a Range header ("bytes=A-B" or "bytes=A-"), or undefined for the whole blob. */
+function parseRange(header: string | undefined, size: number | undefined): ByteRange | undefined | 'invalid' {
+  if (header === undefined) return undefined;
+  const m = /^bytes=(\d+)-(\d*)$/.exec(header.trim());
+  if (!m?.[1]) return 'invalid';
+  const start = Number(m[1]);
+  const end = m[2] ? Number(m[2]) : size !== undefined ? size - 1 : NaN;
+  if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || end < start) return 'invalid';
+  return { start, end };
+}
+
+/**
+ * The owner's side: GET/HEAD /_relais/cluster/spool/<digest> streams a download in flight on this replica
+ * (404 when there is none: the asking replica then looks again). Runs before access control: it has its
+ * own authentication, the cluster secret.
+ */
+export function createClusterHandler(opts: { secret: string; blobs: BlobService; leases: LeaseManager }): RouteHandler {
+  return async (req: IncomingMessage, res: ServerResponse) => {
+    const path = (req.url ?? '/').split('?')[0] ?? '/';
+    if (!path.startsWith(SPOOL_PATH)) return false;
+    const reply = (status: number, text: string): true => {
+      res.statusCode = status;
+      res.setHeader('content-type', 'text/plain');
+      res.end(req.method === 'HEAD' ? undefined : `${text}\n`);
+      return true;
+    };
+    if (!secretMatches(req.headers.authorization, opts.secret)) return reply(401, 'cluster secret required');
+    if (req.method !== 'GET' && req.method !== 'HEAD') return reply(405, 'GET or HEAD');
+    const digest = decodeURIComponent(path.slice(SPOOL_PATH.length));
+    if (!DIGEST.test(digest)) return reply(400, 'bad digest');
+    let dl = opts.blobs.inflight.get(digest);
+    // The lease is taken a moment before the download starts: give it that moment.
+    for (let waited = 0; !dl && opts.leases.held.has(digest) && waited < 5000; waited += 20) {
+      await sleep(20);
+      dl = opts.blobs.inflight.get(digest);
+    }
+    if (!dl) return reply(404, 'no download of this blob here');
+    try {
+      await dl.headers();
+    } catch {
+      return reply(404, 'the download failed');
+    }
+    const range = parseRange(req.headers.range, dl.size);
+    if (range === 'invalid') return reply(416, 'bad range');
+    res.setHeader('content-type', 'application/octet-stream');
+    if (range) {
+      res.statusCode = 206;
+      res.setHeader('content-length', range.end - range.start + 1);
+      res.setHeader('content-range', `bytes ${range.start}-${range.end}/${dl.size ?? '*'}`);
+    } else {
+      res.statusCode = 200;
+      if (dl.size !== undefined) res.setHeader('content-length', dl.size);
+    }
+    if (req.method === 'HEAD') {
+      res.end();
+      return true;
+    }
+    try {
+      await pipeline(opts.blobs.followDownload(dl, range), res);
+    } catch {
+      // The download failed or the other replica went away: a cut response is the signal.
+      res.destroy();
+    }
+    return true;
+  };
+}
