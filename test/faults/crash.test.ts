@@ -12,7 +12,7 @@ import { removeDir, tempDir } from '../peers/proc.js';
 import { startRegistry } from '../peers/registry.js';
 import { skopeoPull } from '../integration/core/helpers.js';
 import { recordFault } from './report.js';
-import { blobPath, curlGet, describeDisk, inspectDisk, spawnRelais } from './helpers.js';
+import { blobPath, curlGet, describeDisk, inspectDisk, openFilesUnder, spawnRelais } from './helpers.js';
 
 test('7 relais SIGKILLed mid-download and restarted: no partial blob served, spool removed, index consistent, next pull completes', async (t) => {
   const cleanups: (() => Promise<unknown>)[] = [];
@@ -70,6 +70,8 @@ test('7 relais SIGKILLed mid-download and restarted: no partial blob served, spo
   assert.equal(pulled.files.get(layer.digest), layer.size);
   await up.settle();
   assert.equal(up.blobGets(layer.digest), 1, 'fetched again once after the restart');
+  await sleep(200);
+  assert.deepEqual(await openFilesUnder(`${dataDir}/storage`, second.proc.pid), [], 'no fd left open on storage or spool files');
   const stopped = await second.proc.stop();
   assert.equal(stopped.code, 0, 'SIGTERM: a clean exit');
   const disk = await inspectDisk(dataDir);

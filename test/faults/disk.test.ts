@@ -15,7 +15,7 @@ import { startRegistry } from '../peers/registry.js';
 import { startRelais } from '../peers/relais.js';
 import { skopeoPull } from '../integration/core/helpers.js';
 import { recordFault } from './report.js';
-import { FAST_UPSTREAM, blobPath, describeDisk, inspectDisk, ociErrorCode, sha256, undiciGet } from './helpers.js';
+import { FAST_UPSTREAM, blobPath, describeDisk, inspectDisk, ociErrorCode, openFilesUnder, sha256, undiciGet } from './helpers.js';
 
 async function fill(path: string, bytes: number): Promise<void> {
   const fh = await open(path, 'w');
@@ -126,6 +126,8 @@ test('6 disk full: a blob that does not fit gets 503 STORAGE_FULL, ENOSPC mid-st
   assert.equal(sha256(ok.body), layer.digest);
   assert.equal(px.count('GET', blobPath(layer.digest)), 1);
 
+  await sleep(200);
+  assert.deepEqual(await openFilesUnder(join(dataDir, 'storage')), [], 'no fd left open on storage or spool files');
   await relais.stop();
   const disk = await inspectDisk(dataDir);
   assert.deepEqual(disk.tmpFiles, []);

@@ -2,7 +2,7 @@
 // transfer ended, and relais's fault-test settings (short timeouts so each fault takes seconds).
 import { createHash } from 'node:crypto';
 import { createReadStream, existsSync } from 'node:fs';
-import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, readlink, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -179,4 +179,15 @@ export async function memoryOf(pid: number): Promise<{ peakKiB: number; rssKiB: 
   const status = await readFile(`/proc/${pid}/status`, 'utf8');
   const field = (name: string): number => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN);
   return { peakKiB: field('VmHWM'), rssKiB: field('VmRSS') };
+}
+
+/** Files under `dir` that process `pid` holds open (from /proc/PID/fd; deleted files included). */
+export async function openFilesUnder(dir: string, pid: number | 'self' = 'self'): Promise<string[]> {
+  const fdDir = `/proc/${pid}/fd`;
+  const out: string[] = [];
+  for (const fd of await readdir(fdDir).catch(() => [])) {
+    const target = await readlink(join(fdDir, fd)).catch(() => '');
+    if (target.startsWith(`${dir}/`)) out.push(target);
+  }
+  return out;
 }

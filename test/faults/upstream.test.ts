@@ -4,6 +4,7 @@
 // (distribution's access log and the proxy's record) and what was left on disk, then records a row.
 import { test, before, after, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startFaultProxy, type FaultProxy } from '../peers/fault-proxy.js';
 import { pushRandomImage } from '../peers/images.js';
@@ -11,7 +12,7 @@ import { startRegistry, type RegistryPeer } from '../peers/registry.js';
 import { startRelais, type RelaisPeer } from '../peers/relais.js';
 import { skopeoPull } from '../integration/core/helpers.js';
 import { recordFault } from './report.js';
-import { FAST_UPSTREAM, blobPath, curlGet, describeDisk, inspectDisk, ociErrorCode, sha256, undiciGet } from './helpers.js';
+import { FAST_UPSTREAM, blobPath, curlGet, describeDisk, inspectDisk, ociErrorCode, openFilesUnder, sha256, undiciGet } from './helpers.js';
 
 let up: RegistryPeer;
 let px: FaultProxy;
@@ -34,6 +35,14 @@ async function relaisFor(t: TestContext, url: string, upstreamExtra: Record<stri
 
 /** Stops relais and checks its data dir: no temp file, no index row without its file, no corrupt file. */
 async function diskAfter(r: RelaisPeer, note = ''): Promise<string> {
+  // Once the clients are gone no spool or blob file is held open (streams close asynchronously: settle).
+  const storage = join(r.dataDir, 'storage');
+  let open = await openFilesUnder(storage);
+  for (let i = 0; i < 20 && open.length > 0; i++) {
+    await sleep(50);
+    open = await openFilesUnder(storage);
+  }
+  assert.deepEqual(open, [], 'no file descriptor left open on storage or spool files');
   await r.stop();
   const d = await inspectDisk(r.dataDir);
   assert.deepEqual(d.tmpFiles, [], 'no spool or temp file left');
