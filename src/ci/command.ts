@@ -140,8 +140,7 @@ export function registerCiCommands(program: Command): void {
     .option(
       '--build-option <word>',
       'extra docker build option, one word, repeatable (e.g. --build-option=--network=none)',
-      (v: string, prev: string[]) => [...prev, v],
-      [] as string[],
+      (v: string, prev: string[] | undefined) => [...(prev ?? []), v],
     )
     .option('--include', 'write a file to include from .gitlab-ci.yml (no top-level stages:)')
     .option('--dind-dockerfile', 'print a Dockerfile.dind that bakes the mirror into a dind image, instead of the job')
@@ -151,6 +150,7 @@ export function registerCiCommands(program: Command): void {
       [
         '',
         'Examples:',
+        '  $ relais ci gitlab > .gitlab-ci.yml          # the runner mounts the mirror (runner-config --via volume)',
         '  $ relais ci gitlab --mirror https://relais.example.com > .gitlab-ci.yml',
         '  $ relais ci gitlab --mirror https://relais.example.com --mode registry --include -o ci/build.yml',
         '  $ relais ci gitlab --mirror https://relais.example.com --dind-dockerfile > Dockerfile.dind',
@@ -171,7 +171,7 @@ export function registerCiCommands(program: Command): void {
         stage: string;
         context: string;
         dockerfile?: string;
-        buildOption: string[];
+        buildOption?: string[];
         include?: boolean;
         dindDockerfile?: boolean;
         output?: string;
