@@ -113,6 +113,7 @@ export async function startRelais(config: ResolvedConfig, opts: StartOptions = {
     index,
     storage,
     blobs,
+    forget: (digests) => manifests.forget(digests),
     settings: config.storage,
     pinContext: { defaultUpstream: config.defaultUpstream, libraryPrefix: (u) => routing.upstreams.get(u)?.libraryPrefix ?? false },
     tmpDir: spoolDir,

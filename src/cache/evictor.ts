@@ -17,6 +17,8 @@ export interface EvictorOptions {
   readonly index: CacheIndex;
   readonly storage: StorageDriver;
   readonly blobs: BlobService;
+  /** Told what left the index, so nothing is served from memory the index no longer knows. */
+  readonly forget?: (digests: readonly string[]) => void;
   readonly settings: StorageConfig;
   readonly pinContext: PinContext;
   readonly tmpDir: string;
@@ -139,6 +141,7 @@ export class Evictor {
       return undefined;
     }
     await this.opts.index.deleteContent(plan.digests);
+    this.opts.forget?.(plan.digests);
     for (const d of plan.digests) await this.deleteFile(d);
     this.lastUsage = plan.usageAfter;
     const m = this.opts.metrics;
@@ -201,6 +204,7 @@ export class Evictor {
           liveTempFiles: () => new Set([...this.opts.blobs.inflight.values()].map((d) => d.spoolPath)),
         });
         if (!dryRun) {
+          this.opts.forget?.([...report.missingFiles.map((m) => m.digest), ...report.dependentManifests]);
           this.opts.metrics?.gcRuns.inc({ mode: 'online' });
           this.opts.metrics?.gcFreedBytes.inc(report.freedBytes);
           this.lastGc = { report, at: this.now() };

@@ -168,7 +168,9 @@ async function prefetchOne(t: PrefetchTarget, opts: PrefetchOptions, seen: Set<s
     for (;;) {
       const b = blobs[next++];
       if (b === undefined) return;
-      bytes += await getBlob(opts, name, b);
+      // (not `bytes += await …`: that would read `bytes` before the await and lose the other workers' counts)
+      const n = await getBlob(opts, name, b);
+      bytes += n;
     }
   };
   await Promise.all(Array.from({ length: Math.max(1, Math.min(opts.concurrency, blobs.length)) }, worker));
@@ -187,10 +189,10 @@ function headers(opts: PrefetchOptions, extra: Record<string, string> = {}): Rec
 
 async function failure(res: { statusCode: number; body: { text(): Promise<string> } }, what: string): Promise<RelaisError> {
   const text = await res.body.text().catch(() => '');
-  let message = `HTTP ${res.statusCode}`;
+  const message = `HTTP ${res.statusCode}`;
   try {
     const e = (JSON.parse(text) as { errors?: { code?: string; message?: string }[] }).errors?.[0];
-    if (e) message = `${e.code ?? ''}: ${e.message ?? ''}`;
+    if (e) return new RelaisError('UPSTREAM_ERROR', `${e.code ?? 'ERROR'}: ${e.message ?? what}`, { status: res.statusCode });
   } catch {
     /* not JSON */
   }

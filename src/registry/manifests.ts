@@ -81,6 +81,13 @@ class ManifestMemory {
       this.bytes -= v.body.byteLength;
     }
   }
+  delete(digest: string): void {
+    const old = this.map.get(digest);
+    if (old) {
+      this.bytes -= old.body.byteLength;
+      this.map.delete(digest);
+    }
+  }
 }
 
 /** Digests a manifest points to: config, layers, index children, subject, artifact blobs. */
@@ -223,6 +230,17 @@ export class ManifestService {
       }
       throw e;
     }
+  }
+
+  /**
+   * Eviction and gc hook: forgets manifests they removed from the index, and the tags pointing to them, so
+   * the next pull fetches (and indexes) them again instead of serving them from memory unknown to the index.
+   */
+  forget(digests: Iterable<string>): void {
+    const gone = new Set(digests);
+    if (gone.size === 0) return;
+    for (const d of gone) this.memory.delete(d);
+    for (const [key, entry] of this.tags) if (gone.has(entry.digest)) this.tags.delete(key);
   }
 
   /** Keeps the hot tags in memory (the index stays the source of truth across restarts). */
