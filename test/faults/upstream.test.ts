@@ -6,6 +6,8 @@ import { test, before, after, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { createHash } from 'node:crypto';
+import { request } from 'undici';
 import { startFaultProxy, type FaultProxy } from '../peers/fault-proxy.js';
 import { pushRandomImage } from '../peers/images.js';
 import { startRegistry, type RegistryPeer } from '../peers/registry.js';
@@ -113,6 +115,47 @@ test('1 upstream accepts connections but never answers: bounded by timeouts.head
     client: 'undici',
     clientSaw: `504 UPSTREAM_TIMEOUT after ${r.ms} ms (3 attempts x timeouts.headers 1 s, undici's timer resolution 0.5 s); 200 once the upstream answers again`,
     upstreamSaw: `3 manifest GETs held by the proxy (none reached distribution), then 1 GET answered`,
+    onDisk: disk,
+  });
+});
+
+test('2 slow upstream (1 MB/s): clients get the first bytes at once and the whole blob, no timeout, one fetch', async (t) => {
+  const img = await pushRandomImage(up.host, 'library/slow:v1', { layers: [2_500_000] });
+  const layer = img.layers[0];
+  assert.ok(layer);
+  const relais = await relaisFor(t, px.url);
+  const re = blobPath(layer.digest);
+  px.setRules([{ method: 'GET', path: re, action: { throttle: 1_000_000 } }]);
+  px.clear();
+  up.clearLog();
+  const url = `${relais.url}/v2/library/slow/blobs/${layer.digest}`;
+  const firstByte = async (): Promise<{ ttfb: number; total: number; digest: string }> => {
+    const started = Date.now();
+    const res = await request(url);
+    let ttfb = -1;
+    const h = createHash('sha256');
+    for await (const c of res.body) {
+      if (ttfb < 0) ttfb = Date.now() - started;
+      h.update(c as Buffer);
+    }
+    return { ttfb, total: Date.now() - started, digest: `sha256:${h.digest('hex')}` };
+  };
+  const [a, b] = await Promise.all([firstByte(), firstByte()]);
+  px.setRules([]);
+  for (const r of [a, b]) {
+    assert.equal(r.digest, layer.digest);
+    assert.ok(r.total >= 2000, `the transfer followed the upstream's pace (${r.total} ms)`);
+    assert.ok(r.ttfb < 1000, `first bytes after ${r.ttfb} ms, not after the whole download`);
+  }
+  assert.equal(px.count('GET', re), 1, 'one upstream fetch for both clients, no timeout, no retry');
+  assert.equal(relais.instance.blobs.stats.resumes, 0);
+  const disk = await diskAfter(relais);
+  recordFault({
+    group: '2 upstream stalls mid-blob',
+    fault: 'slow upstream: 1 MB/s for a 2.5 MB layer (timeouts.idle 1 s)',
+    client: 'undici x 2 concurrently',
+    clientSaw: `both complete with the right digest in ${Math.max(a.total, b.total)} ms; first bytes after ${Math.max(a.ttfb, b.ttfb)} ms`,
+    upstreamSaw: '1 GET, streamed at 1 MB/s, no retry',
     onDisk: disk,
   });
 });
