@@ -8,7 +8,7 @@ set -euo pipefail
 start=$EPOCHREALTIME
 packages=(
   docker-registry skopeo podman docker.io containerd rsync nginx-light wrk
-  busybox-static apache2-utils openssl iproute2 curl postgresql
+  busybox-static apache2-utils openssl iproute2 curl postgresql chromium
 )
 # Installed without their recommends: a throwaway S3 server (Ceph RGW, scripts/ceph-rgw.sh) needs only these.
 lean=(ceph-mon ceph-osd radosgw)
