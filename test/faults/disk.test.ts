@@ -50,6 +50,7 @@ async function freeBytes(dir: string): Promise<number> {
 }
 
 test('6 disk full: a blob that does not fit gets 503 STORAGE_FULL, ENOSPC mid-stream leaves no spool file, cached content serves, recovery after space returns', async (t) => {
+  assert.equal(process.getuid?.(), 0, 'this test mounts a tmpfs as the data dir: run the fault suite as root (CI does)');
   const mnt = await tempDir('tmpfs');
   await runOk('mount', ['-t', 'tmpfs', '-o', 'size=16m', 'tmpfs', mnt]);
   const cleanups: (() => Promise<unknown>)[] = [];
