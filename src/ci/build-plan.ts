@@ -2,7 +2,7 @@
 // commands each mode runs, and what docker's output says about the cache.
 
 import type { CacheMode } from './gitlab-yaml.js';
-import { refSlug } from './slug.js';
+import { refSlug } from '../gitlab/slug.js';
 
 export interface CiVariable {
   readonly name: string;

@@ -4,7 +4,7 @@
 
 import { Document, isMap, Scalar, YAMLMap, YAMLSeq } from 'yaml';
 import { RelaisError } from '../errors.js';
-import { refSlug, shellSlug } from './slug.js';
+import { refSlug, shellSlug } from '../gitlab/slug.js';
 
 export type CacheMode = 'inline' | 'registry';
 

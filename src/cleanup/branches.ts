@@ -5,7 +5,7 @@ import { readFile } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { RelaisError } from '../errors.js';
 import type { LiveBranch } from './families.js';
-import { branchName, refSlug } from './slug.js';
+import { branchName, refSlug } from '../gitlab/slug.js';
 
 const execFileP = promisify(execFile);
 

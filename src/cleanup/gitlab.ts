@@ -11,7 +11,7 @@ import type { DeleteOutcome, Descriptor, FetchedManifest, ManifestRef, RegistryB
 import type { LiveBranch } from './families.js';
 import { Limiter } from './limit.js';
 import { nextLink } from './oci.js';
-import { refSlug } from './slug.js';
+import { refSlug } from '../gitlab/slug.js';
 
 export interface GitLabOptions {
   readonly url: string;

@@ -11,7 +11,7 @@
 // reaches (same digest, index child, referrer) is only untagged, and if more than `maxDeleteShare` of
 // the tags would go, the repository's plan is aborted.
 import { assignFamilies, branchGone, DEFAULT_FAMILY_PATTERNS, SEMVER_TAG, type FamilyAssignment, type LiveBranch } from './families.js';
-import { refSlug } from './slug.js';
+import { refSlug } from '../gitlab/slug.js';
 import type { Policy, Rule } from './policy.js';
 import { reachable, type DigestGraph, type TagInfo } from './types.js';
 

@@ -21,3 +21,11 @@ export function refSlug(ref: string): string {
 export function branchName(ref: string): string {
   return ref.startsWith('refs/heads/') ? ref.slice('refs/heads/'.length) : ref;
 }
+
+/**
+ * The same rule as a POSIX shell pipeline, for generated jobs that need the slug of a
+ * variable GitLab does not slug for us (CI_DEFAULT_BRANCH).
+ */
+export function shellSlug(variable: string): string {
+  return `$(printf '%s' "$${variable}" | tr '[:upper:]' '[:lower:]' | tr -c 'a-z0-9' '-' | cut -c1-63 | sed -e 's/^-*//' -e 's/-*$//')`;
+}

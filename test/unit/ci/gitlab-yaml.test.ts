@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { parse } from 'yaml';
 import { checkGitlabCi, parseGitlabCi } from '../../../src/ci/doctor.js';
 import { buildkitdToml, dindDockerfile, generateGitlabCi, type GitlabJobOptions } from '../../../src/ci/gitlab-yaml.js';
-import { refSlug, shellSlug } from '../../../src/ci/slug.js';
+import { refSlug, shellSlug } from '../../../src/gitlab/slug.js';
 import { isRelaisError } from '../../../src/errors.js';
 import { relaisCi } from './cli.js';
 

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { planRepository, type RepoPlan } from '../../../src/cleanup/plan.js';
 import { buildPolicy, parsePolicyYaml, type PolicyFlags } from '../../../src/cleanup/policy.js';
 import { assignFamilies, DEFAULT_FAMILY_PATTERNS, type LiveBranch } from '../../../src/cleanup/families.js';
-import { refSlug } from '../../../src/cleanup/slug.js';
+import { refSlug } from '../../../src/gitlab/slug.js';
 import type { DigestGraph, DigestNode, TagInfo } from '../../../src/cleanup/types.js';
 
 const NOW = new Date('2026-06-01T00:00:00Z');
