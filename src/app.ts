@@ -13,6 +13,7 @@ import { createRegistryHandler } from './http/handlers.js';
 import { createOpsHandler } from './http/ops.js';
 import { createServer, type RouteHandler, type RunningServer } from './http/server.js';
 import { startCluster } from './cluster/create.js';
+import { makeEvictor } from './cluster/evictor.js';
 import { openIndex } from './index/create.js';
 import type { CacheIndex } from './index/index.js';
 import { createLogger, type Logger } from './observability/logger.js';
@@ -109,7 +110,7 @@ export async function startRelais(config: ResolvedConfig, opts: StartOptions = {
   });
   const listing = new ListingService(upstreams, index);
   // Bounded disk: LRU eviction under storage.maxSize, idle age, pins; periodic online gc.
-  const evictor = new Evictor({
+  const evictor = makeEvictor(cluster?.leases, {
     index,
     storage,
     blobs,

@@ -1,0 +1,97 @@
+// Cluster-wide eviction: two replicas share one budget (storage.maxSize) on one S3 bucket and one
+// PostgreSQL index; a run happens only on the replica holding the "job:evict" lease. While another
+// holder keeps the lease nobody evicts; once it is free, exactly one replica evicts the least recently
+// used image from the shared storage (objects and index rows), and the other finds the budget met.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { HeadObjectCommand } from '@aws-sdk/client-s3';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { ClusterEvictor, EVICT_JOB } from '../../../src/cluster/evictor.js';
+import { blobKey } from '../../../src/storage/driver.js';
+import { pushRandomImage } from '../../peers/images.js';
+import { startPostgres, type PostgresPeer } from '../../peers/postgres.js';
+import { startRegistry, type RegistryPeer } from '../../peers/registry.js';
+import { startRelais, type RelaisPeer } from '../../peers/relais.js';
+import { startS3, type S3Peer } from '../../peers/s3.js';
+import { skopeoPull } from '../core/helpers.js';
+
+const BUCKET = 'evict';
+let upstream: RegistryPeer;
+let s3: S3Peer;
+let pg: PostgresPeer;
+const replicas: RelaisPeer[] = [];
+
+before(async () => {
+  [upstream, s3, pg] = await Promise.all([startRegistry(), startS3(), startPostgres()]);
+  await s3.createBucket(BUCKET);
+  const url = await pg.createDatabase('evict');
+  for (let i = 0; i < 2; i++) {
+    replicas.push(
+      await startRelais({
+        upstreams: { 'docker.io': upstream.url },
+        config: {
+          storage: { driver: 's3', s3: s3.storageConfig(BUCKET), maxSize: 3_000_000, evictInterval: '500ms', gcInterval: 0 },
+          index: { driver: 'postgres', postgres: { url } },
+          cluster: { secret: 'eviction-test-secret-42', leaseTtl: '2s' },
+          log: { requests: false },
+        },
+      }),
+    );
+  }
+});
+
+after(async () => {
+  for (const r of replicas) await r.close();
+  await Promise.all([upstream.close(), s3.close(), pg.close()]);
+});
+
+async function stored(digest: string): Promise<boolean> {
+  try {
+    await s3.client.send(new HeadObjectCommand({ Bucket: BUCKET, Key: blobKey(digest) }));
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+const evictions = (): number => replicas.reduce((n, r) => n + r.logs().filter((l) => l.event === 'eviction').length, 0);
+
+test('one shared budget, evicted by one replica at a time (the holder of the job lease)', async () => {
+  const [r0, r1] = replicas;
+  assert.ok(r0 && r1);
+  for (const r of replicas) assert.ok(r.instance.evictor instanceof ClusterEvictor);
+  // Another (pretend) replica holds the eviction job for an hour.
+  await pg.query('evict', `INSERT INTO download_leases (digest, owner, owner_url, acquired_at, expires_at) VALUES ($1, 'elsewhere', 'http://192.0.2.1:5000', 0, 9999999999999)`, [EVICT_JOB]);
+
+  const old = await pushRandomImage(upstream.host, 'library/old:v1', { layers: [1_000_000, 900_000] });
+  const recent = await pushRandomImage(upstream.host, 'library/recent:v1', { layers: [1_000_000, 900_000] });
+  await skopeoPull(r0.host, 'library/old:v1');
+  await sleep(1100); // distinct last-access times, and the touches flushed
+  await skopeoPull(r1.host, 'library/recent:v1');
+  const usage = await r0.instance.index.usage();
+  assert.ok(usage.bytes > 3_000_000, `over budget: ${usage.bytes}`);
+
+  // Several eviction intervals pass: both replicas want to run, neither may.
+  await sleep(2000);
+  assert.equal(evictions(), 0, 'no eviction while another replica holds the job');
+  const skipped = replicas.map((r) => {
+    const ev = r.instance.evictor;
+    return ev instanceof ClusterEvictor ? ev.skipped.evict : 0;
+  });
+  assert.ok(skipped.every((n) => n > 0), `both replicas tried and stood back: ${skipped.join(',')}`);
+  for (const l of old.layers) assert.equal(await stored(l.digest), true);
+
+  // The job is free: one replica evicts the least recently used image from the shared storage.
+  await pg.query('evict', 'DELETE FROM download_leases WHERE digest = $1', [EVICT_JOB]);
+  const deadline = Date.now() + 15_000;
+  while (evictions() === 0 && Date.now() < deadline) await sleep(100);
+  await sleep(1500); // time for a second (wrong) eviction to show up
+  assert.equal(evictions(), 1, 'exactly one eviction run in the cluster');
+  for (const l of old.layers) {
+    assert.equal(await stored(l.digest), false, `old layer ${l.digest} deleted from S3`);
+    assert.equal(await r1.instance.index.getContent(l.digest), undefined, 'and from the shared index');
+  }
+  for (const l of recent.layers) assert.equal(await stored(l.digest), true, 'the recent image stays');
+  assert.ok((await r0.instance.index.usage()).bytes <= 3_000_000);
+  assert.deepEqual(await pg.query('evict', 'SELECT digest FROM download_leases'), [], 'the job lease was released');
+});
