@@ -96,13 +96,11 @@ export class BlobService {
     return { size: len, result: 'miss' };
   }
 
-  async get(route: UpstreamRoute, digest: string, signal?: AbortSignal): Promise<BlobHandle> {
-    const key = blobKey(digest);
   /**
    * A blob for a client. While the client is served (from the lookup until its stream closes) the digest
    * is in `serving`, and eviction leaves it alone.
    */
-    const cached = await this.opts.index.getContent(digest);
+  async get(route: UpstreamRoute, digest: string, signal?: AbortSignal): Promise<BlobHandle> {
     const release = this.hold(digest);
     let handle: BlobHandle;
     try {
@@ -145,6 +143,8 @@ export class BlobService {
   }
 
   private async lookup(route: UpstreamRoute, digest: string, signal?: AbortSignal): Promise<BlobHandle> {
+    const key = blobKey(digest);
+    const cached = await this.opts.index.getContent(digest);
     if (cached) {
       await this.ensureLinked(route, digest, signal);
       this.opts.index.touch(digest, Date.now());
