@@ -6,6 +6,7 @@ import type { AddressInfo } from 'node:net';
 import { resolve } from 'node:path';
 import { Evictor } from './cache/evictor.js';
 import { writePidFile } from './cache/pidfile.js';
+import { PrefetchScheduler } from './cache/schedule.js';
 import type { ResolvedConfig } from './config/load.js';
 import { usesLibraryPrefix } from './config/load.js';
 import { createAccessControl } from './http/access.js';
@@ -196,6 +197,9 @@ export async function startRelais(config: ResolvedConfig, opts: StartOptions = {
 
   evictor.start();
   const removePidFile = await writePidFile(dataDir);
+  // Warming before the CI rush (prefetch: in the config), through this relais like any client.
+  const prefetcher = new PrefetchScheduler(config.prefetch, { server: url, logger, metrics });
+  prefetcher.start();
 
   let closing: Promise<void> | undefined;
   return {
@@ -211,6 +215,8 @@ export async function startRelais(config: ResolvedConfig, opts: StartOptions = {
     evictor,
     close: () => {
       closing ??= (async () => {
+        // A scheduled prefetch is a client of this relais: stop it before draining.
+        await prefetcher.stop();
         await http.drain(config.server.drainTimeout);
         await evictor.stop();
         await blobs.cancelAll();

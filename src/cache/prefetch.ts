@@ -247,3 +247,12 @@ export function nextRunDelay(now: number, at: readonly string[], every: number |
   if (every !== undefined && every > 0) candidates.push(Math.max(0, (last ?? now) + every - now));
   return candidates.length === 0 ? undefined : Math.min(...candidates);
 }
+
+/** Credentials for a relais with client authentication, from the environment (never from flags: ps shows them). */
+export function clientAuthorization(env: NodeJS.ProcessEnv = process.env): string | undefined {
+  const token = env.RELAIS_TOKEN;
+  if (token !== undefined && token !== '') return `Bearer ${token}`;
+  const user = env.RELAIS_USERNAME;
+  if (user !== undefined && user !== '') return `Basic ${Buffer.from(`${user}:${env.RELAIS_PASSWORD ?? ''}`).toString('base64')}`;
+  return undefined;
+}

@@ -9,7 +9,7 @@ import { startRelais } from '../app.js';
 import { cacheStats, listImages } from '../cache/inspect.js';
 import { gcFoundNothing, runGc, type GcReport } from '../cache/gc.js';
 import { liveServerPid } from '../cache/pidfile.js';
-import { hostPlatform, prefetch, type PrefetchSummary, type PrefetchTarget } from '../cache/prefetch.js';
+import { clientAuthorization, hostPlatform, prefetch, type PrefetchSummary, type PrefetchTarget } from '../cache/prefetch.js';
 import { loadConfig, usesLibraryPrefix, type ResolvedConfig } from '../config/load.js';
 import { formatBytes, parseDuration } from '../config/units.js';
 import { RelaisError } from '../errors.js';
@@ -267,15 +267,6 @@ function formatDurationShort(ms: number): string {
   if (ms % 3600_000 === 0 && ms > 0) return `${ms / 3600_000}h`;
   if (ms % 60_000 === 0 && ms > 0) return `${ms / 60_000}m`;
   return `${Math.round(ms / 1000)}s`;
-}
-
-/** Credentials for a relais with client authentication, from the environment (never from flags: ps shows them). */
-export function clientAuthorization(env: NodeJS.ProcessEnv = process.env): string | undefined {
-  const token = env.RELAIS_TOKEN;
-  if (token !== undefined && token !== '') return `Bearer ${token}`;
-  const user = env.RELAIS_USERNAME;
-  if (user !== undefined && user !== '') return `Basic ${Buffer.from(`${user}:${env.RELAIS_PASSWORD ?? ''}`).toString('base64')}`;
-  return undefined;
 }
 
 async function runPrefetchWithProgress(targets: PrefetchTarget[], opts: Parameters<typeof prefetch>[1]): Promise<PrefetchSummary> {
