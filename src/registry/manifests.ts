@@ -219,6 +219,8 @@ export class ManifestService {
           const checkedAt = this.now();
           await this.opts.index.markTagChecked(route.upstream, route.repo, tag, checkedAt);
           this.rememberTag(`${route.upstream}/${route.repo}:${tag}`, { ...entry, checkedAt });
+          // A use like any hit: eviction is least-recently-used.
+          this.opts.index.touch(entry.digest, checkedAt);
           return { ...local, result: 'revalidated' };
         }
       }
@@ -226,7 +228,10 @@ export class ManifestService {
     } catch (e) {
       if (e instanceof RelaisError && isStaleEligibleFailure(e.status) && mayServeStale(entry, now, settings)) {
         const local = await this.load(entry.digest);
-        if (local) return { ...local, result: 'stale' };
+        if (local) {
+          this.opts.index.touch(entry.digest, this.now());
+          return { ...local, result: 'stale' };
+        }
       }
       throw e;
     }
