@@ -1,6 +1,6 @@
 // Blobs: one content-addressed store shared by every upstream and repository.
 // A hit streams from storage; a miss starts (or joins) the single download of that digest.
-import { open } from 'node:fs/promises';
+import { open, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { Readable } from 'node:stream';
@@ -172,7 +172,8 @@ export class BlobService {
     }
     dl ??= this.inflight.get(digest);
     if (dl) {
-      await this.ensureLinked(route, digest, signal);
+      // The download's own GET proved the link for its upstream and repository; others must ask.
+      if (dl.upstreamName !== route.upstream || dl.repo !== route.repo) await this.ensureLinked(route, digest, signal);
     } else {
       dl = this.startDownload(route, digest);
       result = 'miss';
@@ -231,11 +232,13 @@ export class BlobService {
   }
 
   /**
-   * Refuses a download that cannot fit: free space minus what the other downloads in flight still need.
+   * Refuses a download that cannot fit: free space (of the storage, else of the spool directory) minus what
+   * the other downloads in flight still need.
    * Checked before the first byte, so the client gets a 503 STORAGE_FULL instead of a broken transfer.
    */
   private async checkSpace(digest: string, size: number): Promise<void> {
-    const free = await this.opts.storage.freeSpace?.();
+    // A driver that cannot tell (object stores) still spools the whole blob locally: check the spool's disk.
+    const free = (await this.opts.storage.freeSpace?.()) ?? (await statfs(this.opts.spoolDir).then((s) => s.bavail * s.bsize, () => undefined));
     if (free === undefined) return;
     let pending = 0;
     for (const d of this.inflight.values()) if (d.digest !== digest && d.size !== undefined) pending += Math.max(0, d.size - d.written);
