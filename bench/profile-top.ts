@@ -42,6 +42,12 @@ function files(args: readonly string[]): string[] {
   );
 }
 
+// `... | head` closes the pipe early: that is not an error.
+process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+  if (e.code === 'EPIPE') process.exit(0);
+  throw e;
+});
+
 const { values, positionals } = parseArgs({ options: { top: { type: 'string' } }, allowPositionals: true });
 const top = Number(values.top ?? 25);
 const self = new Map<string, number>();
