@@ -81,7 +81,7 @@ export class FilesystemDriver implements StorageDriver {
     }
     return createReadStream('', {
       fd: fh,
-      highWaterMark: 1024 * 1024,
+      highWaterMark: 256 * 1024,
       ...(range ? { start: range.start, end: range.end } : {}),
     });
   }
