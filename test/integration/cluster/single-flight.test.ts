@@ -233,3 +233,14 @@ test('the replica fetching a blob is killed midway: another one takes over, clie
     await victim.stop();
   }
 });
+
+test('the internal spool endpoint wants the cluster secret; without a download it answers 404', async () => {
+  const r = replicas[0] as RelaisPeer;
+  const digest = `sha256:${'0'.repeat(64)}`;
+  const get = async (headers: Record<string, string>): Promise<number> => (await fetch(`${r.url}/_relais/cluster/spool/${digest}`, { headers })).status;
+  assert.equal(await get({}), 401);
+  assert.equal(await get({ authorization: 'Bearer wrong-secret-wrong-secret-wrong' }), 401);
+  assert.equal(await get({ authorization: `Bearer ${SECRET}x` }), 401);
+  assert.equal(await get({ authorization: `Bearer ${SECRET}` }), 404);
+  assert.equal((await fetch(`${r.url}/_relais/cluster/spool/not-a-digest`, { headers: { authorization: `Bearer ${SECRET}` } })).status, 400);
+});
