@@ -417,7 +417,7 @@ const median = (xs: readonly number[]): number | undefined => {
   return s.length % 2 === 1 ? s[m] : ((s[m - 1] ?? 0) + (s[m] ?? 0)) / 2;
 };
 
-function buildMetrics(o: Options, results: Partial<Record<TargetKind, TargetResults>>): Metric[] {
+function buildMetrics(o: Options, results: Partial<Record<TargetKind, TargetResults>>, bigBlobMb: number): Metric[] {
   type Get = (r: TargetResults) => number | undefined;
   const collect = (get: Get, errOf?: (r: TargetResults) => readonly string[]): Pick<Metric, 'values' | 'notes'> => {
     const values: Partial<Record<TargetKind, number>> = {};
@@ -496,7 +496,7 @@ function buildMetrics(o: Options, results: Partial<Record<TargetKind, TargetResu
     },
     {
       id: 'ttfb_join_ms',
-      label: 'cold TTFB, client joining an in-flight 128 MB blob',
+      label: `cold TTFB, client joining an in-flight ${bigBlobMb.toFixed(0)} MB blob`,
       unit: 'ms',
       better: 'lower',
       ...collect((r) => r.ttfb?.bTtfbMs, (r) => r.ttfb?.errors ?? []),
@@ -720,7 +720,8 @@ async function main(): Promise<void> {
     await cleanup();
   }
 
-  const rows = toRows(buildMetrics(o, results));
+  const bigBlob = bench.images.find((i) => i.spec.name === 'big')?.blobs[1]?.size ?? 0;
+  const rows = toRows(buildMetrics(o, results, bigBlob / MB));
   const table = renderTable(rows);
   const wallS = (performance.now() - t0) / 1000;
   const header = [
