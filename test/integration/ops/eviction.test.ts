@@ -3,9 +3,11 @@
 // again), kept images are whole, `relais gc --dry-run` finds nothing, and ls/stats/prefetch tell the truth.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pushRandomImage, type BuiltImage, type BuiltLayer } from '../../peers/images.js';
+import { removeDir, tempDir } from '../../peers/proc.js';
 import { startRegistry, type RegistryPeer } from '../../peers/registry.js';
 import { startRelais, type RelaisPeer } from '../../peers/relais.js';
 import { http, skopeoPull } from '../core/helpers.js';
@@ -177,4 +179,25 @@ test('relais prefetch through the running relais: every blob fetched once, a sum
   assert.equal(warm.files.size, 3);
   await upstream.settle();
   assert.equal(upstream.blobGets(), 0, 'after prefetch a pull is all hits');
+});
+
+test('relais prefetch without --server fills a data directory with a relais of its own for the run', async () => {
+  const data = await tempDir('ops-prefetch');
+  try {
+    upstream.clearLog();
+    const r = await relaisCli(['prefetch', '--data', data, '--upstream', `docker.io=${upstream.url}`, '--json', 'warm:v1']);
+    assert.equal(r.code, 0, r.stderr);
+    const summary = JSON.parse(r.stdout) as { images: { ok: boolean; blobs: number; bytes: number }[]; upstreamBytes: number };
+    const img = summary.images[0];
+    assert.ok(img?.ok);
+    assert.equal(img.blobs, 3);
+    assert.equal(summary.upstreamBytes, img.bytes, 'everything came from the upstream: a new cache');
+    await upstream.settle();
+    assert.equal(upstream.blobGets(), 3);
+    const ls = await relaisCli(['ls', '--data', data]);
+    assert.match(ls.stdout, /^docker\.io\/library\/warm:v1\s+/m);
+    assert.ok(!existsSync(join(data, 'relais.pid')), 'the relais of the run stopped cleanly');
+  } finally {
+    await removeDir(data);
+  }
 });
