@@ -61,7 +61,7 @@ export async function startRelais(config: ResolvedConfig, opts: StartOptions = {
   const indexSetup = await openIndex(config.index, dataDir);
   const { index } = indexSetup;
   // Cluster mode: one upstream fetch per blob across replicas (leases in PostgreSQL; docs/cluster.md).
-  const cluster = config.cluster && indexSetup.postgres ? startCluster(config.cluster, { postgres: indexSetup.postgres, index, logger }) : undefined;
+  const cluster = config.cluster && indexSetup.postgres ? startCluster(config.cluster, { postgres: indexSetup.postgres, index, storage, logger }) : undefined;
 
   const upstreams = new Map<string, UpstreamClient>();
   const routing: RoutingTable = {

@@ -7,6 +7,7 @@ import type { CacheIndex } from '../index/index.js';
 import type { PostgresIndex } from '../index/postgres.js';
 import type { Logger } from '../observability/logger.js';
 import type { BlobService } from '../registry/blobs.js';
+import type { StorageDriver } from '../storage/driver.js';
 import { LeaseManager } from './leases.js';
 import { ClusterPeers, createClusterHandler } from './peers.js';
 
@@ -22,7 +23,7 @@ export interface Cluster {
   close(): Promise<void>;
 }
 
-export function startCluster(cfg: ClusterConfig, deps: { postgres: PostgresIndex; index: CacheIndex; logger: Logger }): Cluster {
+export function startCluster(cfg: ClusterConfig, deps: { postgres: PostgresIndex; index: CacheIndex; storage: StorageDriver; logger: Logger }): Cluster {
   const id = randomUUID();
   const leases = new LeaseManager(deps.postgres.pool, {
     owner: id,
@@ -31,7 +32,7 @@ export function startCluster(cfg: ClusterConfig, deps: { postgres: PostgresIndex
     onLost: (name) => deps.logger.warn({ lease: name }, 'cluster: a lease was taken over while held (a pause longer than cluster.leaseTtl?)'),
     onError: (e) => deps.logger.warn({ err: String(e) }, 'cluster: lease renewal failed'),
   });
-  const peers = new ClusterPeers({ leases, index: deps.index, secret: cfg.secret, logger: deps.logger });
+  const peers = new ClusterPeers({ leases, index: deps.index, storage: deps.storage, secret: cfg.secret, logger: deps.logger });
   return {
     id,
     leases,

@@ -20,7 +20,7 @@ import type { RouteHandler } from '../http/server.js';
 import type { CacheIndex } from '../index/index.js';
 import type { Logger } from '../observability/logger.js';
 import type { BlobHandle, BlobService } from '../registry/blobs.js';
-import type { ByteRange } from '../storage/driver.js';
+import { blobKey, type ByteRange, type StorageDriver } from '../storage/driver.js';
 import type { LeaseManager } from './leases.js';
 
 export type Claim =
@@ -36,6 +36,8 @@ export interface PeerDownloads {
 export interface ClusterPeersOptions {
   readonly leases: LeaseManager;
   readonly index: CacheIndex;
+  /** The shared storage: where a blob is read once its owner committed it. */
+  readonly storage: StorageDriver;
   readonly secret: string;
   readonly logger?: Logger;
   /** How long an owner may take to send the upstream's headers. */
@@ -163,6 +165,11 @@ export class ClusterPeers implements PeerDownloads {
           res = await request(`${ownerUrl}${SPOOL_PATH}${digest}`, { method: 'GET', headers: this.headers(range), dispatcher: this.agent, signal });
         } catch (e) {
           throw new RelaisError('UPSTREAM_UNAVAILABLE', 'the replica fetching this blob is unreachable; retry', { status: 503, cause: e });
+        }
+        if (res.statusCode === 404) {
+          await res.body.dump();
+          // Committed between the probe and now: it is in the shared storage.
+          if (await this.opts.index.getContent(digest)) return this.opts.storage.reader(blobKey(digest), range, signal);
         }
         if (res.statusCode !== 200 && res.statusCode !== 206) {
           await res.body.dump();
