@@ -38,6 +38,7 @@ export function createServer(opts: ServerOptions): RunningServer {
     const started = performance.now();
     const ctx: RequestContext = {};
     let failure: { code: string; message: string } | undefined;
+    const socketBytesAtStart = req.socket.bytesWritten;
     res.once('close', () => {
       opts.onRequestEnd?.({
         method: req.method ?? 'GET',
@@ -48,6 +49,7 @@ export function createServer(opts: ServerOptions): RunningServer {
         bytes: ctx.bytes,
         seconds: (performance.now() - started) / 1000,
         finished: res.writableFinished,
+        sentBytes: req.socket.bytesWritten - socketBytesAtStart,
         error: failure,
       });
       active--;

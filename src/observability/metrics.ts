@@ -20,8 +20,10 @@ export interface RequestInfo {
   /** Bytes of body sent (as the handler announced them). */
   readonly bytes: number | undefined;
   readonly seconds: number;
-  /** False when the client went away before the response was complete. */
+  /** False when the client went away before the response was complete (as far as the server can tell). */
   readonly finished: boolean;
+  /** Bytes written to the client's connection for this response, headers included. */
+  readonly sentBytes?: number | undefined;
   /** The error the request failed with, if any. */
   readonly error?: { readonly code: string; readonly message: string } | undefined;
 }
@@ -250,11 +252,14 @@ export class RelaisMetrics {
   request(info: RequestInfo): void {
     const parsed = classify(info.url);
     if (parsed.kind === 'other') return; // /metrics, the status page, health checks
-    const result = info.status >= 400 || !info.finished ? 'error' : (info.result ?? 'none');
+    // A client that read the whole body and hung up at once (before the server saw its last write done)
+    // still got it all: every byte of the body reached the connection.
+    const delivered = info.finished || (info.bytes !== undefined && info.sentBytes !== undefined && info.sentBytes >= info.bytes);
+    const result = info.status >= 400 || !delivered ? 'error' : (info.result ?? 'none');
     const upstream = info.upstream ?? 'none';
     this.requests.inc({ upstream, kind: parsed.kind, result });
     this.requestDuration.observe({ kind: parsed.kind, result }, info.seconds);
-    if (info.finished && info.status < 400 && info.bytes !== undefined && info.bytes > 0 && info.method !== 'HEAD') {
+    if (delivered && info.status < 400 && info.bytes !== undefined && info.bytes > 0 && info.method !== 'HEAD') {
       this.servedBytes.inc({ upstream, result: info.result ?? 'none' }, info.bytes);
     }
     if (parsed.kind === 'manifest' && parsed.reference !== undefined && !parsed.reference.includes(':') && info.method === 'GET' && info.status < 400) {

@@ -141,7 +141,11 @@ test('the status page shows a pull in flight, and then the numbers /metrics repo
   });
   // And the numbers are the real ones: what the upstream sent, what the second pull of small reused.
   assert.equal(shown.fetched, small.totalBytes + big.totalBytes);
-  assert.equal(shown.saved, small.totalBytes + small.manifest.byteLength);
+  assert.equal(
+    shown.saved,
+    small.totalBytes + small.manifest.byteLength,
+    `bytes of the second pull of small: ${JSON.stringify(relais.logs().filter((l) => l.msg === 'request').map((l) => [l.method, String(l.path).slice(-12), l.cache, l.bytes, l.status, l.aborted]))}`,
+  );
   assert.equal(shown.blobs, 1 + small.layers.length + 1 + big.layers.length);
   assert.match(await page.locator('#hit-ratio').innerText(), /^\d+\.\d%$/);
   assert.match((await page.locator('#size-label').textContent()) ?? '', /of 1\.0 GiB/);
