@@ -61,7 +61,13 @@ test('one shared budget, evicted by one replica at a time (the holder of the job
   assert.ok(r0 && r1);
   for (const r of replicas) assert.ok(r.instance.evictor instanceof ClusterEvictor);
   // Another (pretend) replica holds the eviction job for an hour.
-  await pg.query('evict', `INSERT INTO download_leases (digest, owner, owner_url, acquired_at, expires_at) VALUES ($1, 'elsewhere', 'http://192.0.2.1:5000', 0, 9999999999999)`, [EVICT_JOB]);
+  // (An upsert: a replica may hold the job for a moment right now, for its start-up check.)
+  await pg.query(
+    'evict',
+    `INSERT INTO download_leases (digest, owner, owner_url, acquired_at, expires_at) VALUES ($1, 'elsewhere', 'http://192.0.2.1:5000', 0, 9999999999999)
+     ON CONFLICT (digest) DO UPDATE SET owner = excluded.owner, owner_url = excluded.owner_url, expires_at = excluded.expires_at`,
+    [EVICT_JOB],
+  );
 
   const old = await pushRandomImage(upstream.host, 'library/old:v1', { layers: [1_000_000, 900_000] });
   const recent = await pushRandomImage(upstream.host, 'library/recent:v1', { layers: [1_000_000, 900_000] });
