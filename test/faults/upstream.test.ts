@@ -279,7 +279,9 @@ test('3 upstream resets the connection mid-blob: a Range retry finishes it; upst
   const m = /^bytes=(\d+)-$/.exec(String(reqs[1]?.headers.range));
   assert.ok(m?.[1] !== undefined, `resume with Range (got ${String(reqs[1]?.headers.range)})`);
   const resumeAt = Number(m[1]);
-  assert.equal(resumeAt, resetAt, 'resumed exactly where the connection broke');
+  // Relais resumes at what it received: bytes the proxy wrote just before closing may never arrive
+  // (seen under load: 1,473,536 of 1,500,000), so the resume point is at most the cut, never past it.
+  assert.ok(resumeAt > 0 && resumeAt <= resetAt, `resumed at ${resumeAt}, within what was sent before the cut (${resetAt})`);
   const gets = up.accessLog().filter((e) => e.method === 'GET' && re.test(e.path));
   assert.equal(gets[1]?.status, 206);
   assert.equal(gets[1]?.bytes, layer.size - resumeAt);
