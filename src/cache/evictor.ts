@@ -27,6 +27,9 @@ export interface EvictorOptions {
   readonly now?: () => number;
 }
 
+/** How soon after a stored blob the budget is checked (a burst of commits shares one check). */
+const STORED_CHECK_DELAY_MS = 200;
+
 export interface EvictionRun {
   readonly plan: EvictionPlan;
   readonly at: number;
@@ -43,6 +46,7 @@ export class Evictor {
   private running: Promise<EvictionRun | undefined> | undefined;
   private again = false;
   private timers: NodeJS.Timeout[] = [];
+  private storedTimer: NodeJS.Timeout | undefined;
   private gcRunning: Promise<GcReport> | undefined;
   private stopped = false;
   /** Files whose rows are gone but that were busy when their turn came: retried on later runs. */
@@ -79,10 +83,17 @@ export class Evictor {
     this.trigger();
   }
 
-  /** Content was stored: check the budget soon (cheap when under it). */
+  /**
+   * Content was stored: check the budget soon. Commits in a burst share one check (each check reads the
+   * index's totals, a scan of the content table).
+   */
   onStored(): void {
-    if (this.opts.settings.maxSize === undefined) return;
-    this.trigger();
+    if (this.opts.settings.maxSize === undefined || this.storedTimer !== undefined || this.stopped) return;
+    this.storedTimer = setTimeout(() => {
+      this.storedTimer = undefined;
+      this.trigger();
+    }, STORED_CHECK_DELAY_MS);
+    this.storedTimer.unref();
   }
 
   /** Runs a check now, or once more after the current one. Errors are logged. */
@@ -226,6 +237,7 @@ export class Evictor {
   async stop(): Promise<void> {
     this.stopped = true;
     for (const t of this.timers) clearInterval(t);
+    if (this.storedTimer !== undefined) clearTimeout(this.storedTimer);
     this.timers = [];
     await this.idle();
     if (this.gcRunning) await this.gcRunning.catch(() => undefined);
