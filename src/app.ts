@@ -93,6 +93,8 @@ export async function startRelais(config: ResolvedConfig, opts: StartOptions = {
     spoolDir,
     attempts: (name) => upstreamCfg(name).retries.attempts,
     peers: cluster?.peers,
+    // Disk full: evict least-recently-used images first, when storage.maxSize is set (the evictor is built below).
+    makeRoom: (bytes) => evictor.makeRoom(bytes),
     observer: {
       event: (event, detail) => logger.warn({ event, ...detail }, `blob download: ${event}`),
       bytesFetched: (upstream, n) => metrics.bytesFetched(upstream, n),

@@ -30,6 +30,12 @@ export interface EvictorOptions {
 /** How soon after a stored blob the budget is checked (a burst of commits shares one check). */
 const STORED_CHECK_DELAY_MS = 200;
 
+/** A one-off budget (disk full): evict down to maxSize x lowWatermark. */
+export interface EvictionOverride {
+  readonly maxSize: number;
+  readonly lowWatermark: number;
+}
+
 export interface EvictionRun {
   readonly plan: EvictionPlan;
   readonly at: number;
@@ -127,9 +133,22 @@ export class Evictor {
     return last;
   }
 
+  /**
+   * The disk is too full for a download (BlobService's free-space check): evicts least-recently-used
+   * images as if the budget were `bytes` lower than today's usage. Only when a budget is configured
+   * (storage.maxSize): without one, relais never deletes cached content on its own. Returns bytes freed.
+   */
+  async makeRoom(bytes: number): Promise<number> {
+    if (this.opts.settings.maxSize === undefined || this.stopped) return 0;
+    await this.running;
+    const usage = await this.opts.index.usage();
+    const run = await this.runOnce({ maxSize: Math.max(0, usage.bytes - bytes), lowWatermark: 1 });
+    return run?.plan.bytes ?? 0;
+  }
+
   /** One check: plans and applies an eviction when needed. Returns undefined when nothing was due. */
-  async runOnce(): Promise<EvictionRun | undefined> {
-    const s = this.opts.settings;
+  async runOnce(override?: EvictionOverride): Promise<EvictionRun | undefined> {
+    const s = { ...this.opts.settings, ...override };
     const started = this.now();
     await this.retryPending();
     const usage = await this.opts.index.usage();

@@ -6,7 +6,7 @@
 // Safe while the others serve: blobs another replica is downloading have no index row yet (they cannot be
 // planned); blobs the others serve from storage carry a recent last access (touches reach the shared index
 // within seconds), so the LRU plan picks them last; gc never touches files younger than storage.gcGrace.
-import { Evictor, type EvictionRun, type EvictorOptions } from '../cache/evictor.js';
+import { Evictor, type EvictionOverride, type EvictionRun, type EvictorOptions } from '../cache/evictor.js';
 import type { GcReport } from '../cache/gc.js';
 import { S3Driver } from '../storage/s3.js';
 import type { LeaseManager } from './leases.js';
@@ -37,11 +37,11 @@ export class ClusterEvictor extends Evictor {
     }
   }
 
-  override async runOnce(): Promise<EvictionRun | undefined> {
+  override async runOnce(override?: EvictionOverride): Promise<EvictionRun | undefined> {
     let ran = false;
     const run = await this.exclusive(EVICT_JOB, () => {
       ran = true;
-      return super.runOnce();
+      return super.runOnce(override);
     });
     if (!ran) this.skipped.evict++;
     return run;

@@ -33,6 +33,8 @@ export interface BlobServiceOptions {
   readonly observer?: BlobObserver;
   /** Cluster mode: on a miss, the download may be another replica's (src/cluster/peers.ts). */
   readonly peers?: PeerDownloads | undefined;
+  /** Disk full: evict to free at least this many bytes (when a budget is configured); returns bytes freed. */
+  readonly makeRoom?: ((bytes: number) => Promise<number>) | undefined;
 }
 
 export interface BlobObserver {
@@ -242,6 +244,10 @@ export class BlobService {
     if (free === undefined) return;
     let pending = 0;
     for (const d of this.inflight.values()) if (d.digest !== digest && d.size !== undefined) pending += Math.max(0, d.size - d.written);
+    if (size + pending + SPACE_MARGIN > free && this.opts.makeRoom) {
+      const freed = await this.opts.makeRoom(size + pending + SPACE_MARGIN - free);
+      if (freed > 0) return this.checkSpace(digest, size);
+    }
     if (size + pending + SPACE_MARGIN > free) {
       throw storageFullError(`${size} bytes needed, ${Math.max(0, free - pending)} free${pending > 0 ? ` after ${pending} bytes for downloads in flight` : ''}`);
     }

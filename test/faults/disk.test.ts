@@ -145,3 +145,47 @@ test('6 disk full: a blob that does not fit gets 503 STORAGE_FULL, ENOSPC mid-st
     onDisk: describeDisk(disk, `log lines: 2 x "blob download: failed" code STORAGE_FULL; free space back to ${Math.round(freeAfterEnospc / 1024)} KiB after the ENOSPC`),
   });
 });
+
+test('6 disk full with a budget configured: relais evicts least-recently-used images to make room, then downloads', async (t) => {
+  assert.equal(process.getuid?.(), 0, 'this test mounts a tmpfs as the data dir: run the fault suite as root (CI does)');
+  const mnt = await tempDir('tmpfs');
+  await runOk('mount', ['-t', 'tmpfs', '-o', 'size=16m', 'tmpfs', mnt]);
+  const cleanups: (() => Promise<unknown>)[] = [];
+  t.after(async () => {
+    for (const c of cleanups.reverse()) await c().catch(() => undefined);
+    await run('umount', [mnt]);
+    await removeDir(mnt);
+  });
+  const up = await startRegistry();
+  cleanups.push(() => up.close());
+  const old = await pushRandomImage(up.host, 'library/old:v1', { layers: [5_000_000] });
+  const big = await pushRandomImage(up.host, 'library/big:v1', { layers: [6_000_000] });
+  const dataDir = join(mnt, 'data');
+  // The budget (100 MB) is far above the disk: only the disk-full path can evict here.
+  const relais = await startRelais({ upstreams: { 'docker.io': up.url }, dataDir, config: { upstreams: { 'docker.io': FAST_UPSTREAM }, storage: { maxSize: '100MB', evictInterval: 0, gcInterval: 0 } } });
+  cleanups.push(() => relais.stop());
+  await skopeoPull(relais.host, 'library/old:v1');
+  await undiciGet(`${relais.url}/v2/library/big/manifests/v1`);
+  // Leave 4 MiB free: the 6 MB layer fits only if the 5 MB image goes.
+  const filler = join(mnt, 'filler');
+  await fill(filler, (await freeBytes(mnt)) - 4 * 1024 * 1024);
+  up.clearLog();
+  const pulled = await skopeoPull(relais.host, 'library/big:v1');
+  assert.ok(pulled.files.has(big.layers[0]?.digest ?? ''), 'the big image pulled');
+  await up.settle();
+  assert.equal(up.blobGets(big.layers[0]?.digest), 1);
+  const usage = await relais.instance.index.usage();
+  assert.ok(usage.bytes < 5_000_000 + 6_000_000, `the old image was evicted (index holds ${usage.bytes} bytes)`);
+  assert.equal(await relais.instance.index.getContent(old.layers[0]?.digest ?? ''), undefined, 'old layer gone from the index');
+  await relais.stop();
+  const disk = await inspectDisk(dataDir);
+  recordFault({
+    group: '6 disk full',
+    fault: 'a 6 MB layer with 4 MiB free and storage.maxSize set (far above the disk)',
+    client: 'skopeo copy',
+    clientSaw: 'pull completed: relais evicted the least-recently-used image (5 MB) to make room',
+    upstreamSaw: '1 GET of the new layer',
+    onDisk: describeDisk(disk),
+  });
+  await rm(filler, { force: true });
+});
