@@ -69,7 +69,7 @@ test('path traversal, encoded slashes, NUL, bad digests and names: 400/404 with 
   assert.equal(upstream.accessLog().length, 0, 'no hostile request reached the upstream');
   assert.deepEqual(await filesOutsideStorage(), []);
   await stillServes();
-  recordFault({ group: '9 hostile input', fault: `path traversal, encoded slashes/dots, NUL, bad digests and names (${cases.length} requests)`, client: 'undici', clientSaw: '400 NAME_INVALID / DIGEST_INVALID / MANIFEST_INVALID', upstreamSaw: '0 requests', onDisk: 'nothing outside storage/ and index.db' });
+  recordFault({ group: '9 hostile input', fault: `path traversal, encoded slashes/dots, NUL, bad digests and names (${cases.length} requests)`, client: 'raw socket', clientSaw: '400 NAME_INVALID / DIGEST_INVALID / MANIFEST_INVALID', upstreamSaw: '0 requests', onDisk: 'nothing outside storage/ and index.db' });
 });
 
 test('huge headers and query strings: 431, connection closed, server unharmed', async () => {
