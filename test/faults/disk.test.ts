@@ -3,7 +3,7 @@
 // 503 STORAGE_FULL before any byte is stored; one whose size relais cannot know in advance (chunked,
 // no Content-Length) hits ENOSPC mid-stream and is abandoned without a spool file; cached content keeps
 // serving; after the filler is removed the same blob downloads. The index stays consistent throughout.
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { open, rm, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -49,17 +49,25 @@ async function freeBytes(dir: string): Promise<number> {
   return s.bavail * s.bsize;
 }
 
-test('6 disk full: a blob that does not fit gets 503 STORAGE_FULL, ENOSPC mid-stream leaves no spool file, cached content serves, recovery after space returns', async (t) => {
+/**
+ * A 16 MiB tmpfs for a test's data dir, and the list of cleanups to run (in reverse) before it is
+ * unmounted: one hook, in order, each step whatever the others did: relais, the peers, then the mount.
+ */
+async function smallDisk(t: TestContext): Promise<{ mnt: string; cleanups: (() => Promise<unknown>)[] }> {
   assert.equal(process.getuid?.(), 0, 'this test mounts a tmpfs as the data dir: run the fault suite as root (CI does)');
   const mnt = await tempDir('tmpfs');
   await runOk('mount', ['-t', 'tmpfs', '-o', 'size=16m', 'tmpfs', mnt]);
   const cleanups: (() => Promise<unknown>)[] = [];
-  // One hook, in order, each step whatever the others did: relais, the peers, then the mount.
   t.after(async () => {
     for (const c of cleanups.reverse()) await c().catch(() => undefined);
     await run('umount', [mnt]);
     await removeDir(mnt);
   });
+  return { mnt, cleanups };
+}
+
+test('6 disk full: a blob that does not fit gets 503 STORAGE_FULL, ENOSPC mid-stream leaves no spool file, cached content serves, recovery after space returns', async (t) => {
+  const { mnt, cleanups } = await smallDisk(t);
   const up = await startRegistry();
   cleanups.push(() => up.close());
   const px = await startFaultProxy(up.url);
@@ -147,15 +155,7 @@ test('6 disk full: a blob that does not fit gets 503 STORAGE_FULL, ENOSPC mid-st
 });
 
 test('6 disk full with a budget configured: relais evicts least-recently-used images to make room, then downloads', async (t) => {
-  assert.equal(process.getuid?.(), 0, 'this test mounts a tmpfs as the data dir: run the fault suite as root (CI does)');
-  const mnt = await tempDir('tmpfs');
-  await runOk('mount', ['-t', 'tmpfs', '-o', 'size=16m', 'tmpfs', mnt]);
-  const cleanups: (() => Promise<unknown>)[] = [];
-  t.after(async () => {
-    for (const c of cleanups.reverse()) await c().catch(() => undefined);
-    await run('umount', [mnt]);
-    await removeDir(mnt);
-  });
+  const { mnt, cleanups } = await smallDisk(t);
   const up = await startRegistry();
   cleanups.push(() => up.close());
   const old = await pushRandomImage(up.host, 'library/old:v1', { layers: [5_000_000] });
