@@ -43,6 +43,31 @@ export interface IndexUsage {
   readonly repositories: number;
 }
 
+/** The totals rows both engines' usage queries return (content table, tags table). */
+export interface UsageRows {
+  readonly blobs?: number | null;
+  readonly blob_bytes?: number | null;
+  readonly manifests?: number | null;
+  readonly manifest_bytes?: number | null;
+  readonly tags?: number | null;
+  readonly repositories?: number | null;
+}
+
+/** Turns the engines' usage rows into IndexUsage (shared by SQLite and PostgreSQL). */
+export function toUsage(c: UsageRows | undefined, t: UsageRows | undefined): IndexUsage {
+  const blobBytes = c?.blob_bytes ?? 0;
+  const manifestBytes = c?.manifest_bytes ?? 0;
+  return {
+    bytes: blobBytes + manifestBytes,
+    blobs: c?.blobs ?? 0,
+    blobBytes,
+    manifests: c?.manifests ?? 0,
+    manifestBytes,
+    tags: t?.tags ?? 0,
+    repositories: t?.repositories ?? 0,
+  };
+}
+
 export interface TagRow extends TagEntry {
   readonly upstream: string;
   readonly repo: string;

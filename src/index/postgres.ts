@@ -4,7 +4,7 @@
 // every few seconds. Migrations run under an advisory lock, so replicas starting together do not race;
 // schema_version records how many ran.
 import pg from 'pg';
-import type { CacheIndex, ContentEntry, IndexUsage, LinkRow, ManifestRecord, ReferenceRow, TagEntry, TagRow } from './index.js';
+import { toUsage, type CacheIndex, type ContentEntry, type IndexUsage, type LinkRow, type ManifestRecord, type ReferenceRow, type TagEntry, type TagRow } from './index.js';
 
 /** Schema migrations, applied in order, each in its own transaction. */
 export const PG_MIGRATIONS: readonly string[] = [
@@ -238,19 +238,7 @@ export class PostgresIndex implements CacheIndex {
     const t = await this.pool.query<{ tags: number; repositories: number }>(
       'SELECT count(*) AS tags, count(DISTINCT (upstream, repo)) AS repositories FROM tags',
     );
-    const cr = c.rows[0];
-    const tr = t.rows[0];
-    const blobBytes = cr?.blob_bytes ?? 0;
-    const manifestBytes = cr?.manifest_bytes ?? 0;
-    return {
-      bytes: blobBytes + manifestBytes,
-      blobs: cr?.blobs ?? 0,
-      blobBytes,
-      manifests: cr?.manifests ?? 0,
-      manifestBytes,
-      tags: tr?.tags ?? 0,
-      repositories: tr?.repositories ?? 0,
-    };
+    return toUsage(c.rows[0], t.rows[0]);
   }
 
   async listContent(): Promise<ContentEntry[]> {

@@ -1,7 +1,7 @@
 // The SQLite index (better-sqlite3, WAL). Statements are prepared once; last-access updates are batched
 // in memory and written in one transaction every few seconds, so a cache hit costs no disk write.
 import Database from 'better-sqlite3';
-import type { CacheIndex, ContentEntry, IndexUsage, LinkRow, ManifestRecord, ReferenceRow, TagEntry, TagRow } from './index.js';
+import { toUsage, type CacheIndex, type ContentEntry, type IndexUsage, type LinkRow, type ManifestRecord, type ReferenceRow, type TagEntry, type TagRow } from './index.js';
 
 /** Schema migrations, applied in order; PRAGMA user_version records how many ran. */
 const MIGRATIONS: readonly string[] = [
@@ -170,19 +170,7 @@ export class SqliteIndex implements CacheIndex {
   }
 
   usage(): Promise<IndexUsage> {
-    const c = this.stmts.usageContent.get();
-    const t = this.stmts.usageTags.get();
-    const blobBytes = c?.blob_bytes ?? 0;
-    const manifestBytes = c?.manifest_bytes ?? 0;
-    return Promise.resolve({
-      bytes: blobBytes + manifestBytes,
-      blobs: c?.blobs ?? 0,
-      blobBytes,
-      manifests: c?.manifests ?? 0,
-      manifestBytes,
-      tags: t?.tags ?? 0,
-      repositories: t?.repositories ?? 0,
-    });
+    return Promise.resolve(toUsage(this.stmts.usageContent.get(), this.stmts.usageTags.get()));
   }
 
   listContent(): Promise<ContentEntry[]> {
