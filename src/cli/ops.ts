@@ -8,6 +8,8 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { startRelais } from '../app.js';
 import { cacheStats, listImages } from '../cache/inspect.js';
 import { gcFoundNothing, runGc, type GcReport } from '../cache/gc.js';
+import { cacheRetentionJson, renderCacheRetention, runCacheRetention, wantsRetention, type CacheRetentionOptions } from '../cache/retention-run.js';
+import { parseShare } from '../cleanup/command.js';
 import { liveServerPid } from '../cache/pidfile.js';
 import { clientAuthorization, hostPlatform, prefetch, type PrefetchSummary, type PrefetchTarget } from '../cache/prefetch.js';
 import { loadConfig, usesLibraryPrefix, type ResolvedConfig } from '../config/load.js';
@@ -75,6 +77,32 @@ function table(rows: string[][], rightAligned: ReadonlySet<number> = new Set()):
   return rows.map((r) => r.map((c, i) => (i === r.length - 1 && !rightAligned.has(i) ? c : rightAligned.has(i) ? c.padStart(widths[i] ?? 0) : c.padEnd(widths[i] ?? 0))).join('  ')).join('\n') + '\n';
 }
 
+interface GcRetentionFlags {
+  policy?: string;
+  keepLast?: number;
+  olderThan?: string;
+  protect?: string[];
+  liveBranches?: string;
+  defaultBranch?: string;
+  maxDeleteShare?: number;
+  repo?: string[];
+  apply?: boolean;
+}
+
+function retentionOptions(o: GcRetentionFlags): CacheRetentionOptions {
+  return {
+    policyFile: o.policy,
+    apply: o.apply === true,
+    ...(o.keepLast !== undefined ? { keepLast: o.keepLast } : {}),
+    ...(o.olderThan !== undefined ? { olderThan: o.olderThan } : {}),
+    ...(o.protect !== undefined ? { protect: o.protect } : {}),
+    ...(o.liveBranches !== undefined ? { liveBranches: o.liveBranches } : {}),
+    ...(o.defaultBranch !== undefined ? { defaultBranch: o.defaultBranch } : {}),
+    ...(o.maxDeleteShare !== undefined ? { maxDeleteShare: o.maxDeleteShare } : {}),
+    ...(o.repo !== undefined ? { repos: o.repo } : {}),
+  };
+}
+
 function printGc(r: GcReport, out: NodeJS.WritableStream): void {
   const verb = r.dryRun ? 'would remove' : 'removed';
   if (gcFoundNothing(r)) {
@@ -94,13 +122,35 @@ export function registerOpsCommands(program: Command): void {
   dataOptions(
     program
       .command('gc')
-      .description('Reconcile the cache index with the disk: orphan files, index entries without their file (and manifests that need them), temp files left by a crash')
+      .description('Reconcile the cache index with the disk: orphan files, index entries without their file (and manifests that need them), temp files left by a crash; with a retention policy, expire cached tags first (plan, then --apply)')
       .option('--dry-run', 'only print what would be removed')
       .option('--grace <duration>', 'leave files younger than this alone (default: storage.gcGrace, 15m, while a relais serves the directory; 0 when none does)')
-      .option('--json', 'print the report as JSON'),
+      .option('--json', 'print the report as JSON')
+      .option('--policy <file>', 'tag retention on the cache: a relais cleanup policy (YAML, see docs/cleanup.md); prints the plan, deletes with --apply')
+      .option('--keep-last <n>', 'retention: keep the N most recently cached images of each tag family', positiveInt)
+      .option('--older-than <duration>', 'retention: delete tags cached longer ago than this, e.g. 30d')
+      .addOption(new Option('--protect <regex>', 'retention: never delete cached tags matching this; repeatable').argParser(collect))
+      .option('--live-branches <source>', 'retention: FILE (one branch per line) or git:REMOTE; tags of other branches are deleted')
+      .option('--default-branch <name>', 'retention: the default branch (its slug tag is protected)')
+      .option('--max-delete-share <share>', 'retention: leave a repository alone if more than this share of its tags would go (default 0.5)', parseShare)
+      .addOption(new Option('--repo <name>', 'retention: only this cached repository (UPSTREAM/REPO, or REPO under any upstream); repeatable').argParser(collect))
+      .option('--apply', 'retention: delete the DELETE tags and the content only they hold, then gc (default: print the plan)'),
   )
-    .addHelpText('after', '\nSafe while relais serves the same directory: files being written, downloaded or served are left alone.\nExit status: 0 when done (or nothing found), 1 on errors.')
-    .action(async (opts: DataOptions & { dryRun?: boolean; grace?: string; json?: boolean }) => {
+    .addHelpText(
+      'after',
+      `
+Safe while relais serves the same directory: files being written, downloaded or served are left alone.
+With a retention policy (--policy, --keep-last, --older-than, --live-branches) gc plans tag retention on the
+cache with the planner of relais cleanup and changes nothing unless --apply is given; then the tags go, the
+manifests and blobs no remaining tag or cached image needs are freed, and the usual gc runs. A tag's age is
+when relais last fetched it from the upstream.
+Exit status: 0 when done (or nothing found), 1 on errors, 2 when a safety limit stopped a repository's plan.
+
+Examples:
+  relais gc --data /var/cache/relais --keep-last 3 --older-than 30d
+  relais gc --data /var/cache/relais --policy cache-retention.yaml --apply`,
+    )
+    .action(async (opts: DataOptions & GcRetentionFlags & { dryRun?: boolean; grace?: string; json?: boolean }) => {
       let index: SqliteIndex | undefined;
       try {
         const config = await resolveData(opts);
@@ -117,6 +167,23 @@ export function registerOpsCommands(program: Command): void {
           graceMs = g;
         }
         const storage = new FilesystemDriver(join(dataDir, 'storage'));
+        const retention = retentionOptions(opts);
+        if (wantsRetention(retention)) {
+          if (opts.dryRun === true && opts.apply === true) throw new RelaisError('CONFIG_INVALID', '--dry-run and --apply contradict each other', { status: 400, hint: 'with a retention policy gc only plans unless --apply is given' });
+          const run = await runCacheRetention(index, storage, retention, { graceMs });
+          const gcReport = opts.apply === true ? await runGc({ index, storage, tmpDir: storage.tmpDir, dryRun: false, graceMs }) : null;
+          if (opts.json === true) process.stdout.write(`${JSON.stringify({ retention: cacheRetentionJson(run), gc: gcReport, liveServerPid: live ?? null, graceMs }, null, 2)}\n`);
+          else {
+            if (live !== undefined) process.stdout.write(`relais (pid ${live}) serves this directory: content used within ${formatDurationShort(graceMs)} is left alone\n`);
+            process.stdout.write(renderCacheRetention(run));
+            if (gcReport) printGc(gcReport, process.stdout);
+            else if (run.plan.deleteTags.length > 0) process.stderr.write('dry run: nothing was deleted; run again with --apply to delete the DELETE tags\n');
+          }
+          if (run.plan.plans.some((p) => p.aborted !== null)) process.exitCode = 2;
+          return;
+        }
+        if (retention.apply || retention.protect !== undefined || retention.defaultBranch !== undefined || retention.maxDeleteShare !== undefined || retention.repos !== undefined)
+          throw new RelaisError('CONFIG_INVALID', 'these options need a retention policy', { status: 400, hint: 'add --policy FILE, --keep-last N, --older-than DURATION or --live-branches SOURCE' });
         const report = await runGc({ index, storage, tmpDir: storage.tmpDir, dryRun: opts.dryRun === true, graceMs });
         if (opts.json === true) process.stdout.write(`${JSON.stringify({ ...report, liveServerPid: live ?? null, graceMs }, null, 2)}\n`);
         else {
