@@ -12,8 +12,10 @@ packages=(
 )
 # Installed without their recommends: a throwaway S3 server (Ceph RGW, scripts/ceph-rgw.sh) needs only these.
 lean=(ceph-mon ceph-osd radosgw)
-# npm ci builds better-sqlite3's native addon from source when no prebuilt binary can be fetched.
+# npm ci builds better-sqlite3's native addon from source when no prebuilt binary can be fetched, and
+# relais's own sendfile addon (native/sendfile, C).
 command -v make >/dev/null 2>&1 || packages+=(make)
+command -v gcc >/dev/null 2>&1 || packages+=(gcc)
 command -v g++ >/dev/null 2>&1 || packages+=(g++)
 command -v python3 >/dev/null 2>&1 || packages+=(python3)
 

@@ -12,6 +12,7 @@ import { usesLibraryPrefix } from './config/load.js';
 import { createAccessControl } from './http/access.js';
 import { createRegistryHandler } from './http/handlers.js';
 import { createOpsHandler } from './http/ops.js';
+import { Sendfile, loadSendfile } from './http/sendfile.js';
 import { createServer, type RouteHandler, type RunningServer } from './http/server.js';
 import { startCluster } from './cluster/create.js';
 import { makeEvictor } from './cluster/evictor.js';
@@ -37,6 +38,8 @@ export interface RelaisInstance {
   readonly http: RunningServer;
   readonly metrics: RelaisMetrics;
   readonly evictor: Evictor;
+  /** Whether cached blobs go out with sendfile(2), and why not when they do not. */
+  readonly sendfile: { readonly enabled: boolean; readonly reason?: string };
   /** Graceful stop: drain requests, cancel downloads, close the index. */
   close(): Promise<void>;
 }
@@ -124,11 +127,13 @@ export async function startRelais(config: ResolvedConfig, opts: StartOptions = {
     logger,
     metrics,
   });
+  const sendfile = zeroCopy(config, logger);
   metrics.setSources({
     downloads: () => blobs.inflight.values(),
     usage: () => index.usage(),
     maxSize: () => config.storage.maxSize,
     circuitOpen: (u) => upstreams.get(u)?.breaker.state === 'open',
+    sendfile: () => sendfile.sender?.stats,
   });
   const ops = createOpsHandler({
     metrics,
@@ -143,7 +148,7 @@ export async function startRelais(config: ResolvedConfig, opts: StartOptions = {
     topImages: config.metrics.topImages,
   });
   const access = createAccessControl(config.auth);
-  const registry = createRegistryHandler({ routing, manifests, blobs, listing, access });
+  const registry = createRegistryHandler({ routing, manifests, blobs, listing, access, sendfile: sendfile.sender });
   // Runs first: identifies the client, and keeps admin endpoints (status page, /_relais/*) to admins.
   const guard: RouteHandler = async (req, _res, ctx) => {
     ctx.principal = await access.authenticate(req);
@@ -215,6 +220,7 @@ export async function startRelais(config: ResolvedConfig, opts: StartOptions = {
     http,
     metrics,
     evictor,
+    sendfile: sendfile.status,
     close: () => {
       closing ??= (async () => {
         // A scheduled prefetch is a client of this relais: stop it before draining.
@@ -233,6 +239,20 @@ export async function startRelais(config: ResolvedConfig, opts: StartOptions = {
       return closing;
     },
   };
+}
+
+/** The zero-copy sender, when configured and the native addon loads; says so in the log either way. */
+function zeroCopy(config: ResolvedConfig, logger: Logger): { sender?: Sendfile; status: RelaisInstance['sendfile'] } {
+  if (!config.server.sendfile) {
+    logger.info('sendfile: off (server.sendfile: false); blobs are streamed');
+    return { status: { enabled: false, reason: 'server.sendfile: false' } };
+  }
+  const loaded = loadSendfile();
+  if (!loaded.native) {
+    logger.warn({ hint: 'build it with a C compiler present: node scripts/build-native.mjs' }, `sendfile: unavailable, blobs are streamed: ${loaded.reason}`);
+    return { status: { enabled: false, reason: loaded.reason } };
+  }
+  return { sender: new Sendfile(loaded.native, config.server.sendIdleTimeout), status: { enabled: true } };
 }
 
 /** relais's version, from package.json (shown on the status page). */

@@ -177,6 +177,8 @@ export class ClusterPeers implements PeerDownloads {
         }
         return res.body;
       },
+      // The bytes are on another replica: streamed, never a local file.
+      openFile: () => Promise.resolve(undefined),
     };
   }
 

@@ -295,6 +295,10 @@ export const configSchema = z
         headersTimeout: duration.default(20_000),
         keepAliveTimeout: duration.default(65_000),
         requestTimeout: duration.default(0),
+        /** Send cached blobs with sendfile(2) (zero-copy, Linux, plain HTTP; needs the native addon): false streams them. */
+        sendfile: z.boolean().default(true),
+        /** A sendfile transfer whose client reads nothing for this long is dropped. */
+        sendIdleTimeout: duration.default(300_000),
       })
       .strict()
       .prefault({}),

@@ -10,6 +10,7 @@ import { validateDigest, validateReference } from '../registry/reference.js';
 import { resolveRoute, type RoutingTable, type UpstreamRoute } from '../registry/routing.js';
 import type { ByteRange } from '../storage/driver.js';
 import { ANONYMOUS, type AccessControl, type Principal } from './access.js';
+import type { Sendfile } from './sendfile.js';
 import { parseApiPath, type ApiRoute } from './route.js';
 
 /** What a handler tells the request log. */
@@ -27,6 +28,8 @@ export interface RegistryHandlerDeps {
   readonly blobs: BlobService;
   readonly listing: ListingService;
   readonly access: AccessControl;
+  /** Zero-copy blob bodies (sendfile(2)); streamed when absent. */
+  readonly sendfile?: Sendfile | undefined;
 }
 
 const API_VERSION = 'registry/2.0';
@@ -88,7 +91,9 @@ export function createRegistryHandler(deps: RegistryHandlerDeps) {
     let range: ByteRange | undefined;
     const rangeHeader = req.headers.range;
     if (rangeHeader !== undefined && handle.size !== undefined) range = byteRange(rangeHeader, handle.size);
-    const stream = await handle.open(range);
+    // A local file goes out with sendfile(2) when the connection allows it; anything else is streamed.
+    const file = deps.sendfile?.eligible(res) ? await handle.openFile(range) : undefined;
+    const stream = file ? undefined : await handle.open(range);
     common();
     if (range) {
       res.statusCode = 206;
@@ -100,7 +105,8 @@ export function createRegistryHandler(deps: RegistryHandlerDeps) {
       if (handle.size !== undefined) res.setHeader('content-length', handle.size);
       ctx.bytes = handle.size;
     }
-    await pipeline(stream, res);
+    if (file && deps.sendfile) await deps.sendfile.send(res, file);
+    else if (stream) await pipeline(stream, res);
   }
 
   async function tags(req: IncomingMessage, res: ServerResponse, ctx: RequestContext, r: Extract<ApiRoute, { kind: 'tags' }>, query: URLSearchParams | undefined): Promise<void> {

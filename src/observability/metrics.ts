@@ -45,6 +45,8 @@ export interface MetricSources {
   usage(): Promise<{ bytes: number; blobs: number; manifests: number; tags: number; repositories: number }>;
   maxSize(): number | undefined;
   circuitOpen(upstream: string): boolean;
+  /** Zero-copy responses so far; undefined when sendfile is off. */
+  sendfile?(): { readonly responses: number; readonly bytes: number; readonly failures: number } | undefined;
 }
 
 const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
@@ -156,6 +158,29 @@ export class RelaisMetrics {
       registers: [r],
       collect() {
         for (const u of self().opts.upstreams) this.set({ upstream: u }, self().sources?.circuitOpen(u) === true ? 1 : 0);
+      },
+    });
+    new Counter({
+      name: 'relais_sendfile_bytes_total',
+      help: 'Blob bytes sent with sendfile(2) (zero-copy); stays 0 when sendfile is off or unavailable',
+      registers: [r],
+      collect() {
+        const s = self().sources?.sendfile?.();
+        this.reset();
+        if (s) this.inc(s.bytes);
+      },
+    });
+    new Counter({
+      name: 'relais_sendfile_responses_total',
+      help: 'Blob responses sent with sendfile(2), by outcome (ok; failed: client gone, stalled or download failed)',
+      labelNames: ['outcome'],
+      registers: [r],
+      collect() {
+        const s = self().sources?.sendfile?.();
+        this.reset();
+        if (!s) return;
+        this.inc({ outcome: 'ok' }, s.responses);
+        this.inc({ outcome: 'failed' }, s.failures);
       },
     });
     this.prefetchRuns = new Counter({ name: 'relais_prefetch_runs_total', help: 'Scheduled prefetch runs, by outcome (ok, failed)', labelNames: ['outcome'], registers: [r] });

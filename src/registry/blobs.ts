@@ -21,6 +21,27 @@ export interface BlobHandle {
   readonly result: CacheResult;
   /** The bytes, or a range of them; the stream errors if the download fails. */
   open(range?: ByteRange, signal?: AbortSignal): Promise<Readable>;
+  /**
+   * The same bytes as a local file, for sendfile(2) (src/http/sendfile.ts); undefined when they are not in one
+   * (object storage, an upstream that sent no length): use open() then.
+   */
+  openFile(range?: ByteRange): Promise<FileBody | undefined>;
+}
+
+/** Bytes of a local file to send: a committed blob, or a download's spool that is still growing. */
+export interface FileBody {
+  readonly fd: number;
+  /** First byte to send. */
+  readonly start: number;
+  /** One past the last byte to send. */
+  readonly end: number;
+  /**
+   * How far (exclusive) bytes from `pos` may be sent now: resolves once that is beyond `pos`; rejects when the
+   * bytes will never come (the download failed) or the signal aborted.
+   */
+  ready(pos: number, signal: AbortSignal): Promise<number>;
+  /** Closes the file and lets go of the blob (it may be evicted again). */
+  close(): Promise<void>;
 }
 
 export interface BlobServiceOptions {
@@ -128,6 +149,26 @@ export class BlobService {
         stream.once('close', release);
         return stream;
       },
+      openFile: async (range) => {
+        clearTimeout(unopened);
+        let body: FileBody | undefined;
+        try {
+          body = await handle.openFile(range);
+        } catch (e) {
+          release();
+          throw e;
+        }
+        if (!body) return undefined;
+        const inner = body;
+        return {
+          ...inner,
+          ready: (pos, sig) => inner.ready(pos, sig),
+          close: async () => {
+            release();
+            await inner.close();
+          },
+        };
+      },
     };
   }
 
@@ -162,6 +203,14 @@ export class BlobService {
             throw e;
           }
         },
+        openFile: async (range) => {
+          try {
+            return await this.committedFile(key, range);
+          } catch (e) {
+            if (e instanceof StorageNotFound) throw errors.blobUnknown(route.repo, digest);
+            throw e;
+          }
+        },
       };
     }
     let dl = this.inflight.get(digest);
@@ -188,6 +237,62 @@ export class BlobService {
       size: download.size,
       result,
       open: (range) => Promise.resolve(this.follow(download, key, range)),
+      openFile: (range) => this.followFile(download, key, range),
+    };
+  }
+
+  /** A committed blob as a local file, when the storage driver keeps files. */
+  private async committedFile(key: string, range?: ByteRange): Promise<FileBody | undefined> {
+    if (!this.opts.storage.openLocal) return undefined;
+    const f = await this.opts.storage.openLocal(key);
+    const end = range ? range.end + 1 : f.size;
+    return { fd: f.fd, start: range?.start ?? 0, end, ready: () => Promise.resolve(end), close: () => f.close() };
+  }
+
+  /**
+   * A download in flight as a local file: its spool, opened now (the open fd survives the rename or unlink
+   * at commit), with the same rules as follow(): the last byte only once the digest is verified.
+   */
+  private async followFile(dl: BlobDownload, key: string, range?: ByteRange): Promise<FileBody | undefined> {
+    if (dl.size === undefined) return undefined;
+    const end = range ? range.end + 1 : dl.size;
+    let fh;
+    try {
+      fh = await open(dl.spoolPath, 'r');
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    }
+    if (!fh) {
+      // Committed (renamed away) or failed between the lookup and now.
+      if (dl.state === 'failed') throw dl.error ?? errors.internal('download failed');
+      await dl.done;
+      return this.committedFile(key, range);
+    }
+    const file = fh;
+    return {
+      fd: file.fd,
+      start: range?.start ?? 0,
+      end,
+      ready: async (pos, signal) => {
+        for (;;) {
+          const state = dl.state;
+          if (state === 'failed') throw dl.error ?? errors.internal('download failed');
+          // While unverified, hold back the range's last byte.
+          const allowed = state === 'committed' ? Math.min(dl.written, end) : Math.min(dl.written, end - 1);
+          if (allowed > pos) return allowed;
+          if (state === 'committed') throw errors.internal('spool file shorter than the range');
+          signal.throwIfAborted();
+          await new Promise<void>((resolve, reject) => {
+            const onAbort = (): void => reject(signal.reason as Error);
+            signal.addEventListener('abort', onAbort, { once: true });
+            void dl.changed().then(() => {
+              signal.removeEventListener('abort', onAbort);
+              resolve();
+            });
+          });
+        }
+      },
+      close: () => file.close(),
     };
   }
 

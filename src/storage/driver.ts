@@ -43,6 +43,19 @@ export interface StorageDriver {
   list(prefix: string, signal?: AbortSignal): AsyncIterable<{ readonly key: string; readonly size: number; readonly modTime: Date }>;
   /** Bytes free for new data, when the backend can tell. */
   freeSpace?(): Promise<number | undefined>;
+  /**
+   * Drivers whose objects are local files: the object opened for reading, so that the HTTP edge can send it
+   * with sendfile(2) instead of streaming it through memory (like distribution's optional RedirectURL, a
+   * capability, not a requirement). Throws StorageNotFound when absent.
+   */
+  openLocal?(key: string): Promise<LocalFile>;
+}
+
+/** An object opened as a local file (StorageDriver.openLocal). */
+export interface LocalFile {
+  readonly fd: number;
+  readonly size: number;
+  close(): Promise<void>;
 }
 
 export class StorageNotFound extends Error {

@@ -5,7 +5,7 @@ import { mkdir, open, readdir, readFile, rename, rm, stat, statfs, type FileHand
 import { dirname, join, relative, sep } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import type { Readable } from 'node:stream';
-import { StorageNotFound, type ByteRange, type StatInfo, type StorageDriver, type StorageWriter } from './driver.js';
+import { StorageNotFound, type ByteRange, type LocalFile, type StatInfo, type StorageDriver, type StorageWriter } from './driver.js';
 
 const TMP_DIR = '_tmp';
 
@@ -84,6 +84,23 @@ export class FilesystemDriver implements StorageDriver {
       highWaterMark: 256 * 1024,
       ...(range ? { start: range.start, end: range.end } : {}),
     });
+  }
+
+  async openLocal(key: string): Promise<LocalFile> {
+    let fh: FileHandle;
+    try {
+      fh = await open(this.path(key), 'r');
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new StorageNotFound(key);
+      throw e;
+    }
+    try {
+      const { size } = await fh.stat();
+      return { fd: fh.fd, size, close: () => fh.close() };
+    } catch (e) {
+      await fh.close();
+      throw e;
+    }
   }
 
   async writer(key: string): Promise<StorageWriter> {
