@@ -228,3 +228,62 @@ rules:
     assert.notEqual(r.status, 200, `${tag} was deleted from the cache and the upstream is down`);
   }
 });
+
+void test('relais gc --apply while relais serves: recently used content stays (grace), --grace 0 frees it, a safety limit stops a plan', async (t) => {
+  const upstream = await startRegistry();
+  t.after(() => upstream.close());
+  const relais = await startRelais({ upstreams: { 'docker.io': upstream.url } });
+  t.after(() => relais.close());
+  const KB = 1024;
+  const y1 = await pushRandomImage(upstream.host, `${REPO}:y-cccc0001`, { layers: [100 * KB] });
+  const y2 = await pushRandomImage(upstream.host, `${REPO}:y-cccc0002`, { layers: [110 * KB] });
+  const y3 = await pushRandomImage(upstream.host, `${REPO}:y-cccc0003`, { layers: [120 * KB] });
+  for (const tag of ['y-cccc0001', 'y-cccc0002', 'y-cccc0003']) {
+    await skopeoPull(relais.host, `${REPO}:${tag}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  const blobsDir = join(relais.dataDir, 'storage', 'blobs');
+  const tagsNow = async (): Promise<string[]> => (await relais.instance.index.listAllTags()).map((x) => x.tag).sort();
+
+  // Every tag of the family older than 1s would go: 2 of 3 (one stays: minKeep) is over the 50% limit.
+  await new Promise((r) => setTimeout(r, 1100));
+  const before = await hashTree(blobsDir);
+  const limited = await relaisCli(['gc', '--data', relais.dataDir, '--older-than', '1s', '--apply']);
+  assert.equal(limited.code, 2, limited.stdout + limited.stderr);
+  assert.match(limited.stdout, new RegExp(`^ABORTED: would delete 2 of 3 tags \\(66\\.7%\\), more than the limit of 50%; nothing will be deleted in ${NAME}`, 'm'));
+  assert.deepEqual(await tagsNow(), ['y-cccc0001', 'y-cccc0002', 'y-cccc0003']);
+  assert.equal((await hashTree(blobsDir)).hash, before.hash);
+
+  // Live relais, default grace (15m): the tag goes, its content (just pulled) stays.
+  const graced = await relaisCli(['gc', '--data', relais.dataDir, '--keep-last', '2', '--apply']);
+  assert.equal(graced.code, 0, graced.stderr);
+  assert.match(graced.stdout, /^relais \(pid \d+\) serves this directory: content used within 15m is left alone$/m);
+  assert.match(graced.stdout, /^cache: deleted 1 cached tag; freed 0 manifests and 0 blobs, 0 B on disk; 3 items they reached stay /m);
+  assert.deepEqual(await tagsNow(), ['y-cccc0002', 'y-cccc0003']);
+  for (const d of imageDigests(y1)) assert.ok(existsSync(blobFile(relais.dataDir, d)), `used within the grace period, kept: ${d}`);
+
+  // --grace 0: freed at once, even while relais serves.
+  const now = await relaisCli(['gc', '--data', relais.dataDir, '--keep-last', '1', '--apply', '--grace', '0', '--json']);
+  assert.equal(now.code, 0, now.stderr);
+  const r = (JSON.parse(now.stdout) as JsonRun).retention.applied;
+  assert.ok(r);
+  assert.equal(r.deletedTags.length, 1);
+  const y2Bytes = y2.manifest.length + y2.config.length + y2.layers.reduce((n, l) => n + l.size, 0);
+  assert.equal(r.freedBytes, y2Bytes);
+  for (const d of imageDigests(y2)) assert.ok(!existsSync(blobFile(relais.dataDir, d)), `freed: ${d}`);
+  for (const d of imageDigests(y3)) assert.ok(existsSync(blobFile(relais.dataDir, d)), `kept: ${d}`);
+  assert.deepEqual(await tagsNow(), ['y-cccc0003']);
+
+  // The serving relais: the freed layer comes from the upstream again, the kept image from the cache.
+  upstream.clearLog();
+  const again = await skopeoPull(relais.host, `${REPO}:y-cccc0002`);
+  const y3pull = await skopeoPull(relais.host, `${REPO}:y-cccc0003`);
+  const y2layer = y2.layers[0];
+  const y3layer = y3.layers[0];
+  assert.ok(y2layer && y3layer);
+  assert.equal(again.files.get(y2layer.digest), y2layer.size);
+  assert.equal(y3pull.files.get(y3layer.digest), y3layer.size);
+  await upstream.settle();
+  assert.equal(upstream.blobGets(y2layer.digest), 1, 'the freed layer was fetched again');
+  assert.equal(upstream.blobGets(y3layer.digest), 0, 'the kept layer came from the cache');
+});
