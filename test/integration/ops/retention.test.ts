@@ -14,6 +14,7 @@ import { hostArchitecture, pushIndex, pushBuiltImage, pushRandomImage, type Buil
 import { removeDir, runOk, tempDir } from '../../peers/proc.js';
 import { startRegistry } from '../../peers/registry.js';
 import { startRelais, type RelaisPeer } from '../../peers/relais.js';
+import { SqliteIndex } from '../../../src/index/sqlite.js';
 import { hashTree } from '../cleanup/fixture.js';
 import { ACCEPT_ALL, http, sha256 } from '../core/helpers.js';
 import { diskBytes, relaisCli } from './helpers.js';
@@ -286,4 +287,35 @@ void test('relais gc --apply while relais serves: recently used content stays (g
   await upstream.settle();
   assert.equal(upstream.blobGets(y2layer.digest), 1, 'the freed layer was fetched again');
   assert.equal(upstream.blobGets(y3layer.digest), 0, 'the kept layer came from the cache');
+});
+
+void test('relais gc retention mistakes: a message naming the problem, a hint, no stack trace, exit 1; --help lists the flags', async (t) => {
+  const dir = await tempDir('gc-retention-cli');
+  t.after(() => removeDir(dir));
+  await new SqliteIndex(join(dir, 'index.db')).close();
+  const bad = join(dir, 'bad.yaml');
+  await writeFile(bad, 'rules:\n  - action: delete\n    olderThan: 30 dayz\n');
+  const cases: [string[], RegExp][] = [
+    [['--apply'], /these options need a retention policy[\s\S]*hint: add --policy FILE/],
+    [['--protect', '^v'], /these options need a retention policy/],
+    [['--keep-last', '2', '--dry-run', '--apply'], /--dry-run and --apply contradict each other/],
+    [['--policy', join(dir, 'missing.yaml')], /missing\.yaml: cannot read the policy file \(ENOENT\)/],
+    [['--policy', bad], /bad\.yaml: invalid policy: rules\[0\]\.olderThan: invalid duration "30 dayz"/],
+    [['--keep-last', '0'], /at least 1/],
+    [['--keep-last', '1', '--max-delete-share', '2'], /between 0 and 1/],
+    [['--live-branches', 'gitlab'], /cannot ask GitLab for live branches/],
+    [['--keep-last', '1', '--repo', 'nope/none'], /no cached tags in nope\/none[\s\S]*hint: relais ls/],
+  ];
+  for (const [args, re] of cases) {
+    const r = await relaisCli(['gc', '--data', dir, ...args]);
+    assert.equal(r.code, 1, `${args.join(' ')}: ${r.stdout}${r.stderr}`);
+    assert.match(r.stderr, re, args.join(' '));
+    assert.doesNotMatch(r.stderr, /\n\s+at .*\.js:\d+/, `${args.join(' ')}: no stack trace`);
+  }
+  const empty = await relaisCli(['gc', '--data', dir, '--keep-last', '1']);
+  assert.equal(empty.code, 0, empty.stderr);
+  assert.match(empty.stdout, /^cache: would delete 0 cached tags in 0 repositories/m);
+  const help = await relaisCli(['gc', '--help']);
+  for (const f of ['--policy', '--keep-last', '--older-than', '--protect', '--live-branches', '--default-branch', '--max-delete-share', '--repo', '--apply'])
+    assert.ok(help.stdout.includes(f), `gc --help: ${f}`);
 });
