@@ -10,13 +10,15 @@ import { formatBytes } from '../config/units.js';
 import { RelaisError } from '../errors.js';
 import type { CacheIndex } from '../index/index.js';
 import type { StorageDriver } from '../storage/driver.js';
-import { applyCacheRetention, planCacheRetention, readCacheSnapshot, readTaggedManifests, type CacheRetentionPlan, type CacheRetentionResult } from './retention.js';
+import { applyCacheRetention, planCacheRetention, readCacheSnapshot, readCachedAges, readTaggedManifests, type CacheRetentionPlan, type CacheRetentionResult } from './retention.js';
 
 export interface CacheRetentionOptions extends PolicyFlags {
   readonly policyFile?: string | undefined;
   readonly apply: boolean;
   /** Only these repositories: `UPSTREAM/REPO`, or `REPO` under any upstream. Empty: all. */
   readonly repos?: readonly string[];
+  /** What a tag's age is: when relais fetched it (default), or the image's own `created` where cached. */
+  readonly age?: 'cached' | 'created';
   /** Where `git ls-remote` runs for --live-branches git:REMOTE. */
   readonly cwd?: string;
 }
@@ -58,8 +60,9 @@ export async function runCacheRetention(
   const liveBranches = policy.liveBranches === undefined ? null : await loadLiveBranches(policy.liveBranches, opts.cwd);
   const snap = await readCacheSnapshot(index);
   const manifests = await readTaggedManifests(snap, storage);
+  const ages = opts.age === 'created' ? await readCachedAges(snap, storage, manifests) : undefined;
   const only = repoFilter(opts.repos);
-  const plan = planCacheRetention(snap, policy, { now, liveBranches, manifests, ...(only ? { only } : {}) });
+  const plan = planCacheRetention(snap, policy, { now, liveBranches, manifests, ...(ages ? { ages } : {}), ...(only ? { only } : {}) });
   if (only && plan.plans.length === 0)
     throw new RelaisError('CONFIG_INVALID', `no cached tags in ${(opts.repos ?? []).join(', ')}`, { status: 400, hint: 'relais ls lists the cached images (UPSTREAM/REPO:TAG)' });
   const applied = opts.apply ? await applyCacheRetention(index, storage, plan, { graceMs: env.graceMs, now: now.getTime() }) : null;

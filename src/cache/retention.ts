@@ -4,7 +4,9 @@
 //   1. snapshot: the index's tag rows, content rows and reference rows (whole-table reads);
 //   2. TagInfo per cached tag (pure): its repository is `UPSTREAM/REPO`, its age is when relais last
 //      fetched the tag from the upstream (the tag row's fetched time: when relais cached or last updated
-//      it), its kind from the manifest's media type, refined by the manifest body when it is cached;
+//      it) or, with `--age created`, the image's own date read from the cached config blob (as relais
+//      cleanup does; the fetch time when that blob is not cached), its kind from the manifest's media
+//      type, refined by the manifest body when it is cached;
 //   3. DigestGraph (pure): cached manifests; an index's references are its children, a manifest that
 //      references another cached manifest is its referrer (OCI `subject`);
 //   4. planRepository per cached repository, rendered with the cleanup renderer;
@@ -15,10 +17,10 @@
 import { mapLimit } from '../cleanup/limit.js';
 import { INDEX_TYPES } from '../cleanup/backend.js';
 import { ATTACHMENT_TAG, type LiveBranch } from '../cleanup/families.js';
-import { kindOf, parseManifest, type ParsedManifest } from '../cleanup/manifest.js';
+import { annotationCreated, buildkitCreated, configCreated, kindOf, parseManifest, wantsConfig, type ParsedManifest } from '../cleanup/manifest.js';
 import { planRepository, type RepoPlan } from '../cleanup/plan.js';
 import type { Policy } from '../cleanup/policy.js';
-import type { DigestGraph, DigestNode, ImageKind, TagInfo } from '../cleanup/types.js';
+import type { CreatedFlag, CreatedSource, DigestGraph, DigestNode, ImageKind, TagInfo } from '../cleanup/types.js';
 import type { CacheIndex, ContentEntry, ReferenceRow, TagRow } from '../index/index.js';
 import { blobKey, type StorageDriver } from '../storage/driver.js';
 
@@ -48,14 +50,22 @@ function kindOfMediaType(mediaType: string | undefined): ImageKind {
   return 'image';
 }
 
+/** An image's own date (what `--age created` plans with). */
+export interface CacheAge {
+  readonly created: Date | null;
+  readonly source: CreatedSource;
+  readonly flag: CreatedFlag;
+}
+
 /**
  * TagInfo for every cached tag, grouped by repository (`UPSTREAM/REPO`). Pure.
  * `manifests` (optional): parsed bodies of tagged manifests, to tell BuildKit caches and artifacts from
- * images and to know an attachment's subject.
+ * images and to know an attachment's subject. `ages` (optional): the image's own date by digest; a tag
+ * without one is aged by when relais fetched it.
  */
 export function cacheTagInfos(
   snap: Pick<CacheSnapshot, 'tags' | 'content'>,
-  opts: { readonly kanikoCacheRepos: readonly RegExp[]; readonly manifests?: ReadonlyMap<string, ParsedManifest> },
+  opts: { readonly kanikoCacheRepos: readonly RegExp[]; readonly manifests?: ReadonlyMap<string, ParsedManifest>; readonly ages?: ReadonlyMap<string, CacheAge> },
 ): Map<string, TagInfo[]> {
   const content = new Map(snap.content.map((c) => [c.digest, c]));
   const out = new Map<string, TagInfo[]>();
@@ -76,9 +86,7 @@ export function cacheTagInfos(
       digest: t.digest,
       mediaType: parsed?.mediaType ?? c?.mediaType ?? '',
       kind,
-      created: new Date(t.fetchedAt),
-      createdSource: 'registry',
-      createdFlag: 'not-applicable',
+      ...ageFields(opts.ages?.get(t.digest), t.fetchedAt),
       ...(subject !== undefined ? { subject } : {}),
     };
     const list = out.get(repo);
@@ -86,6 +94,51 @@ export function cacheTagInfos(
     else out.set(repo, [info]);
   }
   for (const list of out.values()) list.sort((a, b) => (a.tag < b.tag ? -1 : a.tag > b.tag ? 1 : 0));
+  return out;
+}
+
+function ageFields(age: CacheAge | undefined, fetchedAt: number): Pick<TagInfo, 'created' | 'createdSource' | 'createdFlag'> {
+  if (age) return { created: age.created, createdSource: age.source, createdFlag: age.flag };
+  return { created: new Date(fetchedAt), createdSource: 'registry', createdFlag: 'not-applicable' };
+}
+
+/**
+ * The images' own dates, from what is cached (pure): an image's config `created` (flagged when missing
+ * or the epoch, as relais cleanup does), an index's newest cached child, a BuildKit cache's layer dates.
+ * `manifests` holds the parsed manifests at hand (tagged ones and the children of tagged indexes),
+ * `configs` the config blobs at hand. Nothing for a digest whose date is not in the cache.
+ */
+export function cachedAges(tagged: Iterable<string>, manifests: ReadonlyMap<string, ParsedManifest>, configs: ReadonlyMap<string, Buffer>): Map<string, CacheAge> {
+  const imageAge = (m: ParsedManifest): CacheAge | undefined => {
+    const cfg = m.config;
+    if (!cfg || !wantsConfig(m)) return undefined;
+    const body = configs.get(cfg.digest);
+    if (!body) return undefined;
+    const r = configCreated(body);
+    if (r.date) return { created: r.date, source: 'config', flag: 'ok' };
+    const ann = annotationCreated(m);
+    return { created: ann, source: ann ? 'annotation' : 'none', flag: r.flag };
+  };
+  const out = new Map<string, CacheAge>();
+  for (const d of tagged) {
+    const m = manifests.get(d);
+    if (!m || out.has(d)) continue;
+    let age: CacheAge | undefined;
+    if (kindOf(m) === 'buildkit-cache') {
+      const b = buildkitCreated(m);
+      const ann = annotationCreated(m);
+      if (b) age = { created: b, source: 'buildkit-layers', flag: 'not-applicable' };
+      else if (ann) age = { created: ann, source: 'annotation', flag: 'not-applicable' };
+    } else if (m.isIndex) {
+      const kids = m.children.map((c) => manifests.get(c.digest)).flatMap((k) => (k ? [imageAge(k)] : []));
+      const dated = kids.flatMap((k) => (k?.created ? [k.created.getTime()] : []));
+      const ann = annotationCreated(m);
+      if (dated.length > 0) age = { created: new Date(Math.max(...dated)), source: 'children', flag: 'ok' };
+      else if (ann) age = { created: ann, source: 'annotation', flag: 'ok' };
+      else if (kids.length > 0 && kids.every((k) => k !== undefined)) age = { created: null, source: 'none', flag: kids[0]?.flag ?? 'missing' };
+    } else age = imageAge(m);
+    if (age) out.set(d, age);
+  }
   return out;
 }
 
@@ -194,9 +247,15 @@ export interface CacheRetentionPlan {
 export function planCacheRetention(
   snap: CacheSnapshot,
   policy: Policy,
-  ctx: { readonly now: Date; readonly liveBranches: readonly LiveBranch[] | null; readonly manifests?: ReadonlyMap<string, ParsedManifest>; readonly only?: (repo: string) => boolean },
+  ctx: {
+    readonly now: Date;
+    readonly liveBranches: readonly LiveBranch[] | null;
+    readonly manifests?: ReadonlyMap<string, ParsedManifest>;
+    readonly ages?: ReadonlyMap<string, CacheAge>;
+    readonly only?: (repo: string) => boolean;
+  },
 ): CacheRetentionPlan {
-  const infos = cacheTagInfos(snap, { kanikoCacheRepos: policy.kanikoCacheRepos, ...(ctx.manifests ? { manifests: ctx.manifests } : {}) });
+  const infos = cacheTagInfos(snap, { kanikoCacheRepos: policy.kanikoCacheRepos, ...(ctx.manifests ? { manifests: ctx.manifests } : {}), ...(ctx.ages ? { ages: ctx.ages } : {}) });
   const graph = cacheDigestGraph(snap);
   const rows = new Map(snap.tags.map((t) => [`${cacheRepoName(t)}\u0000${t.tag}`, t]));
   const plans: RepoPlan[] = [];
@@ -222,22 +281,39 @@ export async function readCacheSnapshot(index: CacheIndex): Promise<CacheSnapsho
   return { tags, content, references };
 }
 
-const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
+const MAX_SMALL_BYTES = 4 * 1024 * 1024;
+
+/** Reads small cached objects (manifests, configs) by digest; a missing, large or unreadable one is skipped. */
+async function readSmall(snap: CacheSnapshot, storage: StorageDriver, digests: Iterable<string>, concurrency: number, manifestsOnly: boolean): Promise<Map<string, { body: Buffer; mediaType: string }>> {
+  const rows = new Map(snap.content.map((c) => [c.digest, c]));
+  const wanted = [...new Set(digests)].filter((d) => {
+    const c = rows.get(d);
+    return c !== undefined && c.size <= MAX_SMALL_BYTES && (!manifestsOnly || c.mediaType !== undefined);
+  });
+  const out = new Map<string, { body: Buffer; mediaType: string }>();
+  await mapLimit(wanted, concurrency, async (d) => {
+    const body = await storage.getContent(blobKey(d)).catch(() => undefined);
+    if (body) out.set(d, { body, mediaType: rows.get(d)?.mediaType ?? '' });
+  });
+  return out;
+}
 
 /** Parses the cached bodies of the tagged manifests (small files; a missing or odd one is skipped). */
 export async function readTaggedManifests(snap: CacheSnapshot, storage: StorageDriver, concurrency = 8): Promise<Map<string, ParsedManifest>> {
-  const sizes = new Map(snap.content.map((c) => [c.digest, c]));
-  const digests = [...new Set(snap.tags.map((t) => t.digest))].filter((d) => {
-    const c = sizes.get(d);
-    return c?.mediaType !== undefined && c.size <= MAX_MANIFEST_BYTES;
-  });
   const out = new Map<string, ParsedManifest>();
-  await mapLimit(digests, concurrency, async (d) => {
-    const body = await storage.getContent(blobKey(d)).catch(() => undefined);
-    const mt = sizes.get(d)?.mediaType ?? '';
-    if (body) out.set(d, parseManifest(body, mt));
-  });
+  for (const [d, r] of await readSmall(snap, storage, snap.tags.map((t) => t.digest), concurrency, true)) out.set(d, parseManifest(r.body, r.mediaType));
   return out;
+}
+
+/** `--age created`: reads the cached children of tagged indexes and the cached config blobs, and dates the tagged images. */
+export async function readCachedAges(snap: CacheSnapshot, storage: StorageDriver, tagged: ReadonlyMap<string, ParsedManifest>, concurrency = 8): Promise<Map<string, CacheAge>> {
+  const manifests = new Map(tagged);
+  const children = [...tagged.values()].flatMap((m) => (m.isIndex ? m.children.map((c) => c.digest) : [])).filter((d) => !manifests.has(d));
+  for (const [d, r] of await readSmall(snap, storage, children, concurrency, true)) manifests.set(d, parseManifest(r.body, r.mediaType));
+  const configDigests = [...manifests.values()].flatMap((m) => (m.config && wantsConfig(m) ? [m.config.digest] : []));
+  const configs = new Map<string, Buffer>();
+  for (const [d, r] of await readSmall(snap, storage, configDigests, concurrency, false)) configs.set(d, r.body);
+  return cachedAges(tagged.keys(), manifests, configs);
 }
 
 export interface CacheRetentionResult {

@@ -87,12 +87,14 @@ interface GcRetentionFlags {
   maxDeleteShare?: number;
   repo?: string[];
   apply?: boolean;
+  age?: 'cached' | 'created';
 }
 
 function retentionOptions(o: GcRetentionFlags): CacheRetentionOptions {
   return {
     policyFile: o.policy,
     apply: o.apply === true,
+    ...(o.age === 'created' ? { age: 'created' as const } : {}),
     ...(o.keepLast !== undefined ? { keepLast: o.keepLast } : {}),
     ...(o.olderThan !== undefined ? { olderThan: o.olderThan } : {}),
     ...(o.protect !== undefined ? { protect: o.protect } : {}),
@@ -129,6 +131,7 @@ export function registerOpsCommands(program: Command): void {
       .option('--policy <file>', 'tag retention on the cache: a relais cleanup policy (YAML, see docs/cleanup.md); prints the plan, deletes with --apply')
       .option('--keep-last <n>', 'retention: keep the N most recently cached images of each tag family', positiveInt)
       .option('--older-than <duration>', 'retention: delete tags cached longer ago than this, e.g. 30d')
+      .addOption(new Option('--age <from>', 'retention: a tag\'s age is when relais fetched it (cached) or the image config\'s created where the config is cached (created)').choices(['cached', 'created']).default('cached'))
       .addOption(new Option('--protect <regex>', 'retention: never delete cached tags matching this; repeatable').argParser(collect))
       .option('--live-branches <source>', 'retention: FILE (one branch per line) or git:REMOTE; tags of other branches are deleted')
       .option('--default-branch <name>', 'retention: the default branch (its slug tag is protected)')
@@ -143,7 +146,7 @@ Safe while relais serves the same directory: files being written, downloaded or 
 With a retention policy (--policy, --keep-last, --older-than, --live-branches) gc plans tag retention on the
 cache with the planner of relais cleanup and changes nothing unless --apply is given; then the tags go, the
 manifests and blobs no remaining tag or cached image needs are freed, and the usual gc runs. A tag's age is
-when relais last fetched it from the upstream.
+when relais last fetched it from the upstream (--age created: the image config's created, where cached).
 Exit status: 0 when done (or nothing found), 1 on errors, 2 when a safety limit stopped a repository's plan.
 
 Examples:
@@ -182,7 +185,7 @@ Examples:
           if (run.plan.plans.some((p) => p.aborted !== null)) process.exitCode = 2;
           return;
         }
-        if (retention.apply || retention.protect !== undefined || retention.defaultBranch !== undefined || retention.maxDeleteShare !== undefined || retention.repos !== undefined)
+        if (retention.apply || retention.protect !== undefined || retention.defaultBranch !== undefined || retention.maxDeleteShare !== undefined || retention.repos !== undefined || retention.age !== undefined)
           throw new RelaisError('CONFIG_INVALID', 'these options need a retention policy', { status: 400, hint: 'add --policy FILE, --keep-last N, --older-than DURATION or --live-branches SOURCE' });
         const report = await runGc({ index, storage, tmpDir: storage.tmpDir, dryRun: opts.dryRun === true, graceMs });
         if (opts.json === true) process.stdout.write(`${JSON.stringify({ ...report, liveServerPid: live ?? null, graceMs }, null, 2)}\n`);

@@ -5,6 +5,7 @@
 // then --apply with relais stopped: the deleted tags are gone from the index, exactly the content only
 // they held is gone from disk (the freed bytes reported are the bytes gone), shared blobs and manifests
 // stay, and with the upstream STOPPED the kept tags still pull through the restarted relais, same digests.
+// Then: --apply while relais serves (grace period), the CLI's mistakes, and --age created.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
@@ -15,7 +16,7 @@ import { removeDir, runOk, tempDir } from '../../peers/proc.js';
 import { startRegistry } from '../../peers/registry.js';
 import { startRelais, type RelaisPeer } from '../../peers/relais.js';
 import { SqliteIndex } from '../../../src/index/sqlite.js';
-import { hashTree } from '../cleanup/fixture.js';
+import { hashTree, isoDaysAgo, pushImage } from '../cleanup/fixture.js';
 import { ACCEPT_ALL, http, sha256 } from '../core/helpers.js';
 import { diskBytes, relaisCli } from './helpers.js';
 
@@ -298,6 +299,8 @@ void test('relais gc retention mistakes: a message naming the problem, a hint, n
   const cases: [string[], RegExp][] = [
     [['--apply'], /these options need a retention policy[\s\S]*hint: add --policy FILE/],
     [['--protect', '^v'], /these options need a retention policy/],
+    [['--age', 'created'], /these options need a retention policy/],
+    [['--keep-last', '1', '--age', 'built'], /argument 'built' is invalid/],
     [['--keep-last', '2', '--dry-run', '--apply'], /--dry-run and --apply contradict each other/],
     [['--policy', join(dir, 'missing.yaml')], /missing\.yaml: cannot read the policy file \(ENOENT\)/],
     [['--policy', bad], /bad\.yaml: invalid policy: rules\[0\]\.olderThan: invalid duration "30 dayz"/],
@@ -312,10 +315,44 @@ void test('relais gc retention mistakes: a message naming the problem, a hint, n
     assert.match(r.stderr, re, args.join(' '));
     assert.doesNotMatch(r.stderr, /\n\s+at .*\.js:\d+/, `${args.join(' ')}: no stack trace`);
   }
-  const empty = await relaisCli(['gc', '--data', dir, '--keep-last', '1']);
+  const empty = await relaisCli(['gc', '--data', dir, '--keep-last', '1', '--max-delete-share', '100%']);
   assert.equal(empty.code, 0, empty.stderr);
   assert.match(empty.stdout, /^cache: would delete 0 cached tags in 0 repositories/m);
   const help = await relaisCli(['gc', '--help']);
-  for (const f of ['--policy', '--keep-last', '--older-than', '--protect', '--live-branches', '--default-branch', '--max-delete-share', '--repo', '--apply'])
+  for (const f of ['--policy', '--keep-last', '--older-than', '--protect', '--live-branches', '--default-branch', '--max-delete-share', '--repo', '--apply', '--age'])
     assert.ok(help.stdout.includes(f), `gc --help: ${f}`);
+});
+
+void test('relais gc --age created: the image config\'s created (read from the cache) orders the images, not the order relais fetched them', async (t) => {
+  const upstream = await startRegistry();
+  t.after(() => upstream.close());
+  const relais = await startRelais({ upstreams: { 'docker.io': upstream.url } });
+  t.after(() => relais.close());
+  const built: Record<string, number> = { 'z-dddd0001': 1, 'z-dddd0002': 30, 'z-dddd0003': 10 };
+  for (const [tag, days] of Object.entries(built)) await pushImage(upstream.url, REPO, tag, isoDaysAgo(days), 50 * 1024);
+  // Fetched newest build first, oldest build last.
+  for (const tag of ['z-dddd0001', 'z-dddd0003', 'z-dddd0002']) {
+    await skopeoPull(relais.host, `${REPO}:${tag}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  await upstream.settle();
+  upstream.clearLog();
+  const line = (out: string, tag: string): string => out.split('\n').find((l) => l.startsWith(`${tag} `)) ?? `(no line for ${tag} in)\n${out}`;
+
+  const cached = await relaisCli(['gc', '--data', relais.dataDir, '--keep-last', '1', '--max-delete-share', '100%']);
+  assert.equal(cached.code, 0, cached.stderr);
+  assert.match(line(cached.stdout, 'z-dddd0002'), /\s0m\s+image\s+z\s+KEEP\s+keep last 1$/, 'by fetch time the oldest build is the newest tag');
+  assert.match(line(cached.stdout, 'z-dddd0001'), /\sDELETE\s+beyond last 1$/);
+
+  const created = await relaisCli(['gc', '--data', relais.dataDir, '--keep-last', '1', '--max-delete-share', '100%', '--age', 'created']);
+  assert.equal(created.code, 0, created.stderr);
+  assert.match(line(created.stdout, 'z-dddd0001'), /\s24h\s+image\s+z\s+KEEP\s+keep last 1$/);
+  assert.match(line(created.stdout, 'z-dddd0002'), /\s30d\s+image\s+z\s+DELETE\s+beyond last 1$/);
+  assert.match(line(created.stdout, 'z-dddd0003'), /\s10d\s+image\s+z\s+DELETE\s+beyond last 1$/);
+  const json = JSON.parse((await relaisCli(['gc', '--data', relais.dataDir, '--keep-last', '1', '--max-delete-share', '100%', '--age', 'created', '--json'])).stdout) as {
+    retention: { repositories: { entries: { tag: string; createdSource: string }[] }[] };
+  };
+  assert.deepEqual(json.retention.repositories[0]?.entries.map((e) => e.createdSource), ['config', 'config', 'config']);
+  await upstream.settle();
+  assert.deepEqual(upstream.accessLog(), [], 'the ages come from the cache: the upstream saw nothing');
 });

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { buildPolicy, parsePolicyYaml, type PolicyFlags } from '../../../src/cleanup/policy.js';
 import { parseManifest } from '../../../src/cleanup/manifest.js';
 import { reachable } from '../../../src/cleanup/types.js';
-import { cacheDigestGraph, cacheRepoName, cacheTagInfos, contentToFree, planCacheRetention, type CacheSnapshot } from '../../../src/cache/retention.js';
+import { cachedAges, cacheDigestGraph, cacheRepoName, cacheTagInfos, contentToFree, planCacheRetention, type CacheSnapshot } from '../../../src/cache/retention.js';
 import { repoFilter, wantsRetention } from '../../../src/cache/retention-run.js';
 import type { ContentEntry, ReferenceRow, TagRow } from '../../../src/index/index.js';
 
@@ -228,4 +228,54 @@ void test('wantsRetention and repoFilter', () => {
   assert.equal(f('docker.io/team/app'), true);
   assert.equal(f('ghcr.io/team/app'), false);
   assert.equal(f('ghcr.io/org/x'), true);
+});
+
+void test('--age created: config created, flagged epoch, newest cached child of an index, BuildKit layer dates; nothing when not cached', () => {
+  const OCI_CONFIG = 'application/vnd.oci.image.config.v1+json';
+  const img = (cfg: string): Buffer => Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: OCI_MANIFEST, config: { mediaType: OCI_CONFIG, digest: dg(cfg), size: 1 }, layers: [] }));
+  const cfg = (created: string | undefined): Buffer => Buffer.from(JSON.stringify(created === undefined ? { os: 'linux' } : { created, os: 'linux' }));
+  const index = (...kids: string[]): Buffer => Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests: kids.map((k) => ({ mediaType: OCI_MANIFEST, digest: dg(k), size: 1 })) }));
+  const bk = Buffer.from(
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: OCI_INDEX,
+      manifests: [
+        { mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: dg('l1'), size: 1, annotations: { 'buildkit/createdat': '2026-05-20T00:00:00Z' } },
+        { mediaType: 'application/vnd.buildkit.cacheconfig.v0', digest: dg('cc'), size: 1 },
+      ],
+    }),
+  );
+  const parsed = new Map(
+    (
+      [
+        ['m1', img('c1')],
+        ['m2', img('c2')],
+        ['m3', img('c3')],
+        ['m4', img('c4')],
+        ['i1', index('m1', 'm2')],
+        ['i2', index('m4', 'm9')],
+        ['bk', bk],
+      ] as const
+    ).map(([d, b]) => [dg(d), parseManifest(b, '')]),
+  );
+  const configs = new Map([
+    [dg('c1'), cfg('2026-04-01T00:00:00Z')],
+    [dg('c2'), cfg('2026-05-01T00:00:00Z')],
+    [dg('c3'), cfg('1970-01-01T00:00:00Z')],
+  ]);
+  const ages = cachedAges(['m1', 'm3', 'm4', 'i1', 'i2', 'bk', 'zz'].map(dg), parsed, configs);
+  assert.deepEqual(ages.get(dg('m1')), { created: new Date('2026-04-01T00:00:00Z'), source: 'config', flag: 'ok' });
+  assert.deepEqual(ages.get(dg('m3')), { created: null, source: 'none', flag: 'epoch' }, 'an epoch date is undated, as in relais cleanup');
+  assert.equal(ages.has(dg('m4')), false, 'config not cached: no date (the fetch time is used)');
+  assert.deepEqual(ages.get(dg('i1')), { created: new Date('2026-05-01T00:00:00Z'), source: 'children', flag: 'ok' }, 'newest child');
+  assert.equal(ages.has(dg('i2')), false, 'no dated child cached');
+  assert.deepEqual(ages.get(dg('bk')), { created: new Date('2026-05-20T00:00:00Z'), source: 'buildkit-layers', flag: 'not-applicable' });
+  assert.equal(ages.has(dg('zz')), false);
+  // In TagInfo: the image's date where known, the fetch time otherwise.
+  const infos = cacheTagInfos({ tags: [tagRow('a', 'm1', 3), tagRow('b', 'm4', 3)], content: [manifest('m1', 1), manifest('m4', 1)] }, { kanikoCacheRepos: [], ages });
+  const app = infos.get('docker.io/team/app') ?? [];
+  assert.deepEqual(app.map((t) => [t.tag, t.created?.toISOString(), t.createdSource]), [
+    ['a', '2026-04-01T00:00:00.000Z', 'config'],
+    ['b', new Date(daysAgo(3)).toISOString(), 'registry'],
+  ]);
 });
