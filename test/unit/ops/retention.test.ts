@@ -187,14 +187,15 @@ rules:
 
 void test('freeing: a digest another repository or upstream still tags stays; `keep` holds what it reaches', () => {
   const snap = cache();
+  const noSig: CacheSnapshot = { ...snap, content: snap.content.filter((c) => c.digest !== dg('s1')), references: snap.references.filter((r) => r.manifest !== dg('s1')) };
   // library/alpine:latest points to m3: deleting team/app's feature-x-aaaa0003 frees nothing of m3.
   const del = new Set(['docker.io\u0000team/app\u0000feature-x-aaaa0003']);
-  assert.deepEqual(contentToFree(snap, [dg('m3')], del).digests, []);
+  assert.deepEqual(contentToFree(noSig, [dg('m3')], del).digests, []);
   const both = new Set([...del, 'docker.io\u0000library/alpine\u0000latest']);
-  // Both tags go: m3, c3, b3 go; b0 stays (m1, m2 are tagged); s1 (a signature of m3, untagged) keeps m3.
-  assert.deepEqual(contentToFree(snap, [dg('m3')], both).digests, []);
-  const noSig: CacheSnapshot = { ...snap, content: snap.content.filter((c) => c.digest !== dg('s1')), references: snap.references.filter((r) => r.manifest !== dg('s1')) };
+  // Both tags go: m3, c3, b3 go; b0 stays (m1, m2 are tagged).
   assert.deepEqual(contentToFree(noSig, [dg('m3')], both).digests, ['b3', 'c3', 'm3'].map(dg).sort());
+  // s1 (a signature of m3, cached but untagged) keeps m3 and what it references.
+  assert.deepEqual(contentToFree(snap, [dg('m3')], both).digests, []);
   // Recently used content is kept with everything it reaches.
   assert.deepEqual(contentToFree(noSig, [dg('m3')], both, new Set([dg('m3')])).digests, []);
   assert.deepEqual(contentToFree(noSig, [dg('m3')], both, new Set([dg('b3')])).digests, ['c3', 'm3'].map(dg).sort());
