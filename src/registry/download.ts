@@ -46,6 +46,11 @@ export class BlobDownload {
   /** Resolves when committed; rejects when failed. */
   readonly done: Promise<void>;
 
+  /** One read-only fd of the spool, shared by every follower: a client joining the download opens nothing. */
+  private reader: FileHandle | undefined;
+  private readerUsers = 0;
+  private ended = false;
+
   private readonly abort = new AbortController();
   private wake: { promise: Promise<void>; resolve: () => void };
   /** Resolves as soon as the size is known or the download ended. */
@@ -79,6 +84,33 @@ export class BlobDownload {
     this.abort.abort();
   }
 
+  /**
+   * The spool open for reading (for sendfile): the fd stays valid through the commit's rename and a failure's
+   * unlink, until every follower has released it. Undefined once the download has ended and nobody holds it.
+   */
+  acquireReader(): { readonly fd: number; release(): Promise<void> } | undefined {
+    const reader = this.reader;
+    if (!reader) return undefined;
+    this.readerUsers++;
+    let released = false;
+    return {
+      fd: reader.fd,
+      release: async () => {
+        if (released) return;
+        released = true;
+        this.readerUsers--;
+        await this.closeReaderIfUnused();
+      },
+    };
+  }
+
+  private async closeReaderIfUnused(): Promise<void> {
+    if (!this.ended || this.readerUsers > 0 || !this.reader) return;
+    const r = this.reader;
+    this.reader = undefined;
+    await r.close().catch(() => undefined);
+  }
+
   private notify(): void {
     const w = this.wake;
     this.wake = deferred();
@@ -91,6 +123,7 @@ export class BlobDownload {
     let fh: FileHandle | undefined;
     try {
       fh = await open(this.spoolPath, 'wx');
+      this.reader = await open(this.spoolPath, 'r');
       await this.fetchInto(fh, hash);
       const actual = `${alg}:${hash.digest('hex')}`;
       if (actual !== this.digest) {
@@ -119,6 +152,8 @@ export class BlobDownload {
       this.opts.onEvent?.('failed', { digest: this.digest, error: error.message, code: error.code });
       throw error;
     } finally {
+      this.ended = true;
+      await this.closeReaderIfUnused();
       this.resolveSizeKnown();
       this.notify();
     }
@@ -126,6 +161,12 @@ export class BlobDownload {
 
   private async fetchInto(fh: FileHandle, hash: Hash): Promise<void> {
     const signal = this.abort.signal;
+    // Followers see bytes once they are on disk (`written`), and are woken for each batch.
+    const spool = new SpoolWriter(fh, this.written, (n) => {
+      this.written += n;
+      this.opts.onProgress?.(n);
+      this.notify();
+    });
     for (let attempt = 1; ; attempt++) {
       const resumeAt = this.written;
       try {
@@ -173,26 +214,96 @@ export class BlobDownload {
             data = data.subarray(skip);
             skip = 0;
           }
-          if (this.size !== undefined && this.written + data.byteLength > this.size) {
+          if (this.size !== undefined && this.written + spool.pending + data.byteLength > this.size) {
             throw new RelaisError('UPSTREAM_ERROR', `upstream ${this.upstreamName} sent more bytes than announced for ${this.digest}`, { status: 502 });
           }
           hash.update(data);
-          await writeAll(fh, data, this.written);
-          this.written += data.byteLength;
-          this.opts.onProgress?.(data.byteLength);
-          this.notify();
+          await spool.push(data);
         }
+        await spool.flush();
         if (this.size !== undefined && this.written < this.size) {
           // The upstream closed early without an error: treat it as a broken link and resume.
           throw Object.assign(new Error('upstream body ended early'), { code: 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH' });
         }
         return;
       } catch (e) {
+        // What was received goes to disk first: a resume starts right after it (a failed write is the error).
+        await spool.flush();
         if (e instanceof RelaisError || signal.aborted || attempt >= this.opts.attempts || !isTransient(e)) throw e;
         this.opts.onEvent?.('resume', { digest: this.digest, at: this.written, attempt, reason: (e as { code?: string }).code });
       }
     }
   }
+}
+
+/** Most bytes received and not yet written before the receive loop waits for the disk. */
+const MAX_QUEUED = 2 * 1024 * 1024;
+
+/**
+ * Writes the spool behind the receive loop: chunks are queued, and one writer writes whatever arrived while
+ * its previous write ran, in one writev. Receiving never waits for the disk (unless MAX_QUEUED bytes are
+ * waiting), and a fast upstream's 16-64 KiB chunks become few large writes instead of one thread-pool round
+ * trip each; a slow upstream's chunk is written as soon as it arrives.
+ */
+class SpoolWriter {
+  private queue: Buffer[] = [];
+  private queued = 0;
+  private inWrite = 0;
+  private running: Promise<void> | undefined;
+  private error: Error | undefined;
+
+  constructor(
+    private readonly fh: FileHandle,
+    private position: number,
+    private readonly onWritten: (bytes: number) => void,
+  ) {}
+
+  /** Bytes received and not yet on disk. */
+  get pending(): number {
+    return this.queued + this.inWrite;
+  }
+
+  async push(data: Buffer): Promise<void> {
+    if (this.error !== undefined) throw this.error;
+    this.queue.push(data);
+    this.queued += data.byteLength;
+    this.running ??= this.drain();
+    if (this.queued >= MAX_QUEUED) await this.flush();
+  }
+
+  /** Waits until everything pushed is on disk; throws the write's error if one failed. */
+  async flush(): Promise<void> {
+    while (this.running) await this.running;
+    if (this.error !== undefined) throw this.error;
+  }
+
+  private async drain(): Promise<void> {
+    try {
+      while (this.queue.length > 0) {
+        const batch = this.queue;
+        const n = this.queued;
+        this.queue = [];
+        this.queued = 0;
+        this.inWrite = n;
+        await writevAll(this.fh, batch, n, this.position);
+        this.inWrite = 0;
+        this.position += n;
+        this.onWritten(n);
+      }
+    } catch (e) {
+      // Kept for push()/flush(): the receive loop fails with it.
+      this.error = e instanceof Error ? e : new Error(String(e));
+    } finally {
+      this.running = undefined;
+    }
+  }
+}
+
+/** writev of a batch; a short write (the disk filling up) is continued piece by piece, ending in ENOSPC. */
+async function writevAll(fh: FileHandle, bufs: Buffer[], total: number, position: number): Promise<void> {
+  const { bytesWritten } = bufs.length === 1 && bufs[0] ? await fh.write(bufs[0], 0, total, position) : await fh.writev(bufs, position);
+  if (bytesWritten === total) return;
+  await writeAll(fh, Buffer.concat(bufs).subarray(bytesWritten), position + bytesWritten);
 }
 
 /**
