@@ -256,19 +256,13 @@ export class BlobService {
   private async followFile(dl: BlobDownload, key: string, range?: ByteRange): Promise<FileBody | undefined> {
     if (dl.size === undefined) return undefined;
     const end = range ? range.end + 1 : dl.size;
-    let fh;
-    try {
-      fh = await open(dl.spoolPath, 'r');
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
-    }
-    if (!fh) {
-      // Committed (renamed away) or failed between the lookup and now.
+    const file = dl.acquireReader();
+    if (!file) {
+      // Committed or failed between the lookup and now.
       if (dl.state === 'failed') throw dl.error ?? errors.internal('download failed');
       await dl.done;
       return this.committedFile(key, range);
     }
-    const file = fh;
     return {
       fd: file.fd,
       start: range?.start ?? 0,
@@ -292,7 +286,7 @@ export class BlobService {
           });
         }
       },
-      close: () => file.close(),
+      close: () => file.release(),
     };
   }
 
