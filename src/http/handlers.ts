@@ -20,6 +20,8 @@ export interface RequestContext {
   upstream?: string;
   result?: CacheResult;
   bytes?: number;
+  /** Body bytes the handler sent past Node's socket accounting (sendfile). */
+  zeroCopyBytes?: number;
 }
 
 export interface RegistryHandlerDeps {
@@ -105,7 +107,7 @@ export function createRegistryHandler(deps: RegistryHandlerDeps) {
       if (handle.size !== undefined) res.setHeader('content-length', handle.size);
       ctx.bytes = handle.size;
     }
-    if (file && deps.sendfile) await deps.sendfile.send(res, file);
+    if (file && deps.sendfile) await deps.sendfile.send(res, file, (n) => (ctx.zeroCopyBytes = (ctx.zeroCopyBytes ?? 0) + n));
     else if (stream) await pipeline(stream, res);
   }
 

@@ -49,6 +49,9 @@ export class SendfileError extends Error {
   }
 }
 
+/** Errors of a transfer that mean the client closed its connection. */
+const CLIENT_GONE = new Set(['EPIPE', 'ECONNRESET', 'ECANCELED']);
+
 interface HandleWithFd {
   _handle?: { fd?: unknown } | null;
 }
@@ -80,7 +83,7 @@ export class Sendfile {
    * fails after the headers went out, the response is destroyed so that the client sees a broken transfer.
    * The body is closed in every case.
    */
-  async send(res: ServerResponse, body: FileBody): Promise<void> {
+  async send(res: ServerResponse, body: FileBody, onSent?: (bytes: number) => void): Promise<void> {
     const abort = new AbortController();
     const onClose = (): void => abort.abort(errors.internal('client went away'));
     res.once('close', onClose);
@@ -95,15 +98,16 @@ export class Sendfile {
         const upto = Math.min(await body.ready(pos, abort.signal), body.end);
         const fd = this.socketFd(res);
         if (fd === undefined) throw errors.internal('client connection closed');
-        await this.transfer(fd, body.fd, pos, upto - pos, abort.signal);
-        this.stats.bytes += upto - pos;
+        await this.transfer(fd, body.fd, pos, upto - pos, abort.signal, onSent);
         pos = upto;
       }
       this.stats.responses++;
       res.end();
     } catch (e) {
       this.stats.failures++;
-      res.destroy(e instanceof Error ? e : new Error(String(e)));
+      res.destroy();
+      // A client that went away is not a failure of relais: the request log marks it aborted.
+      if (abort.signal.aborted || (e instanceof SendfileError && CLIENT_GONE.has(e.code))) return;
       throw e;
     } finally {
       res.off('close', onClose);
@@ -111,18 +115,16 @@ export class Sendfile {
     }
   }
 
-  private transfer(sockFd: number, fileFd: number, offset: number, length: number, signal: AbortSignal): Promise<void> {
+  private transfer(sockFd: number, fileFd: number, offset: number, length: number, signal: AbortSignal, onSent?: (bytes: number) => void): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       let finished = false;
       const job = this.native.send(sockFd, fileFd, offset, length, this.idleMs, (errno, sent) => {
         finished = true;
         signal.removeEventListener('abort', onAbort);
-        if (errno === 0) {
-          resolve();
-        } else {
-          this.stats.bytes += sent;
-          reject(new SendfileError(errno, sent));
-        }
+        this.stats.bytes += sent;
+        onSent?.(sent);
+        if (errno === 0) resolve();
+        else reject(new SendfileError(errno, sent));
       });
       const onAbort = (): void => {
         if (!finished) this.native.cancel(job);

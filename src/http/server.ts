@@ -39,7 +39,12 @@ export function createServer(opts: ServerOptions): RunningServer {
     const ctx: RequestContext = {};
     let failure: { code: string; message: string } | undefined;
     const socketBytesAtStart = req.socket.bytesWritten;
-    res.once('close', () => {
+    // Reported once the response is closed AND its handler is done: a sendfile body's bytes are only
+    // known when its transfer ends, which can be just after a client that had everything hung up.
+    let closed = false;
+    let handled = false;
+    const ended = (): void => {
+      if (!closed || !handled) return;
       opts.onRequestEnd?.({
         method: req.method ?? 'GET',
         url: req.url ?? '/',
@@ -49,7 +54,7 @@ export function createServer(opts: ServerOptions): RunningServer {
         bytes: ctx.bytes,
         seconds: (performance.now() - started) / 1000,
         finished: res.writableFinished,
-        sentBytes: req.socket.bytesWritten - socketBytesAtStart,
+        sentBytes: req.socket.bytesWritten - socketBytesAtStart + (ctx.zeroCopyBytes ?? 0),
         error: failure,
       });
       active--;
@@ -73,6 +78,10 @@ export function createServer(opts: ServerOptions): RunningServer {
           'request',
         );
       }
+    };
+    res.once('close', () => {
+      closed = true;
+      ended();
     });
     void (async () => {
       try {
@@ -86,6 +95,9 @@ export function createServer(opts: ServerOptions): RunningServer {
         if (err.status >= 500 || err.code === 'INTERNAL') {
           opts.logger.warn({ err: { code: err.code, message: err.message, cause: describeCause(err.cause) }, path: req.url }, 'request failed');
         }
+      } finally {
+        handled = true;
+        ended();
       }
     })();
   };
