@@ -210,7 +210,7 @@ export async function runTtfb(job: TtfbJob): Promise<TtfbResult> {
   const url = `${job.baseUrl}/v2/${job.repo}/blobs/${job.digest}`;
   const fetchOne = async (
     agent: Agent,
-    onBytes: (n: number) => void,
+    onBytes: (n: number) => Promise<void> | undefined,
   ): Promise<{ ttfbMs: number; totalMs: number }> => {
     const t0 = performance.now();
     let ttfbMs = -1;
@@ -226,7 +226,8 @@ export async function runTtfb(job: TtfbJob): Promise<TtfbResult> {
       if (ttfbMs < 0) ttfbMs = performance.now() - t0;
       hash.update(b);
       n += b.length;
-      onBytes(n);
+      const wait = onBytes(n);
+      if (wait) await wait;
     }
     const got = `sha256:${hash.digest('hex')}`;
     if (got !== job.digest) throw new Error(`GET ${url}: ${n} bytes with digest ${got}`);
@@ -238,10 +239,25 @@ export async function runTtfb(job: TtfbJob): Promise<TtfbResult> {
   const bGo = new Promise<void>((resolve) => {
     startB = resolve;
   });
+  // A stops reading once it has joinAfterBytes, until B has its first byte: the download goes on in the
+  // target either way (relais's is independent of its clients, nginx's fills its cache file), and this
+  // process then does nothing but B's request. Without the pause, B's request and first bytes queued behind
+  // A's receiving and hashing of a fast stream in this same process, which measured the client, not the target.
+  let bFirstByte: () => void = () => undefined;
+  const bStarted = new Promise<void>((resolve) => (bFirstByte = resolve));
+  let paused = false;
   const a = fetchOne(agentA, (n) => {
-    if (n >= job.joinAfterBytes) startB();
+    if (n < job.joinAfterBytes || paused) return undefined;
+    paused = true;
+    startB();
+    return bStarted;
   }).finally(startB);
-  const b = bGo.then(() => fetchOne(agentB, () => undefined));
+  const b = bGo.then(() =>
+    fetchOne(agentB, () => {
+      bFirstByte();
+      return undefined;
+    }).finally(bFirstByte),
+  );
   const [ra, rb] = await Promise.allSettled([a, b]);
   await Promise.all([agentA.close(), agentB.close()]);
   const val = (r: PromiseSettledResult<{ ttfbMs: number; totalMs: number }>): { ttfbMs: number; totalMs: number } => {
