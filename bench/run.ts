@@ -13,6 +13,16 @@ import { parseArgs } from 'node:util';
 import { dockerPullColdWarm, startMirroredDockerd, type DockerPullResult } from './lib/docker.js';
 import { buildAndPush, type BuiltImage, type ImageSpec } from './lib/images.js';
 import { runCmd, stopAll } from './lib/procs.js';
+
+/**
+ * Writes back every dirty page before a measurement: on 2 cores, the kernel flushing the previous
+ * phase's (or the previous target's) hundreds of MB stalled whichever target ran next, by up to 300 ms
+ * at a time (seen as event-loop gaps in relais with no CPU of its own), which moved the joining-TTFB
+ * figure between 7 and 130 ms from run to run.
+ */
+async function settleDisk(): Promise<void> {
+  await runCmd('sync', [], { timeoutMs: 120_000 });
+}
 import { runInClient, runPullSplit } from './lib/clients.js';
 import { MANIFEST_ACCEPT, type PullResult, type TtfbResult } from './lib/pull.js';
 import { renderTable, toRows, type Metric } from './lib/report.js';
@@ -253,6 +263,7 @@ class Bench {
   }
 
   async ttfb(t: Running, prefix: readonly string[], slow: boolean): Promise<TtfbResult> {
+    await settleDisk();
     const big = this.images.find((i) => i.spec.name === 'big');
     const layer = big?.blobs[1];
     if (big === undefined || layer === undefined) throw new Error('no big image');
@@ -272,6 +283,7 @@ class Bench {
   }
 
   async pull(t: Running, up: Upstream, clients: number, prefix: readonly string[], slow: boolean): Promise<PullMeasure> {
+    await settleDisk();
     const mark = up.access.length;
     const cpu0 = treeCpuSeconds(t.proc.pid);
     const rss = sampleRss(t.proc.pid);

@@ -191,6 +191,8 @@ async function startNginx(o: { workDir: string; upstream: string; prefix: readon
 }
 
 export const RELAIS_MAIN = join(process.cwd(), 'dist', 'src', 'cli', 'main.js');
+/** The node flags relais runs with everywhere it is started for real: its bin's shebang, `npm start`, deploy/Dockerfile. */
+export const RELAIS_NODE_FLAGS = ['--max-semi-space-size=4'];
 
 async function startRelais(o: {
   workDir: string;
@@ -258,6 +260,6 @@ export async function startTarget(kind: TargetKind, o: TargetOptions): Promise<R
     case 'nginx':
       return startNginx(o);
     case 'relais':
-      return startRelais({ ...o, nodeArgs: o.relaisNodeArgs ?? [], main: o.relaisMain ?? RELAIS_MAIN });
+      return startRelais({ ...o, nodeArgs: [...RELAIS_NODE_FLAGS, ...(o.relaisNodeArgs ?? [])], main: o.relaisMain ?? RELAIS_MAIN });
   }
 }

@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=4
 // The relais command line. Each group of commands is loaded only when it is asked for, so
 // `relais serve` does not pay (in start-up time and memory) for the CI and cleanup tools.
 import { readFileSync } from 'node:fs';
