@@ -106,8 +106,10 @@ static void finish(state_t *st, job_t *j, int err) {
   pthread_mutex_lock(&st->mu);
   j->next_msg = st->done;
   st->done = j;
+  // Stopping means Node is tearing the environment down: its callback queue may already be gone.
+  int stopping = st->stop;
   pthread_mutex_unlock(&st->mu);
-  napi_call_threadsafe_function(st->tsfn, NULL, napi_tsfn_nonblocking);
+  if (!stopping) napi_call_threadsafe_function(st->tsfn, NULL, napi_tsfn_nonblocking);
 }
 
 // One step of a job: send up to CHUNK. Returns 1 if the job should be queued again right away.
