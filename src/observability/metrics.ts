@@ -77,6 +77,7 @@ export class RelaisMetrics {
   private sources: MetricSources | undefined;
   private readonly errors: RecentError[] = [];
   private readonly pulls = new Map<string, { count: number; upstream: string; last: number }>();
+  private readonly requestSeries = new Map<string, { count: { inc(): void }; duration: { observe(v: number): void } }>();
   readonly startedAt = Date.now();
 
   constructor(
@@ -282,8 +283,15 @@ export class RelaisMetrics {
     const delivered = info.finished || (info.bytes !== undefined && info.sentBytes !== undefined && info.sentBytes >= info.bytes);
     const result = info.status >= 400 || !delivered ? 'error' : (info.result ?? 'none');
     const upstream = info.upstream ?? 'none';
-    this.requests.inc({ upstream, kind: parsed.kind, result });
-    this.requestDuration.observe({ kind: parsed.kind, result }, info.seconds);
+    // The labelled children are looked up once per label set: prom-client hashes the label object on every call.
+    const key = `${upstream}\0${parsed.kind}\0${result}`;
+    let series = this.requestSeries.get(key);
+    if (!series) {
+      series = { count: this.requests.labels(upstream, parsed.kind, result), duration: this.requestDuration.labels(parsed.kind, result) };
+      this.requestSeries.set(key, series);
+    }
+    series.count.inc();
+    series.duration.observe(info.seconds);
     if (delivered && info.status < 400 && info.bytes !== undefined && info.bytes > 0 && info.method !== 'HEAD') {
       this.servedBytes.inc({ upstream, result: info.result ?? 'none' }, info.bytes);
     }
