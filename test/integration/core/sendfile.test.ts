@@ -297,3 +297,51 @@ test('relais: cold (miss + joins), warm and Range blob responses are identical w
     await upstream.close();
   }
 });
+
+// A client that stops reading mid-blob: its sendfile transfer is dropped after server.sendIdleTimeout,
+// the connection closed, the blob released for eviction, and the failure counted; other clients go on.
+test('relais: a client that stops reading is dropped after server.sendIdleTimeout, and counted', async () => {
+  const { startRegistry } = await import('../../peers/registry.js');
+  const { pushRandomImage } = await import('../../peers/images.js');
+  const { startRelais } = await import('../../peers/relais.js');
+  const upstream = await startRegistry();
+  const relais = await startRelais({ upstreams: { 'docker.io': upstream.url }, config: { server: { sendIdleTimeout: '400ms' } } });
+  try {
+    const image = await pushRandomImage(upstream.host, 'library/stall:v1', { layers: [40_000_000] });
+    const layer = image.layers[0];
+    assert.ok(layer);
+    const path = `/v2/library/stall/blobs/${layer.digest}`;
+    const warm = await fetch(`${relais.url}${path}`);
+    assert.equal(`sha256:${createHash('sha256').update(Buffer.from(await warm.arrayBuffer())).digest('hex')}`, layer.digest);
+
+    // A raw client: sends the request, reads nothing. 40 MB do not fit in the kernel's socket buffers.
+    const socket = connect(relais.port, '127.0.0.1');
+    socket.on('error', () => undefined);
+    await new Promise<void>((r) => socket.once('connect', r));
+    socket.pause();
+    const t0 = Date.now();
+    const closed = new Promise<number>((resolve) => socket.once('close', () => resolve(Date.now() - t0)));
+    socket.write(`GET ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`);
+    // Read nothing until relais gives up on the transfer: then drain, and the connection ends short.
+    for (let i = 0; i < 100 && relais.instance.blobs.serving.size === 0; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(relais.instance.blobs.serving.size, 1, 'the transfer started');
+    for (let i = 0; i < 100 && relais.instance.blobs.serving.size > 0; i++) await new Promise((r) => setTimeout(r, 50));
+    const heldMs = Date.now() - t0;
+    assert.equal(relais.instance.blobs.serving.size, 0, 'the stalled transfer was dropped and the blob released');
+    assert.ok(heldMs >= 400, `dropped after ${heldMs} ms, not before the idle timeout`);
+    let received = 0;
+    socket.on('data', (c: Buffer) => (received += c.length));
+    socket.resume();
+    await closed;
+    assert.ok(received < 40_000_000, `the stalled client got ${received} bytes, not the whole blob`);
+
+    const metrics = await (await fetch(`${relais.url}/metrics`)).text();
+    assert.match(metrics, /^relais_sendfile_responses_total\{outcome="failed"\} 1$/m);
+    // Everyone else is still served.
+    const after = await fetch(`${relais.url}${path}`);
+    assert.equal(`sha256:${createHash('sha256').update(Buffer.from(await after.arrayBuffer())).digest('hex')}`, layer.digest);
+  } finally {
+    await relais.close();
+    await upstream.close();
+  }
+});
