@@ -113,6 +113,7 @@ export async function startRelais(config: ResolvedConfig, opts: StartOptions = {
     upstreams,
     settings: (name) => upstreamCfg(name),
     maxManifestSize: config.server.maxManifestSize,
+    coordinator: cluster?.manifests,
   });
   const listing = new ListingService(upstreams, index);
   // Bounded disk: LRU eviction under storage.maxSize, idle age, pins; periodic online gc.

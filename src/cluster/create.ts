@@ -9,13 +9,17 @@ import type { Logger } from '../observability/logger.js';
 import type { BlobService } from '../registry/blobs.js';
 import type { StorageDriver } from '../storage/driver.js';
 import { LeaseManager } from './leases.js';
+import { leaseCoordinator } from './manifests.js';
 import { ClusterPeers, createClusterHandler } from './peers.js';
+import type { ManifestCoordinator } from '../registry/manifests.js';
 
 export interface Cluster {
   /** This process's identity in the leases table. */
   readonly id: string;
   readonly leases: LeaseManager;
   readonly peers: ClusterPeers;
+  /** One replica at a time fetches a given manifest. */
+  readonly manifests: ManifestCoordinator;
   handler(blobs: BlobService): RouteHandler;
   /** Where the other replicas reach this one: cluster.advertiseUrl, or the URL the server listens on. */
   setUrl(url: string): void;
@@ -37,6 +41,7 @@ export function startCluster(cfg: ClusterConfig, deps: { postgres: PostgresIndex
     id,
     leases,
     peers,
+    manifests: leaseCoordinator(leases, { pollMs: 50, waitMs: Math.max(cfg.leaseTtl, 15_000) }),
     handler: (blobs) => createClusterHandler({ secret: cfg.secret, blobs, leases }),
     setUrl: (url) => {
       leases.opts.ownerUrl = (cfg.advertiseUrl ?? url).replace(/\/$/, '');

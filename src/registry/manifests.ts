@@ -46,6 +46,16 @@ export interface ManifestServiceOptions {
   /** Bytes of manifests kept in memory for hot tags. */
   readonly memoryBytes?: number;
   readonly now?: () => number;
+  /** Cluster mode: one replica at a time fetches or revalidates a given manifest (src/cluster/manifests.ts). */
+  readonly coordinator?: ManifestCoordinator | undefined;
+}
+
+/**
+ * Makes a manifest fetch cluster-wide single-flight: `work` runs on the one replica that holds the key's lease;
+ * the others poll `done` (what the shared index and storage now hold) and return what it finds.
+ */
+export interface ManifestCoordinator {
+  once<T>(key: string, work: () => Promise<T>, done: () => Promise<T | undefined>): Promise<T>;
 }
 
 interface MemEntry {
@@ -141,7 +151,7 @@ export class ManifestService {
       validateDigest(reference);
       const local = await this.loadLinked(route, reference);
       if (local) return { ...local, result: 'hit' };
-      return this.coalesce(key, () => this.fetch(route, reference));
+      return this.coalesce(key, () => this.fetch(route, reference), () => this.loadLinked(route, reference).then((l) => (l ? { ...l, result: 'hit' as const } : undefined)));
     }
     let entry = this.tags.get(key);
     if (!entry) {
@@ -156,14 +166,30 @@ export class ManifestService {
         return { ...local, result: 'hit' };
       }
     }
-    return this.coalesce(key, () => this.revalidateOrFetch(route, reference, signal));
+    return this.coalesce(key, () => this.revalidateOrFetch(route, reference, signal), () => this.freshFromIndex(route, reference));
   }
 
-  private coalesce(key: string, fn: () => Promise<ManifestResult>): Promise<ManifestResult> {
+  /** A tag another replica has just fetched or revalidated: fresh in the shared index, body in shared storage. */
+  private async freshFromIndex(route: UpstreamRoute, tag: string): Promise<ManifestResult | undefined> {
+    const entry = await this.opts.index.getTag(route.upstream, route.repo, tag);
+    if (!entry || tagFreshness(entry, this.now(), this.opts.settings(route.upstream)) !== 'fresh') return undefined;
+    const local = await this.load(entry.digest);
+    if (!local) return undefined;
+    this.rememberTag(`${route.upstream}/${route.repo}:${tag}`, entry);
+    return { ...local, result: 'hit' };
+  }
+
+  /**
+   * One fetch per key at a time: in this process (the pending map), and across a cluster's replicas (the
+   * coordinator), where a replica that finds another one on it waits for the shared index instead.
+   */
+  private coalesce(key: string, fn: () => Promise<ManifestResult>, done: () => Promise<ManifestResult | undefined>): Promise<ManifestResult> {
     const existing = this.pending.get(key);
     if (existing) return existing;
+    const coordinator = this.opts.coordinator;
+    const run = coordinator ? () => coordinator.once(`manifest:${key}`, fn, done) : fn;
     // The shared call must not die with the first client: it runs without the client's signal.
-    const p = fn().finally(() => this.pending.delete(key));
+    const p = run().finally(() => this.pending.delete(key));
     this.pending.set(key, p);
     return p;
   }

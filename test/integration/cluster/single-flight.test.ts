@@ -45,13 +45,21 @@ let dir: string;
 interface ThrottleProxy {
   readonly url: string;
   bytesPerSecond: number;
+  /** Delay before each manifest request is passed on (so that the replicas' misses overlap). */
+  manifestDelayMs: number;
   close(): Promise<void>;
 }
 
 async function startThrottle(target: string): Promise<ThrottleProxy> {
   const t = new URL(target);
-  const state = { bytesPerSecond: 0 };
+  const state = { bytesPerSecond: 0, manifestDelayMs: 0 };
   const server: Server = createServer((req, res) => {
+    void (async () => {
+      if (state.manifestDelayMs > 0 && /\/manifests\//.test(req.url ?? '')) await sleep(state.manifestDelayMs);
+      passOn(req, res);
+    })();
+  });
+  const passOn = (req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse): void => {
     const up = httpRequest({ host: t.hostname, port: t.port, method: req.method, path: req.url, headers: req.headers }, (ures) => {
       res.writeHead(ures.statusCode ?? 502, ures.headers);
       const slow = state.bytesPerSecond > 0 && /\/blobs\//.test(req.url ?? '');
@@ -80,7 +88,7 @@ async function startThrottle(target: string): Promise<ThrottleProxy> {
     });
     up.on('error', () => res.destroy());
     req.pipe(up);
-  });
+  };
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const port = (server.address() as AddressInfo).port;
   return {
@@ -90,6 +98,12 @@ async function startThrottle(target: string): Promise<ThrottleProxy> {
     },
     set bytesPerSecond(v: number) {
       state.bytesPerSecond = v;
+    },
+    get manifestDelayMs() {
+      return state.manifestDelayMs;
+    },
+    set manifestDelayMs(v: number) {
+      state.manifestDelayMs = v;
     },
     close: () =>
       new Promise<void>((r) => {
@@ -166,6 +180,31 @@ test('3 replicas, 8 clients cold-pull one image: every blob is fetched from the 
   await skopeoPull((replicas[2] as RelaisPeer).host, 'library/clustered:v1');
   await upstream.settle();
   assert.equal(upstream.blobGets(), 0);
+});
+
+test('3 replicas, 9 concurrent requests for a new tag: one manifest GET upstream, cluster-wide; the others read it from the shared index', async () => {
+  const image = await pushRandomImage(upstream.host, 'library/tagged:v1', { layers: [10_000] });
+  throttle.manifestDelayMs = 300;
+  try {
+    upstream.clearLog();
+    const results = await Promise.all(
+      Array.from({ length: 9 }, async (_, i) => {
+        const r = replicas[i % 3] as RelaisPeer;
+        const res = await fetch(`${r.url}/v2/library/tagged/manifests/v1`, { headers: { accept: image.manifestMediaType } });
+        return { status: res.status, body: Buffer.from(await res.arrayBuffer()), digest: res.headers.get('docker-content-digest') };
+      }),
+    );
+    for (const r of results) {
+      assert.equal(r.status, 200);
+      assert.deepEqual(r.body, image.manifest);
+      assert.equal(r.digest, image.manifestDigest);
+    }
+    await upstream.settle();
+    assert.equal(upstream.manifestGets(), 1, 'one manifest GET upstream for 3 replicas');
+    assert.deepEqual(await pg.query('cluster', "SELECT digest FROM download_leases WHERE digest LIKE 'manifest:%'"), [], 'no manifest lease left');
+  } finally {
+    throttle.manifestDelayMs = 0;
+  }
 });
 
 test('the replica fetching a blob is killed midway: another one takes over, clients retry and succeed, nothing partial is visible', async () => {
