@@ -253,6 +253,7 @@ function zeroCopy(config: ResolvedConfig, logger: Logger): { sender?: Sendfile; 
     logger.warn({ hint: 'build it with a C compiler present: node scripts/build-native.mjs' }, `sendfile: unavailable, blobs are streamed: ${loaded.reason}`);
     return { status: { enabled: false, reason: loaded.reason } };
   }
+  logger.info(config.tls ? 'sendfile: on, but not for TLS connections (blobs are streamed over HTTPS)' : 'sendfile: on (blobs go from the page cache to the socket)');
   return { sender: new Sendfile(loaded.native, config.server.sendIdleTimeout), status: { enabled: true } };
 }
 
