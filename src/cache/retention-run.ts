@@ -1,9 +1,8 @@
 // `relais gc --policy FILE | --keep-last N | --older-than D ... [--apply]`: the cleanup policy on relais's own
 // cache. Loads the policy (same file format and flags as `relais cleanup`), plans every cached repository,
 // renders the plan with the cleanup renderer and, with --apply, deletes tags and the content only they held.
-import { dirname, isAbsolute, resolve } from 'node:path';
 import { loadLiveBranches } from '../cleanup/branches.js';
-import { buildPolicy, loadPolicyFile, type PolicyFlags } from '../cleanup/policy.js';
+import { resolvePolicy, type PolicyFlags } from '../cleanup/policy.js';
 import { renderPlanTable } from '../cleanup/render.js';
 import { shortDigest } from '../cleanup/types.js';
 import { formatBytes } from '../config/units.js';
@@ -47,14 +46,7 @@ export async function runCacheRetention(
   env: { readonly graceMs: number; readonly now?: Date },
 ): Promise<CacheRetentionRun> {
   const now = env.now ?? new Date();
-  let file = opts.policyFile !== undefined ? await loadPolicyFile(opts.policyFile) : undefined;
-  // A branches file named in the policy is relative to the policy file (as for relais cleanup).
-  const lb = file?.liveBranches;
-  if (file && opts.policyFile !== undefined && lb !== undefined && lb !== 'gitlab' && !lb.startsWith('git:') && !isAbsolute(lb))
-    file = { ...file, liveBranches: resolve(dirname(opts.policyFile), lb) };
-  const policy = buildPolicy(file, opts);
-  if (file === undefined && policy.rules.length === 0)
-    throw new RelaisError('CONFIG_INVALID', 'no retention rule given', { status: 400, hint: 'pass --policy FILE, or at least one of --keep-last N, --older-than DURATION, --live-branches FILE|git:REMOTE' });
+  const policy = await resolvePolicy(opts.policyFile, opts);
   if (policy.liveBranches === 'gitlab')
     throw new RelaisError('CONFIG_INVALID', 'relais gc cannot ask GitLab for live branches', { status: 400, hint: 'give --live-branches FILE or git:REMOTE' });
   const liveBranches = policy.liveBranches === undefined ? null : await loadLiveBranches(policy.liveBranches, opts.cwd);

@@ -2,6 +2,7 @@
 // (--keep-last, --older-than, --protect, --live-branches). Rules are evaluated in priority order
 // (ECR lifecycle rules and GitLab's cleanup policy are the models; see plan.ts).
 import { readFile } from 'node:fs/promises';
+import { dirname, isAbsolute, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { RelaisError } from '../errors.js';
@@ -250,4 +251,22 @@ export function buildPolicy(file: PolicyInput | undefined, flags: PolicyFlags, s
     minKeep: base.limits?.minKeep ?? 1,
     rules: ordered.map(({ r, i }) => compileRule(r, i)),
   };
+}
+
+/**
+ * The policy of a run: the file (if any) merged with the flags. A branches file named in the policy is
+ * relative to the policy file, not to where relais runs. Refuses a run with no rule at all.
+ */
+export async function resolvePolicy(policyFile: string | undefined, flags: PolicyFlags): Promise<Policy> {
+  let file = policyFile !== undefined ? await loadPolicyFile(policyFile) : undefined;
+  const lb = file?.liveBranches;
+  if (file && policyFile !== undefined && lb !== undefined && lb !== 'gitlab' && !lb.startsWith('git:') && !isAbsolute(lb))
+    file = { ...file, liveBranches: resolve(dirname(policyFile), lb) };
+  const policy = buildPolicy(file, flags);
+  if (file === undefined && policy.rules.length === 0)
+    throw new RelaisError('CONFIG_INVALID', 'no retention rule given', {
+      status: 400,
+      hint: 'pass --policy FILE, or at least one of --keep-last N, --older-than DURATION, --live-branches FILE|git:REMOTE',
+    });
+  return policy;
 }

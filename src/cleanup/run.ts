@@ -1,5 +1,4 @@
 // `relais cleanup`: inspect -> plan -> (confirm) -> apply, for one or more repositories.
-import { dirname, isAbsolute, resolve } from 'node:path';
 import { SingleBar } from 'cli-progress';
 import { RelaisError } from '../errors.js';
 import { applyPlan, type ApplyResult } from './apply.js';
@@ -10,7 +9,7 @@ import { GitLabRegistry } from './gitlab.js';
 import { inspectRepository, type Inspection } from './inspect.js';
 import { OciRegistry } from './oci.js';
 import { planRepository, type RepoPlan } from './plan.js';
-import { buildPolicy, loadPolicyFile, type Policy, type PolicyFlags } from './policy.js';
+import { resolvePolicy, type Policy, type PolicyFlags } from './policy.js';
 import { renderApplyResult, renderPlanTable, type JsonReport } from './render.js';
 
 export interface CleanupOptions extends PolicyFlags {
@@ -91,17 +90,7 @@ async function liveBranchesFor(policy: Policy, backend: RegistryBackend, cwd: st
 
 export async function runCleanup(opts: CleanupOptions, io: CleanupIO, backendOverride?: RegistryBackend): Promise<number> {
   const now = io.now?.() ?? new Date();
-  let file = opts.policyFile !== undefined ? await loadPolicyFile(opts.policyFile) : undefined;
-  // A branches file named in the policy is relative to the policy file, not to where relais runs.
-  const lb = file?.liveBranches;
-  if (file && opts.policyFile !== undefined && lb !== undefined && lb !== 'gitlab' && !lb.startsWith('git:') && !isAbsolute(lb))
-    file = { ...file, liveBranches: resolve(dirname(opts.policyFile), lb) };
-  const policy = buildPolicy(file, opts);
-  if (file === undefined && policy.rules.length === 0)
-    throw new RelaisError('CONFIG_INVALID', 'no retention rule given', {
-      status: 400,
-      hint: 'pass --policy FILE, or at least one of --keep-last N, --older-than DURATION, --live-branches FILE|git:REMOTE',
-    });
+  const policy = await resolvePolicy(opts.policyFile, opts);
   const backend = backendOverride ?? makeBackend(opts);
   const progress = progressReporter(io);
   try {
