@@ -162,7 +162,6 @@ export class BlobService {
         const inner = body;
         return {
           ...inner,
-          ready: (pos, sig) => inner.ready(pos, sig),
           close: async () => {
             release();
             await inner.close();
@@ -205,7 +204,7 @@ export class BlobService {
         },
         openFile: async (range) => {
           try {
-            return await this.committedFile(key, range);
+            return await this.committedFile(key, cached.size, range);
           } catch (e) {
             if (e instanceof StorageNotFound) throw errors.blobUnknown(route.repo, digest);
             throw e;
@@ -241,11 +240,11 @@ export class BlobService {
     };
   }
 
-  /** A committed blob as a local file, when the storage driver keeps files. */
-  private async committedFile(key: string, range?: ByteRange): Promise<FileBody | undefined> {
+  /** A committed blob (of the size the index knows) as a local file, when the storage driver keeps files. */
+  private async committedFile(key: string, size: number, range?: ByteRange): Promise<FileBody | undefined> {
     if (!this.opts.storage.openLocal) return undefined;
     const f = await this.opts.storage.openLocal(key);
-    const end = range ? range.end + 1 : f.size;
+    const end = range ? range.end + 1 : size;
     return { fd: f.fd, start: range?.start ?? 0, end, ready: () => Promise.resolve(end), close: () => f.close() };
   }
 
@@ -254,14 +253,15 @@ export class BlobService {
    * at commit), with the same rules as follow(): the last byte only once the digest is verified.
    */
   private async followFile(dl: BlobDownload, key: string, range?: ByteRange): Promise<FileBody | undefined> {
-    if (dl.size === undefined) return undefined;
-    const end = range ? range.end + 1 : dl.size;
+    const size = dl.size;
+    if (size === undefined) return undefined;
+    const end = range ? range.end + 1 : size;
     const file = dl.acquireReader();
     if (!file) {
       // Committed or failed between the lookup and now.
       if (dl.state === 'failed') throw dl.error ?? errors.internal('download failed');
       await dl.done;
-      return this.committedFile(key, range);
+      return this.committedFile(key, size, range);
     }
     return {
       fd: file.fd,
@@ -269,12 +269,9 @@ export class BlobService {
       end,
       ready: async (pos, signal) => {
         for (;;) {
-          const state = dl.state;
-          if (state === 'failed') throw dl.error ?? errors.internal('download failed');
-          // While unverified, hold back the range's last byte.
-          const allowed = state === 'committed' ? Math.min(dl.written, end) : Math.min(dl.written, end - 1);
+          const allowed = sendableEnd(dl, end);
           if (allowed > pos) return allowed;
-          if (state === 'committed') throw errors.internal('spool file shorter than the range');
+          if (dl.state === 'committed') throw errors.internal('spool file shorter than the range');
           signal.throwIfAborted();
           await new Promise<void>((resolve, reject) => {
             const onAbort = (): void => reject(signal.reason as Error);
@@ -383,13 +380,10 @@ export class BlobService {
       }
       try {
         for (;;) {
-          const state = dl.state;
-          if (state === 'failed') throw dl.error ?? errors.internal('download failed');
           // The whole blob ends at its announced size: without this a full GET got its last byte unverified.
-          const total = endExclusive ?? dl.size ?? (state === 'committed' ? dl.written : Infinity);
+          const total = endExclusive ?? dl.size ?? (dl.state === 'committed' ? dl.written : Infinity);
+          const allowed = sendableEnd(dl, total);
           if (pos >= total) return;
-          // While unverified, hold back the response's last byte.
-          const allowed = state === 'committed' ? Math.min(dl.written, total) : Math.min(dl.written, total - 1);
           if (pos < allowed) {
             const n = Math.min(allowed - pos, FOLLOW_CHUNK);
             const buf = Buffer.allocUnsafe(n);
@@ -415,6 +409,15 @@ export class BlobService {
     for (const d of all) d.cancel();
     await Promise.allSettled(all.map((d) => d.done));
   }
+}
+
+/**
+ * How far (exclusive, at most `end`) a follower of the download may send: what is on disk, minus the
+ * response's last byte while the digest is unverified. Throws the download's error once it failed.
+ */
+function sendableEnd(dl: BlobDownload, end: number): number {
+  if (dl.state === 'failed') throw dl.error ?? errors.internal('download failed');
+  return dl.state === 'committed' ? Math.min(dl.written, end) : Math.min(dl.written, end - 1);
 }
 
 async function* storageRead(stream: Readable): AsyncGenerator<Buffer> {

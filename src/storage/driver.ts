@@ -54,7 +54,6 @@ export interface StorageDriver {
 /** An object opened as a local file (StorageDriver.openLocal). */
 export interface LocalFile {
   readonly fd: number;
-  readonly size: number;
   close(): Promise<void>;
 }
 

@@ -94,13 +94,7 @@ export class FilesystemDriver implements StorageDriver {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new StorageNotFound(key);
       throw e;
     }
-    try {
-      const { size } = await fh.stat();
-      return { fd: fh.fd, size, close: () => fh.close() };
-    } catch (e) {
-      await fh.close();
-      throw e;
-    }
+    return { fd: fh.fd, close: () => fh.close() };
   }
 
   async writer(key: string): Promise<StorageWriter> {

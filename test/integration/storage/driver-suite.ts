@@ -5,6 +5,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
+import { readSync } from 'node:fs';
 import { access, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { StorageNotFound, type StorageDriver } from '../../../src/storage/driver.js';
@@ -89,6 +90,24 @@ export function registerDriverSuite(name: string, factory: () => Promise<DriverU
         assert.deepEqual(got, data.subarray(start, end + 1), `range ${start}-${end}`);
       }
       await assert.rejects(d.reader('read/missing'), (e: unknown) => e instanceof StorageNotFound && e.key === 'read/missing');
+    });
+
+    test('openLocal (drivers that keep local files): the fd reads the object; a missing key throws StorageNotFound', async (t) => {
+      if (!d.openLocal) {
+        t.diagnostic(`${name} keeps no local files: relais streams its blobs (no sendfile)`);
+        return;
+      }
+      const data = randomBytes(100_000);
+      await d.putContent('local/obj', data);
+      const f = await d.openLocal('local/obj');
+      try {
+        const buf = Buffer.alloc(data.length + 10);
+        const n = readSync(f.fd, buf, 0, buf.length, 0);
+        assert.deepEqual(buf.subarray(0, n), data);
+      } finally {
+        await f.close();
+      }
+      await assert.rejects(d.openLocal('local/missing'), (e: unknown) => e instanceof StorageNotFound && e.key === 'local/missing');
     });
 
     test('writer: nothing is visible before commit; a multi-part stream arrives whole', async () => {
