@@ -9,10 +9,11 @@ import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { dockerPullColdWarm, startMirroredDockerd, type DockerPullResult } from './lib/docker.js';
 import { buildAndPush, type BuiltImage, type ImageSpec } from './lib/images.js';
-import { runCmd, stopAll } from './lib/procs.js';
+import { runCmd, startProc, stopAll, waitHttp } from './lib/procs.js';
 
 /**
  * Writes back every dirty page before a measurement: on 2 cores, the kernel flushing the previous
@@ -23,6 +24,7 @@ import { runCmd, stopAll } from './lib/procs.js';
 async function settleDisk(): Promise<void> {
   await runCmd('sync', [], { timeoutMs: 120_000 });
 }
+import { cpuBoundCeiling, linkBoundCeiling, reach, renderCeilings, type Ceiling } from './lib/ceilings.js';
 import { runInClient, runPullSplit } from './lib/clients.js';
 import { MANIFEST_ACCEPT, type PullResult, type TtfbResult } from './lib/pull.js';
 import { renderTable, toRows, type Metric } from './lib/report.js';
@@ -30,6 +32,7 @@ import { sampleRss, treeCpuSeconds } from './lib/rss.js';
 import { netnsSlowLink, parseRate, proxySlowLink, slowLink, type SlowLink } from './lib/slowlink.js';
 import {
   RELAIS_MAIN,
+  RELAIS_NODE_FLAGS,
   TARGET_KINDS,
   countUpstream,
   startTarget,
@@ -40,9 +43,13 @@ import {
   type UpstreamCounts,
 } from './lib/targets.js';
 import { runWrk, type WrkResult } from './lib/wrk.js';
+import { freePort } from '../test/peers/ports.js';
+import { request } from 'undici';
 
 const MiB = 1024 * 1024;
 const MB = 1e6;
+/** dist/bench: where the compiled helpers (floor-server.js, client.js) are. */
+const BENCH_DIR = dirname(fileURLToPath(import.meta.url));
 
 const USAGE = `usage: npm run bench -- [options]
 
@@ -193,6 +200,8 @@ interface PullMeasure {
   readonly upstreamOverImage: number;
   readonly peakRssBytes: number;
   readonly cpuSeconds: number;
+  /** CPU-seconds the upstream registry used during the pull (for the CPU-bound ceiling). */
+  readonly upstreamCpuSeconds: number;
 }
 
 interface TargetResults {
@@ -210,6 +219,10 @@ class Bench {
   images: BuiltImage[] = [];
   imageBytes = 0;
   link: SlowLink | undefined;
+  /** wrk against a bare node:http server answering the same manifest: the ceiling of any Node server here. */
+  floor: WrkResult | undefined;
+  /** Payload bytes/s one transfer gets through the slow link (a 40 MiB blob straight from the upstream). */
+  linkBytesPerSec: number | undefined;
   private seq = 0;
 
   constructor(
@@ -286,6 +299,7 @@ class Bench {
     await settleDisk();
     const mark = up.access.length;
     const cpu0 = treeCpuSeconds(t.proc.pid);
+    const upCpu0 = treeCpuSeconds(up.proc.pid);
     const rss = sampleRss(t.proc.pid);
     let r: PullResult;
     try {
@@ -307,6 +321,7 @@ class Bench {
     }
     const peakRssBytes = rss.stop();
     const cpuSeconds = treeCpuSeconds(t.proc.pid) - cpu0;
+    const upstreamCpuSeconds = treeCpuSeconds(up.proc.pid) - upCpu0;
     // The access log line is written when the upstream finishes the response: let it settle.
     let n = -1;
     for (let i = 0; i < 20 && n !== up.access.length; i++) {
@@ -326,7 +341,55 @@ class Bench {
       upstreamOverImage: upstream.blobBytes / this.imageBytes,
       peakRssBytes,
       cpuSeconds,
+      upstreamCpuSeconds,
     };
+  }
+
+  /** The manifest-rate ceiling: the same wrk against a bare node:http server answering the same manifest. */
+  async measureFloor(up: Upstream): Promise<void> {
+    const mixed = this.images.find((i) => i.spec.name === 'mixed');
+    const res = await request(`${up.url}/v2/${mixed?.repo ?? 'library/mixed'}/manifests/latest`, { headers: { accept: MANIFEST_ACCEPT } });
+    const body = Buffer.from(await res.body.arrayBuffer());
+    const type = res.headers['content-type'];
+    if (res.statusCode !== 200 || typeof type !== 'string') throw new Error(`upstream answered ${res.statusCode} to the manifest`);
+    const dir = join(this.work, 'floor');
+    await mkdir(dir, { recursive: true });
+    await writeFile(join(dir, 'manifest.json'), body);
+    const port = await freePort();
+    const proc = startProc({
+      name: 'node:http floor',
+      cmd: process.execPath,
+      args: [...RELAIS_NODE_FLAGS, join(BENCH_DIR, 'floor-server.js'), String(port), join(dir, 'manifest.json'), type],
+      logFile: join(dir, 'floor.log'),
+    });
+    try {
+      const url = `http://127.0.0.1:${port}/v2/${mixed?.repo ?? 'library/mixed'}/manifests/latest`;
+      await waitHttp(url, proc, 10_000);
+      // Warmed up like the targets (which had the pulls before their wrk run).
+      await runWrk(url, MANIFEST_ACCEPT, { threads: 2, connections: 64, seconds: 1 });
+      this.floor = await runWrk(url, MANIFEST_ACCEPT, { threads: 2, connections: 64, seconds: this.o.wrkSeconds });
+      log(`node:http floor: ${Math.round(this.floor.requestsPerSec)} req/s`);
+    } finally {
+      await proc.stop();
+    }
+  }
+
+  /** The slow link's payload rate: one 40 MiB blob fetched straight from the upstream, through the link. */
+  async measureLink(upstreamAddr: string, prefix: readonly string[]): Promise<void> {
+    const mixed = this.images.find((i) => i.spec.name === 'mixed');
+    const blob = [...(mixed?.blobs ?? [])].sort((a, b) => b.size - a.size)[0];
+    if (mixed === undefined || blob === undefined) return;
+    await settleDisk();
+    const out = await runCmd(
+      'curl',
+      ['-s', '-o', '/dev/null', '--max-time', '300', '-w', '%{size_download} %{time_total}', `http://${upstreamAddr}/v2/${mixed.repo}/blobs/${blob.digest}`],
+      { prefix, timeoutMs: 310_000 },
+    );
+    const [bytes, seconds] = out.trim().split(' ').map(Number);
+    if (bytes === blob.size && seconds !== undefined && seconds > 0) {
+      this.linkBytesPerSec = bytes / seconds;
+      log(`slow link carries ${(this.linkBytesPerSec / MB).toFixed(1)} MB/s of payload (${(bytes / MB).toFixed(1)} MB in ${seconds.toFixed(2)} s)`);
+    }
   }
 
   /** Runs one measurement on a fresh target with an empty cache; a failure is recorded, not thrown. */
@@ -384,6 +447,11 @@ class Bench {
         }
       });
     }
+    try {
+      await this.measureFloor(up);
+    } catch (e) {
+      log(`node:http floor: FAILED ${e instanceof Error ? e.message : String(e)}`);
+    }
     if (o.bigClients > 0 && o.bigClients !== o.clients) {
       await each(`cold pull with ${o.bigClients} clients`, async (t, res) => {
         res.big = await this.pull(t, up, o.bigClients, [], false);
@@ -404,6 +472,11 @@ class Bench {
   /** The 2b runs: the cold TTFB and the cold pull with the upstream behind the slow link. */
   async measureSlow(up: Upstream, link: SlowLink, results: Partial<Record<TargetKind, TargetResults>>): Promise<void> {
     const where = { upstream: await link.upstreamAddr(Number(new URL(up.url).port)), prefix: link.cachePrefix };
+    try {
+      await this.measureLink(where.upstream, where.prefix);
+    } catch (e) {
+      log(`slow link payload rate: FAILED ${e instanceof Error ? e.message : String(e)}`);
+    }
     for (const phase of ['ttfb', 'cold'] as const) {
       for (const kind of this.o.targets) {
         const res = results[kind];
@@ -621,6 +694,58 @@ function buildMetrics(o: Options, results: Partial<Record<TargetKind, TargetResu
   return metrics;
 }
 
+/** The best relais/nginx ratio this machine allows for each throughput target of the run (bench/lib/ceilings.ts). */
+function buildCeilings(o: Options, results: Partial<Record<TargetKind, TargetResults>>, bench: Bench, cores: number): Ceiling[] {
+  const relais = results.relais;
+  const nginx = results.nginx;
+  if (relais === undefined) return [];
+  const out: Ceiling[] = [];
+  const pullCeiling = (id: string, label: string, target: number, r: readonly PullMeasure[], n: readonly PullMeasure[]): void => {
+    const rm = median(r.map((m) => m.mbPerSec));
+    const nm = median(n.map((m) => m.mbPerSec));
+    const client = median(r.map((m) => m.result.clientCpuSeconds ?? 0)) ?? 0;
+    const upstream = median(r.map((m) => m.upstreamCpuSeconds)) ?? 0;
+    const bytes = median(r.map((m) => m.result.bytes)) ?? 0;
+    const best = cpuBoundCeiling({ bytes, clientCpuSeconds: client, upstreamCpuSeconds: upstream }, cores);
+    out.push({
+      id,
+      label,
+      target,
+      ratio: rm !== undefined && nm !== undefined ? rm / nm : undefined,
+      ceiling: best !== undefined && nm !== undefined ? best / MB / nm : undefined,
+      boundBy: `CPU: clients ${client.toFixed(1)} s + upstream ${upstream.toFixed(1)} s on ${cores} cores, cache at 0 s: ${best === undefined ? '-' : (best / MB).toFixed(0)} MB/s`,
+    });
+  };
+  pullCeiling('cold_mbps', `cold pull, ${o.clients} clients`, 1.2, relais.cold, nginx?.cold ?? []);
+  pullCeiling('warm_mbps', `warm pull, ${o.clients} clients`, 1.0, relais.warm, nginx?.warm ?? []);
+  const rw = relais.wrk?.requestsPerSec;
+  const nw = nginx?.wrk?.requestsPerSec;
+  const fw = bench.floor?.requestsPerSec;
+  out.push({
+    id: 'manifest_rps',
+    label: 'manifest GET by tag',
+    target: 0.5,
+    ratio: rw !== undefined && nw !== undefined ? rw / nw : undefined,
+    ceiling: fw !== undefined && nw !== undefined ? fw / nw : undefined,
+    boundBy: `Node's HTTP stack: a bare node:http server with a constant manifest: ${fw === undefined ? '-' : Math.round(fw).toLocaleString('en-US')} req/s`,
+  });
+  if (o.slowLinkBits !== undefined) {
+    const rs = relais.slow.cold?.mbPerSec;
+    const ns = nginx?.slow.cold?.mbPerSec;
+    const link = bench.linkBytesPerSec;
+    const best = link === undefined ? undefined : linkBoundCeiling(o.clients, link);
+    out.push({
+      id: 'slow_cold_mbps',
+      label: `slow link ${o.slowLinkText}: cold pull, ${o.clients} clients`,
+      target: 1.2,
+      ratio: rs !== undefined && ns !== undefined ? rs / ns : undefined,
+      ceiling: best !== undefined && ns !== undefined ? best / MB / ns : undefined,
+      boundBy: `the link: ${link === undefined ? '-' : (link / MB).toFixed(1)} MB/s of payload x ${o.clients} clients = ${best === undefined ? '-' : (best / MB).toFixed(0)} MB/s`,
+    });
+  }
+  return out;
+}
+
 function versions(): Record<string, string> {
   const tryRun = (f: () => string): string => {
     try {
@@ -744,6 +869,10 @@ async function main(): Promise<void> {
     `wall time ${wallS.toFixed(0)} s`,
   ];
   process.stdout.write(`\n${header.join('\n')}\n\n${table}\n`);
+  const ceilings = buildCeilings(o, results, bench, cpus().length);
+  if (ceilings.length > 0) {
+    process.stdout.write(`\nWhat this machine allows (best relais/nginx any cache could reach in this run; bench/lib/ceilings.ts):\n\n${renderCeilings(ceilings)}\n`);
+  }
   const errors = Object.entries(results).flatMap(([k, r]) => r.errors.map((e) => `${k}: ${e}`));
   if (errors.length > 0) process.stdout.write(`\nerrors:\n${errors.map((e) => `  ${e}`).join('\n')}\n`);
 
@@ -772,6 +901,9 @@ async function main(): Promise<void> {
     })),
     imageBytes: bench.imageBytes,
     table: rows,
+    ceilings: ceilings.map((c) => ({ ...c, verdict: reach(c) })),
+    floor: bench.floor ?? null,
+    linkBytesPerSec: bench.linkBytesPerSec ?? null,
     raw: results,
     errors,
   };

@@ -1,0 +1,40 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { cpuBoundCeiling, linkBoundCeiling, reach, renderCeilings, type Ceiling } from '../../../bench/lib/ceilings.js';
+
+describe('bench ceilings', () => {
+  it('a CPU-bound pull cannot beat (client + upstream CPU) / cores of wall time', () => {
+    // 1796 MB, clients 4.7 s, upstream 0.5 s, 2 cores: at best 2.6 s of wall time.
+    const c = cpuBoundCeiling({ bytes: 1796e6, clientCpuSeconds: 4.7, upstreamCpuSeconds: 0.5 }, 2);
+    assert.ok(c !== undefined);
+    assert.equal(Math.round(c / 1e6), Math.round(1796 / 2.6));
+    // More cores, higher ceiling.
+    assert.ok((cpuBoundCeiling({ bytes: 1796e6, clientCpuSeconds: 4.7, upstreamCpuSeconds: 0.5 }, 4) ?? 0) > c);
+  });
+
+  it('has no CPU ceiling without a measured cost', () => {
+    assert.equal(cpuBoundCeiling({ bytes: 1e6, clientCpuSeconds: 0, upstreamCpuSeconds: 0 }, 2), undefined);
+    assert.equal(cpuBoundCeiling({ bytes: 0, clientCpuSeconds: 1, upstreamCpuSeconds: 0 }, 2), undefined);
+  });
+
+  it('a link-bound pull delivers at most clients x the link payload rate', () => {
+    assert.equal(linkBoundCeiling(8, 23.9e6), 8 * 23.9e6);
+    assert.equal(linkBoundCeiling(8, 0), undefined);
+  });
+
+  it('tells met, reachable and out-of-reach targets apart', () => {
+    const base: Ceiling = { id: 'a', label: 'a', ratio: 0.8, ceiling: 1.06, target: 1.2, boundBy: 'cpu' };
+    assert.equal(reach(base), 'out of reach here');
+    assert.equal(reach({ ...base, ceiling: 1.5 }), 'not met, within reach');
+    assert.equal(reach({ ...base, ratio: 1.25 }), 'met');
+    assert.equal(reach({ ...base, ratio: undefined }), 'n/a');
+    assert.equal(reach({ ...base, ceiling: undefined }), 'n/a');
+  });
+
+  it('renders one row per target with both ratios', () => {
+    const out = renderCeilings([{ id: 'cold', label: 'cold pull', ratio: 0.8, ceiling: 1.06, target: 1.2, boundBy: 'CPU' }]);
+    const lines = out.split('\n');
+    assert.equal(lines.length, 3);
+    assert.match(lines[2] ?? '', /\| cold pull .*0\.80x .*1\.06x .*>= 1\.2x .*out of reach here .*CPU/);
+  });
+});
