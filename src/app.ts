@@ -11,6 +11,7 @@ import type { ResolvedConfig } from './config/load.js';
 import { usesLibraryPrefix } from './config/load.js';
 import { createAccessControl } from './http/access.js';
 import { createRegistryHandler } from './http/handlers.js';
+import type { HotManifests } from './http/hot-manifests.js';
 import { createOpsHandler } from './http/ops.js';
 import { Sendfile, loadSendfile } from './http/sendfile.js';
 import { createServer, type RouteHandler, type RunningServer } from './http/server.js';
@@ -18,13 +19,14 @@ import { startCluster } from './cluster/create.js';
 import { makeEvictor } from './cluster/evictor.js';
 import { openIndex } from './index/create.js';
 import type { CacheIndex } from './index/index.js';
-import { createLogger, type Logger } from './observability/logger.js';
+import { createLogger, createRequestLogger, type Logger } from './observability/logger.js';
 import { RelaisMetrics } from './observability/metrics.js';
 import { BlobService } from './registry/blobs.js';
 import { ListingService } from './registry/listing.js';
 import { ManifestService } from './registry/manifests.js';
 import type { RoutingTable } from './registry/routing.js';
 import { openStorage } from './storage/create.js';
+import type { StorageDriver } from './storage/driver.js';
 import { UpstreamClient } from './upstream/client.js';
 
 export interface RelaisInstance {
@@ -34,10 +36,13 @@ export interface RelaisInstance {
   readonly logger: Logger;
   readonly blobs: BlobService;
   readonly manifests: ManifestService;
+  readonly storage: StorageDriver;
   readonly index: CacheIndex;
   readonly http: RunningServer;
   readonly metrics: RelaisMetrics;
   readonly evictor: Evictor;
+  /** Prepared responses for fresh manifests by tag (src/http/hot-manifests.ts). */
+  readonly hotManifests: HotManifests;
   /** Whether cached blobs go out with sendfile(2), and why not when they do not. */
   readonly sendfile: { readonly enabled: boolean; readonly reason?: string };
   /** Graceful stop: drain requests, cancel downloads, close the index. */
@@ -55,6 +60,8 @@ function splitListen(listen: string): { host: string; port: number } {
 
 export async function startRelais(config: ResolvedConfig, opts: StartOptions = {}): Promise<RelaisInstance> {
   const logger = opts.logger ?? createLogger(config.log.level);
+  // An injected logger (tests, embedding) gets the request lines too; on its own, relais buffers them.
+  const requestLogger = opts.logger ? undefined : createRequestLogger(config.log.level);
   const dataDir = resolve(config.dataDir);
   await mkdir(dataDir, { recursive: true });
   // Filesystem or S3 (storage.driver); spool files left by a crash are removed before serving.
@@ -186,7 +193,9 @@ export async function startRelais(config: ResolvedConfig, opts: StartOptions = {
     requestTimeout: config.server.requestTimeout,
     logRequests: config.log.requests,
     logger,
-    handlers: [...(cluster ? [cluster.handler(blobs)] : []), guard, registry, health, ops],
+    requestLogger,
+    fast: registry.fast,
+    handlers: [...(cluster ? [cluster.handler(blobs)] : []), guard, registry.handle, health, ops],
     onRequestEnd: (info) => metrics.request(info),
   });
   const { host, port } = splitListen(config.listen);
@@ -217,10 +226,12 @@ export async function startRelais(config: ResolvedConfig, opts: StartOptions = {
     logger,
     blobs,
     manifests,
+    storage,
     index,
     http,
     metrics,
     evictor,
+    hotManifests: registry.hot,
     sendfile: sendfile.status,
     close: () => {
       closing ??= (async () => {
@@ -235,6 +246,7 @@ export async function startRelais(config: ResolvedConfig, opts: StartOptions = {
         await removePidFile();
         storageSetup.close();
         logger.info('relais stopped');
+        requestLogger?.flush();
         logger.flush();
       })();
       return closing;

@@ -10,6 +10,7 @@ import { validateDigest, validateReference } from '../registry/reference.js';
 import { resolveRoute, type RoutingTable, type UpstreamRoute } from '../registry/routing.js';
 import type { ByteRange } from '../storage/driver.js';
 import { ANONYMOUS, type AccessControl, type Principal } from './access.js';
+import { HotManifests } from './hot-manifests.js';
 import type { Sendfile } from './sendfile.js';
 import { parseApiPath, type ApiRoute } from './route.js';
 
@@ -43,7 +44,31 @@ function splitUrl(url: string): { path: string; query: URLSearchParams | undefin
   return q === -1 ? { path: url, query: undefined } : { path: url.slice(0, q), query: new URLSearchParams(url.slice(q + 1)) };
 }
 
-export function createRegistryHandler(deps: RegistryHandlerDeps) {
+export interface RegistryHandler {
+  /** Handles /v2/ requests; returns false for other paths. */
+  readonly handle: (req: IncomingMessage, res: ServerResponse, ctx: RequestContext) => Promise<boolean>;
+  /**
+   * Answers a GET or HEAD of a manifest by tag that is fresh in memory from a prepared response, before any
+   * routing or lookup (src/http/hot-manifests.ts); returns false (having done nothing) for anything else.
+   */
+  readonly fast: (req: IncomingMessage, res: ServerResponse, ctx: RequestContext) => boolean;
+  /** The prepared responses (tests, status). */
+  readonly hot: HotManifests;
+}
+
+export function createRegistryHandler(deps: RegistryHandlerDeps): RegistryHandler {
+  const hot = new HotManifests();
+  deps.manifests.onForget((digests) => hot.forget(digests));
+  /** Whether an anonymous client may pull from this upstream (the only case the prepared responses serve). */
+  const anonymousMayPull = (upstream: string): boolean => {
+    if (!deps.access.enabled) return true;
+    try {
+      deps.access.checkPull(ANONYMOUS, upstream);
+      return true;
+    } catch {
+      return false;
+    }
+  };
   /** Resolves the upstream and checks the client may pull from it. */
   const route = (ctx: RequestContext, name: string, query: URLSearchParams | undefined): UpstreamRoute => {
     const up = resolveRoute(deps.routing, name, query?.get('ns') ?? undefined);
@@ -57,14 +82,40 @@ export function createRegistryHandler(deps: RegistryHandlerDeps) {
     const up = route(ctx, r.name, query);
     const m = await deps.manifests.get(up, r.reference);
     ctx.result = m.result;
-    res.statusCode = 200;
-    res.setHeader('content-type', m.mediaType);
-    res.setHeader('content-length', m.body.byteLength);
-    res.setHeader('docker-content-digest', m.digest);
-    res.setHeader('etag', `"${m.digest}"`);
-    res.setHeader('docker-distribution-api-version', API_VERSION);
+    const headers = [
+      'content-type',
+      m.mediaType,
+      'content-length',
+      String(m.body.byteLength),
+      'docker-content-digest',
+      m.digest,
+      'etag',
+      `"${m.digest}"`,
+      'docker-distribution-api-version',
+      API_VERSION,
+    ];
+    // A tag served from memory without asking the upstream: the next requests for this URL get the same
+    // answer from the prepared response until the tag's freshness ends.
+    if (m.freshUntil !== undefined && req.url !== undefined && anonymousMayPull(up.upstream)) {
+      hot.set(req.url, { digest: m.digest, upstream: up.upstream, freshUntil: m.freshUntil, headers, body: m.body });
+    }
     ctx.bytes = req.method === 'HEAD' ? 0 : m.body.byteLength;
+    res.writeHead(200, headers);
     res.end(req.method === 'HEAD' ? undefined : m.body);
+  }
+
+  function fast(req: IncomingMessage, res: ServerResponse, ctx: RequestContext): boolean {
+    const method = req.method;
+    if ((method !== 'GET' && method !== 'HEAD') || req.url === undefined || req.headers.authorization !== undefined) return false;
+    const e = hot.get(req.url, Date.now());
+    if (e === undefined) return false;
+    deps.manifests.touch(e.digest);
+    ctx.upstream = e.upstream;
+    ctx.result = 'hit';
+    ctx.bytes = method === 'HEAD' ? 0 : e.body.byteLength;
+    res.writeHead(200, e.headers as string[]);
+    res.end(method === 'HEAD' ? undefined : e.body);
+    return true;
   }
 
   async function blob(req: IncomingMessage, res: ServerResponse, ctx: RequestContext, r: Extract<ApiRoute, { kind: 'blob' }>, query: URLSearchParams | undefined): Promise<void> {
@@ -146,8 +197,7 @@ export function createRegistryHandler(deps: RegistryHandlerDeps) {
     res.end(req.method === 'HEAD' ? undefined : out.body);
   }
 
-  /** Handles /v2/ requests; returns false for other paths. */
-  return async function handle(req: IncomingMessage, res: ServerResponse, ctx: RequestContext): Promise<boolean> {
+  async function handle(req: IncomingMessage, res: ServerResponse, ctx: RequestContext): Promise<boolean> {
     const { path, query } = splitUrl(req.url ?? '/');
     const r = parseApiPath(path);
     if (r === undefined) return false;
@@ -185,7 +235,9 @@ export function createRegistryHandler(deps: RegistryHandlerDeps) {
         await referrers(req, res, ctx, r, query);
         return true;
     }
-  };
+  }
+
+  return { handle, fast, hot };
 }
 
 /** One satisfiable range of the blob, or a 416. Several ranges are refused: relais does not send multipart/byteranges. */

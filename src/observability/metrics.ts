@@ -77,7 +77,8 @@ export class RelaisMetrics {
   private sources: MetricSources | undefined;
   private readonly errors: RecentError[] = [];
   private readonly pulls = new Map<string, { count: number; upstream: string; last: number }>();
-  private readonly requestSeries = new Map<string, { count: { inc(): void }; duration: { observe(v: number): void } }>();
+  private readonly requestSeries = new Map<string, { count: { inc(): void }; duration: { observe(v: number): void }; served: { inc(n: number): void } }>();
+  private readonly classified = new Map<string, Classified>();
   readonly startedAt = Date.now();
 
   constructor(
@@ -276,7 +277,7 @@ export class RelaisMetrics {
 
   /** The HTTP server's per-request hook. */
   request(info: RequestInfo): void {
-    const parsed = classify(info.url);
+    const parsed = this.classifyCached(info.url);
     if (parsed.kind === 'other') return; // /metrics, the status page, health checks
     // A client that read the whole body and hung up at once (before the server saw its last write done)
     // still got it all: every byte of the body reached the connection.
@@ -287,13 +288,17 @@ export class RelaisMetrics {
     const key = `${upstream}\0${parsed.kind}\0${result}`;
     let series = this.requestSeries.get(key);
     if (!series) {
-      series = { count: this.requests.labels(upstream, parsed.kind, result), duration: this.requestDuration.labels(parsed.kind, result) };
+      series = {
+        count: this.requests.labels(upstream, parsed.kind, result),
+        duration: this.requestDuration.labels(parsed.kind, result),
+        served: this.servedBytes.labels(upstream, info.result ?? 'none'),
+      };
       this.requestSeries.set(key, series);
     }
     series.count.inc();
     series.duration.observe(info.seconds);
     if (delivered && info.status < 400 && info.bytes !== undefined && info.bytes > 0 && info.method !== 'HEAD') {
-      this.servedBytes.inc({ upstream, result: info.result ?? 'none' }, info.bytes);
+      series.served.inc(info.bytes);
     }
     if (parsed.kind === 'manifest' && parsed.reference !== undefined && !parsed.reference.includes(':') && info.method === 'GET' && info.status < 400) {
       this.countPull(parsed.name, parsed.reference, parsed.ns);
@@ -308,6 +313,17 @@ export class RelaisMetrics {
         message: info.error ? `${info.error.code}: ${info.error.message}` : `HTTP ${info.status}`,
       });
     }
+  }
+
+  /** classify() of the URLs seen lately: clients ask for the same manifests and blobs over and over. */
+  private classifyCached(url: string): Classified {
+    let c = this.classified.get(url);
+    if (c === undefined) {
+      c = classify(url);
+      if (this.classified.size >= MAX_CLASSIFIED) this.classified.clear();
+      this.classified.set(url, c);
+    }
+    return c;
   }
 
   private countPull(name: string, tag: string, ns: string | undefined): void {
@@ -360,7 +376,17 @@ function leadingInt(v: string | string[] | undefined): number | undefined {
   return m ? Number(m[1]) : undefined;
 }
 
-function classify(url: string): { kind: RequestKind; name: string; reference?: string; ns: string | undefined } {
+/** URLs whose classification is remembered (cleared when full). */
+const MAX_CLASSIFIED = 4096;
+
+interface Classified {
+  readonly kind: RequestKind;
+  readonly name: string;
+  readonly reference?: string;
+  readonly ns: string | undefined;
+}
+
+function classify(url: string): Classified {
   const q = url.indexOf('?');
   const path = q === -1 ? url : url.slice(0, q);
   const ns = q === -1 ? undefined : (new URLSearchParams(url.slice(q + 1)).get('ns') ?? undefined);

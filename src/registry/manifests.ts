@@ -31,6 +31,8 @@ export interface ManifestResult {
   readonly mediaType: string;
   readonly body: Buffer;
   readonly result: CacheResult;
+  /** For a tag served from cache without asking the upstream: until when (ms since epoch) it stays fresh. */
+  readonly freshUntil?: number;
 }
 
 export interface ManifestSettings extends FreshnessSettings {
@@ -128,6 +130,8 @@ export class ManifestService {
   /** Remembered 404s: key -> expiry time. */
   private readonly notFound = new Map<string, number>();
   private readonly now: () => number;
+  /** Told which manifests eviction or gc removed (prepared responses built from them must go too). */
+  private readonly forgetListeners: ((digests: ReadonlySet<string>) => void)[] = [];
 
   constructor(private readonly opts: ManifestServiceOptions) {
     this.memory = new ManifestMemory(opts.memoryBytes ?? 64 * 1024 * 1024);
@@ -163,7 +167,7 @@ export class ManifestService {
       const local = await this.load(entry.digest);
       if (local) {
         this.opts.index.touch(entry.digest, this.now());
-        return { ...local, result: 'hit' };
+        return { ...local, result: 'hit', freshUntil: entry.checkedAt + settings.tagTtl };
       }
     }
     return this.coalesce(key, () => this.revalidateOrFetch(route, reference, signal), () => this.freshFromIndex(route, reference));
@@ -272,6 +276,17 @@ export class ManifestService {
     if (gone.size === 0) return;
     for (const d of gone) this.memory.delete(d);
     for (const [key, entry] of this.tags) if (gone.has(entry.digest)) this.tags.delete(key);
+    for (const l of this.forgetListeners) l(gone);
+  }
+
+  /** Calls `listener` with the digests each time eviction or gc makes relais forget manifests. */
+  onForget(listener: (digests: ReadonlySet<string>) => void): void {
+    this.forgetListeners.push(listener);
+  }
+
+  /** Records a use of a cached manifest served without a lookup (its last-access time, for eviction). */
+  touch(digest: string): void {
+    this.opts.index.touch(digest, this.now());
   }
 
   /** Keeps the hot tags in memory (the index stays the source of truth across restarts). */

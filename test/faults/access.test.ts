@@ -87,6 +87,22 @@ test('htpasswd users and bearer tokens, with per-upstream permissions', async ()
   recordFault({ group: '11 access control', fault: 'users (htpasswd -B) and static tokens with per-upstream permissions', client: 'undici, skopeo --creds', clientSaw: 'wrong password/token 401; user without permission 403 DENIED; permitted token and user pull', upstreamSaw: 'private upstream contacted only for permitted principals', onDisk: '-' });
 });
 
+test('prepared responses for hot tags never skip an access decision', async () => {
+  // A private tag pulled (and so made hot) with a token stays closed to anonymous clients.
+  for (let i = 0; i < 3; i++) {
+    const ok = await http(`${relais.url}/v2/private.example/corp/secret/manifests/v1`, { headers: { authorization: `Bearer ${CI_TOKEN}` } });
+    assert.equal(ok.status, 200);
+  }
+  const anon = await http(`${relais.url}/v2/private.example/corp/secret/manifests/v1`);
+  assert.equal(anon.status, 401);
+  // A public tag that anonymous clients get from the prepared response still refuses wrong credentials.
+  for (let i = 0; i < 3; i++) assert.equal((await http(`${relais.url}/v2/library/pub/manifests/v1`)).status, 200);
+  assert.ok(relais.instance.hotManifests.size >= 1, 'the public tag is answered from a prepared response');
+  const wrong = await http(`${relais.url}/v2/library/pub/manifests/v1`, { headers: { authorization: basic('alice', 'nope') } });
+  assert.equal(wrong.status, 401);
+  recordFault({ group: '11 access control', fault: 'hot tags (prepared responses) and access control', client: 'undici', clientSaw: 'private tag made hot by a token: anonymous 401; public hot tag with a wrong password: 401', upstreamSaw: '-', onDisk: '-' });
+});
+
 test('admin endpoints: anonymous 401, non-admin 403, admin allowed; metrics public', async () => {
   const anon = await http(`${relais.url}/_relais/status`);
   assert.equal(anon.status, 401);

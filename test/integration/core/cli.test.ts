@@ -56,6 +56,16 @@ test('SIGTERM drains an in-flight download, refuses new connections, then exits 
   // warm the cache, then read slowly so the transfer is still running when SIGTERM arrives
   const warm = await request(`http://127.0.0.1:${port}/v2/library/big/blobs/${layer.digest}`);
   await warm.body.dump({ limit: Infinity });
+  // Request lines are buffered (4 KiB or 1 s, src/observability/logger.ts): this one shows within the second.
+  const requestLines = (): Record<string, unknown>[] =>
+    proc
+      .output()
+      .split('\n')
+      .filter((l) => l.includes('"msg":"request"'))
+      .map((l) => JSON.parse(l.slice(l.indexOf('{'))) as Record<string, unknown>);
+  const deadline = Date.now() + 3000;
+  while (!requestLines().some((l) => l.path === `/v2/library/big/blobs/${layer.digest}`) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  assert.equal(requestLines().filter((l) => l.path === `/v2/library/big/blobs/${layer.digest}`).length, 1, `the request line was written within the flush period:\n${proc.output()}`);
   const res = await request(`http://127.0.0.1:${port}/v2/library/big/blobs/${layer.digest}`, { highWaterMark: 16 * 1024 });
   const chunks: Buffer[] = [];
   let first = true;
@@ -75,6 +85,8 @@ test('SIGTERM drains an in-flight download, refuses new connections, then exits 
   assert.equal(sha256(Buffer.concat(chunks)), layer.digest, 'the in-flight download completed intact');
   await assert.rejects(request(`http://127.0.0.1:${port}/v2/`), 'no new connections after the drain');
   assert.match(proc.output(), /"msg":"draining"/);
+  // The drained transfer's request line was flushed before the exit.
+  assert.equal(requestLines().filter((l) => l.path === `/v2/library/big/blobs/${layer.digest}` && l.status === 200).length, 2, proc.output());
 });
 
 test('tls: {cert, key} serves HTTPS', async () => {

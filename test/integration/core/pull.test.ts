@@ -258,3 +258,62 @@ test('a changed tag is picked up after its TTL', async () => {
     await up.close();
   }
 });
+
+test('a fresh tag is answered from a prepared response: same bytes and headers, logged and counted, never past its TTL', async () => {
+  const up = await startRegistry();
+  const r = await startRelais({ upstreams: { 'docker.io': up.url }, config: { upstreams: { 'docker.io': { tagTtl: '1500ms' } } } });
+  try {
+    const img = await pushRandomImage(up.host, 'library/hot:v1', { layers: [1000] });
+    const url = `${r.url}/v2/library/hot/manifests/v1`;
+    const miss = await http(url, { headers: { accept: ACCEPT_ALL } });
+    assert.equal(r.instance.hotManifests.size, 0, 'a miss prepares nothing');
+    const full = await http(url, { headers: { accept: ACCEPT_ALL } });
+    assert.equal(r.instance.hotManifests.size, 1, 'a fresh hit prepares the response');
+    up.clearLog();
+    const hot = await http(url, { headers: { accept: ACCEPT_ALL } });
+    const head = await http(url, { method: 'HEAD', headers: { accept: ACCEPT_ALL } });
+    for (const res of [miss, full, hot]) {
+      assert.equal(res.status, 200);
+      assert.equal(sha256(res.body), img.manifestDigest);
+      assert.equal(res.headers['docker-content-digest'], img.manifestDigest);
+      assert.equal(res.headers['etag'], `"${img.manifestDigest}"`);
+      assert.equal(res.headers['content-type'], full.headers['content-type']);
+      assert.equal(res.headers['content-length'], String(img.manifest.byteLength));
+      assert.equal(res.headers['docker-distribution-api-version'], 'registry/2.0');
+    }
+    assert.equal(head.status, 200);
+    assert.equal(head.body.byteLength, 0);
+    assert.equal(head.headers['content-length'], String(img.manifest.byteLength));
+    assert.equal(head.headers['docker-content-digest'], img.manifestDigest);
+    await up.settle();
+    assert.equal(up.accessLog().length, 0, 'the prepared answers asked the upstream nothing');
+
+    // Logged and counted like any other hit.
+    const lines = r.logs().filter((l) => l.msg === 'request' && l.path === '/v2/library/hot/manifests/v1');
+    assert.deepEqual(lines.map((l) => [l.method, l.status, l.cache, l.upstream]), [
+      ['GET', 200, 'miss', 'docker.io'],
+      ['GET', 200, 'hit', 'docker.io'],
+      ['GET', 200, 'hit', 'docker.io'],
+      ['HEAD', 200, 'hit', 'docker.io'],
+    ]);
+    const metrics = (await http(`${r.url}/metrics`)).body.toString('utf8');
+    assert.match(metrics, /relais_requests_total\{upstream="docker.io",kind="manifest",result="hit"\} 3/);
+
+    // Past the TTL the full path answers again, and revalidates with the upstream.
+    await sleep(1600);
+    up.clearLog();
+    const after = await http(url, { headers: { accept: ACCEPT_ALL } });
+    assert.equal(after.status, 200);
+    await up.settle();
+    assert.equal(up.manifestHeads(), 1, 'the expired tag was revalidated, not served from the prepared response');
+
+    // Eviction and gc forget manifests: their prepared responses go with them.
+    await http(url, { headers: { accept: ACCEPT_ALL } });
+    assert.equal(r.instance.hotManifests.size, 1);
+    r.instance.manifests.forget([img.manifestDigest]);
+    assert.equal(r.instance.hotManifests.size, 0);
+  } finally {
+    await r.close();
+    await up.close();
+  }
+});
