@@ -76,6 +76,8 @@ export async function openStorage(cfg: StorageConfig, dataDir: string): Promise<
         return false;
       }
     },
-    close: () => undefined,
+    close: () => {
+      void driver.close();
+    },
   };
 }

@@ -49,6 +49,8 @@ export interface StorageDriver {
    * capability, not a requirement). Throws StorageNotFound when absent.
    */
   openLocal?(key: string): Promise<LocalFile>;
+  /** Drivers that keep objects open between openLocal calls: closes those nobody is reading now. */
+  releaseIdle?(): Promise<void>;
 }
 
 /** An object opened as a local file (StorageDriver.openLocal). */

@@ -6,12 +6,17 @@ import { dirname, join, relative, sep } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { StorageNotFound, type ByteRange, type LocalFile, type StatInfo, type StorageDriver, type StorageWriter } from './driver.js';
+import { OpenFiles } from './open-files.js';
 
 const TMP_DIR = '_tmp';
+/** Idle fds of hot objects kept open for openLocal (src/storage/open-files.ts), and for how long. */
+const MAX_IDLE_FDS = 128;
+const IDLE_FD_MS = 30_000;
 
 export class FilesystemDriver implements StorageDriver {
   readonly name = 'filesystem';
   private readonly madeDirs = new Set<string>();
+  private readonly files = new OpenFiles((key) => open(this.path(key), 'r'), { maxIdle: MAX_IDLE_FDS, idleMs: IDLE_FD_MS });
 
   constructor(readonly root: string) {}
 
@@ -87,14 +92,21 @@ export class FilesystemDriver implements StorageDriver {
   }
 
   async openLocal(key: string): Promise<LocalFile> {
-    let fh: FileHandle;
     try {
-      fh = await open(this.path(key), 'r');
+      return await this.files.acquire(key);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new StorageNotFound(key);
       throw e;
     }
-    return { fd: fh.fd, close: () => fh.close() };
+  }
+
+  releaseIdle(): Promise<void> {
+    return this.files.releaseIdle();
+  }
+
+  /** Closes the fds openLocal keeps open (those in use close when their readers let go). */
+  close(): Promise<void> {
+    return this.files.closeAll();
   }
 
   async writer(key: string): Promise<StorageWriter> {
@@ -122,6 +134,7 @@ export class FilesystemDriver implements StorageDriver {
         await close();
         await this.ensureDir(dirname(target));
         await rename(tmp, target);
+        await this.files.invalidate(key);
       },
       cancel: async () => {
         await close();
@@ -135,10 +148,13 @@ export class FilesystemDriver implements StorageDriver {
     const target = this.path(key);
     await this.ensureDir(dirname(target));
     await rename(localPath, target);
+    await this.files.invalidate(key);
   }
 
   async delete(key: string): Promise<void> {
     await rm(this.path(key), { force: true });
+    // After the unlink: an fd opened in between would keep the deleted file's space until it is idle.
+    await this.files.invalidate(key);
   }
 
   async *list(prefix: string): AsyncIterable<{ key: string; size: number; modTime: Date }> {

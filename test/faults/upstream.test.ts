@@ -37,7 +37,9 @@ async function relaisFor(t: TestContext, url: string, upstreamExtra: Record<stri
 
 /** Stops relais and checks its data dir: no temp file, no index row without its file, no corrupt file. */
 async function diskAfter(r: RelaisPeer, note = ''): Promise<string> {
-  // Once the clients are gone no spool or blob file is held open (streams close asynchronously: settle).
+  // Once the clients are gone no spool or blob file is held open (streams close asynchronously: settle),
+  // besides the idle fds the storage keeps for the next reader (src/storage/open-files.ts): released first.
+  await r.instance.storage.releaseIdle?.();
   const storage = join(r.dataDir, 'storage');
   let open = await openFilesUnder(storage);
   for (let i = 0; i < 20 && open.length > 0; i++) {

@@ -10,6 +10,7 @@ import { createServer, connect, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadSendfile, SendfileError } from '../../../src/http/sendfile.js';
+import { openFilesUnder } from '../../faults/helpers.js';
 
 const loaded = loadSendfile();
 
@@ -284,6 +285,7 @@ test('relais: cold (miss + joins), warm and Range blob responses are identical w
     assert.equal(Number(/^relais_sendfile_bytes_total (\d+)/m.exec(offMetrics)?.[1]), 0, 'nothing sent with sendfile when it is off');
 
     // A client that goes away mid-body: its transfer ends, the blob is no longer held, relais serves on.
+    await relaisOn.instance.storage.releaseIdle?.();
     const fdsBefore = await openFds();
     await new Promise<void>((resolve) => {
       const req = request(`${relaisOn.url}/v2/library/big/blobs/${layer.digest}`, (res) => {
@@ -296,6 +298,9 @@ test('relais: cold (miss + joins), warm and Range blob responses are identical w
     });
     for (let i = 0; i < 50 && relaisOn.instance.blobs.serving.size > 0; i++) await new Promise((r) => setTimeout(r, 20));
     assert.equal(relaisOn.instance.blobs.serving.size, 0, 'the blob is released when its client goes away');
+    // The storage keeps the blob's fd for the next reader unless nobody holds it: released, none may remain.
+    await relaisOn.instance.storage.releaseIdle?.();
+    assert.deepEqual(await openFilesUnder(join(relaisOn.dataDir, 'storage')), [], 'the aborted transfer let go of the blob file');
     assert.ok((await openFds()) <= fdsBefore + 1, 'no file descriptor left open by the aborted transfer');
     const after = await get(relaisOn.url);
     assert.equal(`sha256:${createHash('sha256').update(after.body).digest('hex')}`, layer.digest);
