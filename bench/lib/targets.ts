@@ -121,14 +121,23 @@ export async function startUpstream(o: {
   return { ...r, access };
 }
 
-function nginxConfig(dir: string, port: number, upstream: string): string {
+function nginxConfig(dir: string, port: number, upstream: string, accessLog: boolean): string {
   return `# nginx as a registry cache: proxy_cache + proxy_cache_lock (the rpardini/docker-registry-proxy approach).
 ${process.getuid?.() === 0 ? '# Workers must write the cache in the (0700) temp dir.\nuser root;\n' : ''}worker_processes auto;
 pid ${dir}/nginx.pid;
 error_log ${dir}/error.log warn;
 events { worker_connections 8192; }
 http {
-  access_log off;
+${
+  accessLog
+    ? `  # Every request logged, as rpardini/docker-registry-proxy does (its "tweaked" format, with the cache status),
+  # in 64 KiB batches at least every second: the same work relais does by default with its request log.
+  log_format tweaked '$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent '
+                     '"HOST: $host" "UPSTREAM: $upstream_addr" "UPSTREAM-STATUS: $upstream_status" '
+                     '"CACHE-STATUS: $upstream_cache_status" $request_time';
+  access_log ${dir}/access.log tweaked buffer=64k flush=1s;`
+    : '  access_log off;'
+}
   client_body_temp_path ${dir}/tmp/body;
   proxy_temp_path ${dir}/tmp/proxy;
   fastcgi_temp_path ${dir}/tmp/fastcgi;
@@ -165,14 +174,14 @@ http {
 `;
 }
 
-async function startNginx(o: { workDir: string; upstream: string; prefix: readonly string[] }): Promise<Running> {
+async function startNginx(o: { workDir: string; upstream: string; prefix: readonly string[]; nginxAccessLog?: boolean }): Promise<Running> {
   const dir = o.workDir;
   for (const d of ['tmp/body', 'tmp/proxy', 'tmp/fastcgi', 'tmp/uwsgi', 'tmp/scgi', 'cache']) {
     await mkdir(join(dir, d), { recursive: true });
   }
   const port = await freePort();
   const conf = join(dir, 'nginx.conf');
-  await writeFile(conf, nginxConfig(dir, port, o.upstream));
+  await writeFile(conf, nginxConfig(dir, port, o.upstream, o.nginxAccessLog ?? true));
   const proc = startProc({
     name: 'nginx',
     cmd: 'nginx',
@@ -241,6 +250,8 @@ export interface TargetOptions {
   readonly relaisNodeArgs?: readonly string[];
   /** relais's entry point (default: this checkout's dist/src/cli/main.js). */
   readonly relaisMain?: string;
+  /** nginx logs every request (buffered), like relais by default (default true). */
+  readonly nginxAccessLog?: boolean;
 }
 
 export async function startTarget(kind: TargetKind, o: TargetOptions): Promise<Running> {
