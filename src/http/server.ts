@@ -90,9 +90,20 @@ export function createServer(opts: ServerOptions): RunningServer {
       closed = true;
       ended();
     });
-    if (opts.fast?.(req, res, ctx) === true) {
-      handled = true;
-      return;
+    try {
+      if (opts.fast?.(req, res, ctx) === true) {
+        handled = true;
+        return;
+      }
+    } catch (e) {
+      // Never expected; a throw in a request listener would take the process down. Before any byte went
+      // out, the full path answers; after, the client sees a broken response.
+      opts.logger.warn({ err: { message: e instanceof Error ? e.message : String(e) }, path: req.url }, 'fast path failed');
+      if (res.headersSent) {
+        handled = true;
+        res.destroy();
+        return;
+      }
     }
     void (async () => {
       try {

@@ -1,0 +1,78 @@
+// The server's synchronous fast path (prepared responses for hot tags): whatever it does, a request gets an answer
+// and the process survives. A real server on port 0.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Writable } from 'node:stream';
+import type { AddressInfo } from 'node:net';
+import { request } from 'undici';
+import { createServer } from '../../../src/http/server.js';
+import { createLogger } from '../../../src/observability/logger.js';
+
+async function serve(fast: Parameters<typeof createServer>[0]['fast']): Promise<{ url: string; lines: () => Record<string, unknown>[]; close: () => Promise<void> }> {
+  const out: string[] = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      out.push(...chunk.toString('utf8').split('\n').filter((l) => l !== ''));
+      cb();
+    },
+  });
+  const s = createServer({
+    headersTimeout: 5000,
+    keepAliveTimeout: 1000,
+    requestTimeout: 10_000,
+    logRequests: true,
+    logger: createLogger('info', sink),
+    fast,
+    handlers: [
+      (_req, res) => {
+        res.end('full path');
+        return Promise.resolve(true);
+      },
+    ],
+  });
+  await new Promise<void>((r) => s.server.listen(0, '127.0.0.1', r));
+  const { port } = s.server.address() as AddressInfo;
+  return { url: `http://127.0.0.1:${port}`, lines: () => out.map((l) => JSON.parse(l) as Record<string, unknown>), close: () => s.drain(1000) };
+}
+
+test('a fast path that answers owns the request; one that declines leaves it to the handlers', async () => {
+  const srv = await serve((req, res) => {
+    if (req.url !== '/hot') return false;
+    res.writeHead(200, ['content-type', 'text/plain']);
+    res.end('prepared');
+    return true;
+  });
+  try {
+    assert.equal(await (await request(`${srv.url}/hot`)).body.text(), 'prepared');
+    assert.equal(await (await request(`${srv.url}/cold`)).body.text(), 'full path');
+    await new Promise((r) => setTimeout(r, 50));
+    assert.deepEqual(srv.lines().filter((l) => l.msg === 'request').map((l) => l.path).sort(), ['/cold', '/hot']);
+  } finally {
+    await srv.close();
+  }
+});
+
+test('a fast path that throws: before any byte the full path answers, after it the client sees a broken response', async () => {
+  const srv = await serve((req, res) => {
+    if (req.url === '/after') {
+      res.writeHead(200, ['content-length', '100']);
+      res.write('partial');
+    }
+    throw new Error('boom');
+  });
+  try {
+    const before = await request(`${srv.url}/before`);
+    assert.equal(before.statusCode, 200);
+    assert.equal(await before.body.text(), 'full path');
+    await assert.rejects(
+      (async () => (await request(`${srv.url}/after`)).body.text())(),
+      (e: Error & { code?: string }) => e.code === 'UND_ERR_SOCKET',
+      'the broken response fails on the client (never a complete-looking one)',
+    );
+    assert.ok(srv.lines().some((l) => l.msg === 'fast path failed'), 'logged');
+    // Still serving.
+    assert.equal(await (await request(`${srv.url}/again`)).body.text(), 'full path');
+  } finally {
+    await srv.close();
+  }
+});
