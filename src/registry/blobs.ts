@@ -190,6 +190,14 @@ export class BlobService {
     if (cached) {
       await this.ensureLinked(route, digest, signal);
       this.opts.index.touch(digest, Date.now());
+      // The index says cached but the object is gone (deleted by hand, lost with a disk): fetch it again, as
+      // a miss would, instead of answering 404 until `relais gc` reconciles the index.
+      const refetch = async (): Promise<BlobDownload> => {
+        this.opts.observer?.event?.('cached blob missing from storage, fetching it again', { digest, upstream: route.upstream, repo: route.repo });
+        const dl = this.inflight.get(digest) ?? this.startDownload(route, digest);
+        await dl.headers();
+        return dl;
+      };
       return {
         digest,
         size: cached.size,
@@ -198,7 +206,7 @@ export class BlobService {
           try {
             return await this.opts.storage.reader(key, range, sig);
           } catch (e) {
-            if (e instanceof StorageNotFound) throw errors.blobUnknown(route.repo, digest);
+            if (e instanceof StorageNotFound) return this.follow(await refetch(), key, range);
             throw e;
           }
         },
@@ -206,7 +214,7 @@ export class BlobService {
           try {
             return await this.committedFile(key, cached.size, range);
           } catch (e) {
-            if (e instanceof StorageNotFound) throw errors.blobUnknown(route.repo, digest);
+            if (e instanceof StorageNotFound) return this.followFile(await refetch(), key, range);
             throw e;
           }
         },

@@ -2,6 +2,8 @@
 // what the client sees, and what the upstream saw (its access log).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { request } from 'undici';
 import { pushIndex, pushRandomImage, type BuiltImage, type BuiltIndex } from '../../peers/images.js';
@@ -315,5 +317,37 @@ test('a fresh tag is answered from a prepared response: same bytes and headers, 
   } finally {
     await r.close();
     await up.close();
+  }
+});
+
+test('a cached blob whose file was deleted is fetched again (once, for concurrent clients), not answered 404', async () => {
+  for (const sendfile of [true, false]) {
+    const up = await startRegistry();
+    const r = await startRelais({ upstreams: { 'docker.io': up.url }, config: { server: { sendfile } } });
+    try {
+      const img = await pushRandomImage(up.host, 'library/lost:v1', { layers: [600_000] });
+      const layer = img.layers[0];
+      assert.ok(layer);
+      const url = `${r.url}/v2/library/lost/blobs/${layer.digest}`;
+      assert.equal(sha256((await http(url)).body), layer.digest);
+      const file = join(r.dataDir, 'storage', 'blobs', 'sha256', layer.digest.slice(7, 9), layer.digest.slice(7));
+      await rm(file);
+      await r.instance.storage.releaseIdle?.();
+      up.clearLog();
+      const [a, b, range] = await Promise.all([http(url), http(url), http(url, { headers: { range: 'bytes=10-19' } })]);
+      for (const res of [a, b]) {
+        assert.equal(res.status, 200, `sendfile ${sendfile}`);
+        assert.equal(sha256(res.body), layer.digest);
+      }
+      assert.equal(range.status, 206);
+      assert.equal(range.body.byteLength, 10);
+      await up.settle();
+      assert.equal(up.blobGets(layer.digest), 1, 'fetched again once for all three clients');
+      assert.equal((await stat(file)).size, layer.size, 'the file is back');
+      assert.ok(r.logs().some((l) => l.event === 'cached blob missing from storage, fetching it again'), 'logged');
+    } finally {
+      await r.close();
+      await up.close();
+    }
   }
 });
