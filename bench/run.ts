@@ -176,9 +176,16 @@ function parseOptions(argv: string[]): Options {
   };
 }
 
+/** A layer of `mib` MiB at the run's profile (quick: 1/8) and --scale. */
+function layerSize(o: Options, mib: number): number {
+  return Math.max(1024, Math.round(mib * MiB * (o.profile === 'quick' ? 1 / 8 : 1) * o.scale));
+}
+
+/** The manifest-rate load (`wrk -t2 -c64`), the same for the targets and the node:http floor. */
+const WRK_LOAD = { threads: 2, connections: 64 } as const;
+
 function imageSpecs(o: Options): ImageSpec[] {
-  const f = o.profile === 'quick' ? 1 / 8 : 1;
-  const sz = (mib: number): number => Math.max(1024, Math.round(mib * MiB * f * o.scale));
+  const sz = (mib: number): number => layerSize(o, mib);
   // 20 layers of uneven size (16 KiB .. 400 KiB at full scale), 4 MiB in total.
   const weights = Array.from({ length: 20 }, (_, i) => 1 + ((i * 7) % 11));
   const wsum = weights.reduce((a, b) => a + b, 0);
@@ -380,8 +387,8 @@ class Bench {
       const url = `http://127.0.0.1:${port}/v2/${mixed?.repo ?? 'library/mixed'}/manifests/latest`;
       await waitHttp(url, proc, 10_000);
       // Warmed up like the targets (which had the pulls before their wrk run).
-      await runWrk(url, MANIFEST_ACCEPT, { threads: 2, connections: 64, seconds: 1 });
-      this.floor = await runWrk(url, MANIFEST_ACCEPT, { threads: 2, connections: 64, seconds: this.o.wrkSeconds });
+      await runWrk(url, MANIFEST_ACCEPT, { ...WRK_LOAD, seconds: 1 });
+      this.floor = await runWrk(url, MANIFEST_ACCEPT, { ...WRK_LOAD, seconds: this.o.wrkSeconds });
       log(`node:http floor: ${Math.round(this.floor.requestsPerSec)} req/s`);
     } finally {
       await proc.stop();
@@ -453,11 +460,7 @@ class Bench {
         res.warm.push(await this.pull(t, up, o.clients, [], false));
         if (round === 0) {
           const mixed = this.images.find((i) => i.spec.name === 'mixed');
-          res.wrk = await runWrk(`${t.url}/v2/${mixed?.repo ?? 'library/mixed'}/manifests/latest`, MANIFEST_ACCEPT, {
-            threads: 2,
-            connections: 64,
-            seconds: o.wrkSeconds,
-          });
+          res.wrk = await runWrk(`${t.url}/v2/${mixed?.repo ?? 'library/mixed'}/manifests/latest`, MANIFEST_ACCEPT, { ...WRK_LOAD, seconds: o.wrkSeconds });
         }
       });
     }
@@ -839,9 +842,8 @@ async function main(): Promise<void> {
       bench.images.push(img);
       log(`pushed ${img.repo}:${spec.tag}: ${img.blobs.length - 1} layers, ${(img.bytes / MB).toFixed(1)} MB${img.indexDigest === undefined ? '' : ' (multi-arch index)'}`);
     }
-    const wsz = (mib: number): number => Math.max(1024, Math.round(mib * MiB * (o.profile === 'quick' ? 1 / 8 : 1) * o.scale));
     bench.warmupImage = await buildAndPush(
-      { name: 'warmup', tag: 'latest', layers: [8, 1, 1, 1, 1, 0.25, 0.25, 0.25, 0.25, 0.25, 0.25, 0.25, 0.25].map(wsz) },
+      { name: 'warmup', tag: 'latest', layers: [8, 1, 1, 1, 1, 0.25, 0.25, 0.25, 0.25, 0.25, 0.25, 0.25, 0.25].map((mib) => layerSize(o, mib)) },
       join(work, 'images', 'warmup'),
       new URL(up.url).host,
     );

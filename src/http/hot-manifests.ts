@@ -50,8 +50,4 @@ export class HotManifests {
   forget(digests: ReadonlySet<string>): void {
     for (const [url, e] of this.map) if (digests.has(e.digest)) this.map.delete(url);
   }
-
-  clear(): void {
-    this.map.clear();
-  }
 }

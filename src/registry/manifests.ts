@@ -162,13 +162,10 @@ export class ManifestService {
       entry = await this.opts.index.getTag(route.upstream, route.repo, reference);
       if (entry) this.rememberTag(key, entry);
     }
-    const settings = this.opts.settings(route.upstream);
-    if (entry && tagFreshness(entry, this.now(), settings) === 'fresh') {
-      const local = await this.load(entry.digest);
-      if (local) {
-        this.opts.index.touch(entry.digest, this.now());
-        return { ...local, result: 'hit', freshUntil: entry.checkedAt + settings.tagTtl };
-      }
+    const hit = entry && (await this.freshHit(route, entry));
+    if (hit) {
+      this.opts.index.touch(hit.digest, this.now());
+      return hit;
     }
     return this.coalesce(key, () => this.revalidateOrFetch(route, reference, signal), () => this.freshFromIndex(route, reference));
   }
@@ -176,11 +173,17 @@ export class ManifestService {
   /** A tag another replica has just fetched or revalidated: fresh in the shared index, body in shared storage. */
   private async freshFromIndex(route: UpstreamRoute, tag: string): Promise<ManifestResult | undefined> {
     const entry = await this.opts.index.getTag(route.upstream, route.repo, tag);
-    if (!entry || tagFreshness(entry, this.now(), this.opts.settings(route.upstream)) !== 'fresh') return undefined;
+    const hit = entry && (await this.freshHit(route, entry));
+    if (entry && hit) this.rememberTag(`${route.upstream}/${route.repo}:${tag}`, entry);
+    return hit;
+  }
+
+  /** The tag's manifest when the tag is fresh and its body is at hand, with the time its freshness ends. */
+  private async freshHit(route: UpstreamRoute, entry: TagEntry): Promise<ManifestResult | undefined> {
+    const settings = this.opts.settings(route.upstream);
+    if (tagFreshness(entry, this.now(), settings) !== 'fresh') return undefined;
     const local = await this.load(entry.digest);
-    if (!local) return undefined;
-    this.rememberTag(`${route.upstream}/${route.repo}:${tag}`, entry);
-    return { ...local, result: 'hit' };
+    return local && { ...local, result: 'hit', freshUntil: entry.checkedAt + settings.tagTtl };
   }
 
   /**
@@ -221,10 +224,8 @@ export class ManifestService {
     const entry = await this.opts.index.getTag(route.upstream, route.repo, tag);
     const settings = this.opts.settings(route.upstream);
     const now = this.now();
-    if (entry && tagFreshness(entry, now, settings) === 'fresh') {
-      const local = await this.load(entry.digest);
-      if (local) return { ...local, result: 'hit' };
-    }
+    const hit = entry && (await this.freshHit(route, entry));
+    if (hit) return hit;
     if (!entry) return this.fetch(route, tag);
     try {
       // Revalidate with HEAD: free against Docker Hub's pull limit.

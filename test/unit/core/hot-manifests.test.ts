@@ -34,6 +34,4 @@ test('forgetting a manifest drops every URL it answers', () => {
   h.forget(new Set(['sha256:a']));
   assert.equal(h.size, 1);
   assert.ok(h.get('/v2/b/manifests/latest', 0));
-  h.clear();
-  assert.equal(h.size, 0);
 });
