@@ -3,6 +3,7 @@
 // prefix, base units (_bytes, _seconds), _total on counters. Everything is fed through the observer hooks
 // of the upstream client, the blob service and the HTTP server; nothing here reaches into them.
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { TallyCounter, TallyHistogram, type CounterTally, type HistogramTally } from './tally.js';
 import type { CacheResult } from '../registry/blobs.js';
 import type { BlobDownload } from '../registry/download.js';
 import { resolveRoute, type RoutingTable } from '../registry/routing.js';
@@ -53,9 +54,9 @@ const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10
 
 export class RelaisMetrics {
   readonly registry = new Registry();
-  readonly requests: Counter<'upstream' | 'kind' | 'result'>;
-  readonly requestDuration: Histogram<'kind' | 'result'>;
-  readonly servedBytes: Counter<'upstream' | 'result'>;
+  readonly requests: TallyCounter<'upstream' | 'kind' | 'result'>;
+  readonly requestDuration: TallyHistogram<'kind' | 'result'>;
+  readonly servedBytes: TallyCounter<'upstream' | 'result'>;
   readonly fetchedBytes: Counter<'upstream'>;
   readonly downloads: Counter<'upstream' | 'outcome'>;
   readonly downloadsInFlight: Gauge<'upstream'>;
@@ -77,7 +78,7 @@ export class RelaisMetrics {
   private sources: MetricSources | undefined;
   private readonly errors: RecentError[] = [];
   private readonly pulls = new Map<string, { count: number; upstream: string; last: number }>();
-  private readonly requestSeries = new Map<string, { count: { inc(): void }; duration: { observe(v: number): void }; served: { inc(n: number): void } }>();
+  private readonly requestSeries = new Map<string, { count: CounterTally; duration: HistogramTally; served: CounterTally }>();
   private readonly classified = new Map<string, Classified>();
   readonly startedAt = Date.now();
 
@@ -94,9 +95,10 @@ export class RelaisMetrics {
   ) {
     const r = this.registry;
     const self = (): RelaisMetrics => this;
-    this.requests = new Counter({ name: 'relais_requests_total', help: 'Registry API requests by upstream, kind and cache result (hit, miss, join, stale, revalidated, negative, error)', labelNames: ['upstream', 'kind', 'result'], registers: [r] });
-    this.requestDuration = new Histogram({ name: 'relais_request_duration_seconds', help: 'Time to serve a registry API request, to the last byte', labelNames: ['kind', 'result'], buckets: LATENCY_BUCKETS, registers: [r] });
-    this.servedBytes = new Counter({ name: 'relais_served_bytes_total', help: 'Bytes of manifests and blobs sent to clients, by upstream and cache result', labelNames: ['upstream', 'result'], registers: [r] });
+    // Fed on every request: tallied (src/observability/tally.ts), not through prom-client's label hashing.
+    this.requests = new TallyCounter('relais_requests_total', 'Registry API requests by upstream, kind and cache result (hit, miss, join, stale, revalidated, negative, error)', ['upstream', 'kind', 'result'], r);
+    this.requestDuration = new TallyHistogram('relais_request_duration_seconds', 'Time to serve a registry API request, to the last byte', ['kind', 'result'], LATENCY_BUCKETS, r);
+    this.servedBytes = new TallyCounter('relais_served_bytes_total', 'Bytes of manifests and blobs sent to clients, by upstream and cache result', ['upstream', 'result'], r);
     this.fetchedBytes = new Counter({ name: 'relais_upstream_fetched_bytes_total', help: 'Blob bytes received from upstreams', labelNames: ['upstream'], registers: [r] });
     this.downloads = new Counter({ name: 'relais_downloads_total', help: 'Blob downloads from upstreams that ended, by outcome (committed, failed)', labelNames: ['upstream', 'outcome'], registers: [r] });
     this.downloadsInFlight = new Gauge({
@@ -188,7 +190,7 @@ export class RelaisMetrics {
     this.prefetchRuns = new Counter({ name: 'relais_prefetch_runs_total', help: 'Scheduled prefetch runs, by outcome (ok, failed)', labelNames: ['outcome'], registers: [r] });
     for (const u of opts.upstreams) {
       this.fetchedBytes.inc({ upstream: u }, 0);
-      for (const result of ['hit', 'miss', 'stale', 'error'] as const) this.servedBytes.inc({ upstream: u, result }, 0);
+      for (const result of ['hit', 'miss', 'stale', 'error'] as const) this.servedBytes.tally({ upstream: u, result });
     }
     for (const reason of ['size', 'idle'] as const) {
       this.evictions.inc({ reason }, 0);
@@ -284,25 +286,23 @@ export class RelaisMetrics {
     const delivered = info.finished || (info.bytes !== undefined && info.sentBytes !== undefined && info.sentBytes >= info.bytes);
     const result = info.status >= 400 || !delivered ? 'error' : (info.result ?? 'none');
     const upstream = info.upstream ?? 'none';
-    // The labelled children are looked up once per label set: prom-client hashes the label object on every call.
-    const key = `${upstream}\0${parsed.kind}\0${result}`;
+    // The tallies of a label set are looked up once; a request adds to them with plain arithmetic.
+    const key = `${upstream}\0${parsed.kind}\0${result}\0${info.result ?? 'none'}`;
     let series = this.requestSeries.get(key);
     if (!series) {
       series = {
-        count: this.requests.labels(upstream, parsed.kind, result),
-        duration: this.requestDuration.labels(parsed.kind, result),
-        served: this.servedBytes.labels(upstream, info.result ?? 'none'),
+        count: this.requests.tally({ upstream, kind: parsed.kind, result }),
+        duration: this.requestDuration.tally({ kind: parsed.kind, result }),
+        served: this.servedBytes.tally({ upstream, result: info.result ?? 'none' }),
       };
       this.requestSeries.set(key, series);
     }
-    series.count.inc();
+    series.count.value++;
     series.duration.observe(info.seconds);
     if (delivered && info.status < 400 && info.bytes !== undefined && info.bytes > 0 && info.method !== 'HEAD') {
-      series.served.inc(info.bytes);
+      series.served.value += info.bytes;
     }
-    if (parsed.kind === 'manifest' && parsed.reference !== undefined && !parsed.reference.includes(':') && info.method === 'GET' && info.status < 400) {
-      this.countPull(parsed.name, parsed.reference, parsed.ns);
-    }
+    if (parsed.pull !== undefined && info.method === 'GET' && info.status < 400) this.countPull(parsed.pull);
     if (info.status >= 500 || (info.status >= 400 && info.status !== 404 && info.status !== 401)) {
       this.remember({
         time: Date.now(),
@@ -319,24 +319,15 @@ export class RelaisMetrics {
   private classifyCached(url: string): Classified {
     let c = this.classified.get(url);
     if (c === undefined) {
-      c = classify(url);
+      c = classify(url, this.opts.routing);
       if (this.classified.size >= MAX_CLASSIFIED) this.classified.clear();
       this.classified.set(url, c);
     }
     return c;
   }
 
-  private countPull(name: string, tag: string, ns: string | undefined): void {
-    let image: string;
-    let upstream: string;
-    try {
-      const r = resolveRoute(this.opts.routing, name, ns);
-      image = `${r.upstream}/${r.repo}:${tag}`;
-      upstream = r.upstream;
-    } catch {
-      return;
-    }
-    const e = this.pulls.get(image);
+  private countPull(pull: Pull): void {
+    const e = this.pulls.get(pull.image);
     if (e) {
       e.count++;
       e.last = Date.now();
@@ -346,7 +337,7 @@ export class RelaisMetrics {
         const sorted = [...this.pulls].sort((a, b) => a[1].count - b[1].count);
         for (const [k] of sorted.slice(0, 2500)) this.pulls.delete(k);
       }
-      this.pulls.set(image, { count: 1, upstream, last: Date.now() });
+      this.pulls.set(pull.image, { count: 1, upstream: pull.upstream, last: Date.now() });
     }
   }
 
@@ -379,34 +370,46 @@ function leadingInt(v: string | string[] | undefined): number | undefined {
 /** URLs whose classification is remembered (cleared when full). */
 const MAX_CLASSIFIED = 4096;
 
-interface Classified {
-  readonly kind: RequestKind;
-  readonly name: string;
-  readonly reference?: string;
-  readonly ns: string | undefined;
+/** A pull of an image by tag, as the status page counts it. */
+interface Pull {
+  readonly image: string;
+  readonly upstream: string;
 }
 
-function classify(url: string): Classified {
+interface Classified {
+  readonly kind: RequestKind;
+  /** Set for a manifest by tag whose route resolves. */
+  readonly pull?: Pull | undefined;
+}
+
+function classify(url: string, routing: RoutingTable): Classified {
   const q = url.indexOf('?');
   const path = q === -1 ? url : url.slice(0, q);
-  const ns = q === -1 ? undefined : (new URLSearchParams(url.slice(q + 1)).get('ns') ?? undefined);
   let r;
   try {
     r = parseApiPath(path);
   } catch {
-    return { kind: path.startsWith('/v2/') ? 'invalid' : 'other', name: '', ns };
+    return { kind: path.startsWith('/v2/') ? 'invalid' : 'other' };
   }
-  if (r === undefined) return { kind: 'other', name: '', ns };
+  if (r === undefined) return { kind: 'other' };
   switch (r.kind) {
     case 'manifest':
-      return { kind: 'manifest', name: r.name, reference: r.reference, ns };
+      return { kind: 'manifest', pull: r.reference.includes(':') ? undefined : pullOf(routing, r.name, r.reference, q === -1 ? undefined : url.slice(q + 1)) };
     case 'blob':
-      return { kind: 'blob', name: r.name, ns };
     case 'tags':
-      return { kind: 'tags', name: r.name, ns };
     case 'referrers':
-      return { kind: 'referrers', name: r.name, ns };
+      return { kind: r.kind };
     default:
-      return { kind: 'base', name: '', ns };
+      return { kind: 'base' };
+  }
+}
+
+function pullOf(routing: RoutingTable, name: string, tag: string, query: string | undefined): Pull | undefined {
+  const ns = query === undefined ? undefined : (new URLSearchParams(query).get('ns') ?? undefined);
+  try {
+    const r = resolveRoute(routing, name, ns);
+    return { image: `${r.upstream}/${r.repo}:${tag}`, upstream: r.upstream };
+  } catch {
+    return undefined;
   }
 }
