@@ -19,7 +19,8 @@ import { startCluster } from './cluster/create.js';
 import { makeEvictor } from './cluster/evictor.js';
 import { openIndex } from './index/create.js';
 import type { CacheIndex } from './index/index.js';
-import { createLogger, createRequestLogger, type Logger } from './observability/logger.js';
+import { createLogger, type Logger } from './observability/logger.js';
+import { createRequestLog, type RequestLog } from './observability/request-log.js';
 import { RelaisMetrics } from './observability/metrics.js';
 import { BlobService } from './registry/blobs.js';
 import { ListingService } from './registry/listing.js';
@@ -51,6 +52,8 @@ export interface RelaisInstance {
 
 export interface StartOptions {
   readonly logger?: Logger;
+  /** Where request lines go (default: stdout, in batches; src/observability/request-log.ts). */
+  readonly requestLog?: RequestLog;
 }
 
 function splitListen(listen: string): { host: string; port: number } {
@@ -60,8 +63,8 @@ function splitListen(listen: string): { host: string; port: number } {
 
 export async function startRelais(config: ResolvedConfig, opts: StartOptions = {}): Promise<RelaisInstance> {
   const logger = opts.logger ?? createLogger(config.log.level);
-  // An injected logger (tests, embedding) gets the request lines too; on its own, relais buffers them.
-  const requestLogger = opts.logger ? undefined : createRequestLogger(config.log.level);
+  // Request lines are info lines: none when the level is above info or log.requests is off.
+  const requestLog = config.log.requests && logger.isLevelEnabled('info') ? (opts.requestLog ?? createRequestLog()) : undefined;
   const dataDir = resolve(config.dataDir);
   await mkdir(dataDir, { recursive: true });
   // Filesystem or S3 (storage.driver); spool files left by a crash are removed before serving.
@@ -191,9 +194,8 @@ export async function startRelais(config: ResolvedConfig, opts: StartOptions = {
     headersTimeout: config.server.headersTimeout,
     keepAliveTimeout: config.server.keepAliveTimeout,
     requestTimeout: config.server.requestTimeout,
-    logRequests: config.log.requests,
     logger,
-    requestLogger,
+    requestLog,
     fast: registry.fast,
     handlers: [...(cluster ? [cluster.handler(blobs)] : []), guard, registry.handle, health, ops],
     onRequestEnd: (info) => metrics.request(info),
@@ -246,7 +248,7 @@ export async function startRelais(config: ResolvedConfig, opts: StartOptions = {
         await removePidFile();
         storageSetup.close();
         logger.info('relais stopped');
-        requestLogger?.flush();
+        requestLog?.close();
         logger.flush();
       })();
       return closing;

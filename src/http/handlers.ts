@@ -10,7 +10,8 @@ import { validateDigest, validateReference } from '../registry/reference.js';
 import { resolveRoute, type RoutingTable, type UpstreamRoute } from '../registry/routing.js';
 import type { ByteRange } from '../storage/driver.js';
 import { ANONYMOUS, type AccessControl, type Principal } from './access.js';
-import { HotManifests } from './hot-manifests.js';
+import { HotManifests, prepare } from './hot-manifests.js';
+import type { FastAnswer } from './server.js';
 import type { Sendfile } from './sendfile.js';
 import { parseApiPath, type ApiRoute } from './route.js';
 
@@ -51,7 +52,7 @@ export interface RegistryHandler {
    * Answers a GET or HEAD of a manifest by tag that is fresh in memory from a prepared response, before any
    * routing or lookup (src/http/hot-manifests.ts); returns false (having done nothing) for anything else.
    */
-  readonly fast: (req: IncomingMessage, res: ServerResponse, ctx: RequestContext) => boolean;
+  readonly fast: (req: IncomingMessage, res: ServerResponse) => FastAnswer | undefined;
   /** The prepared responses (tests, status). */
   readonly hot: HotManifests;
 }
@@ -97,25 +98,26 @@ export function createRegistryHandler(deps: RegistryHandlerDeps): RegistryHandle
     // A tag served from memory without asking the upstream: the next requests for this URL get the same
     // answer from the prepared response until the tag's freshness ends.
     if (m.freshUntil !== undefined && req.url !== undefined && anonymousMayPull(up.upstream)) {
-      hot.set(req.url, { digest: m.digest, upstream: up.upstream, freshUntil: m.freshUntil, headers, body: m.body });
+      hot.set(req.url, prepare({ digest: m.digest, upstream: up.upstream, freshUntil: m.freshUntil, headers, body: m.body }));
     }
     ctx.bytes = req.method === 'HEAD' ? 0 : m.body.byteLength;
     res.writeHead(200, headers);
     res.end(req.method === 'HEAD' ? undefined : m.body);
   }
 
-  function fast(req: IncomingMessage, res: ServerResponse, ctx: RequestContext): boolean {
+  function fast(req: IncomingMessage, res: ServerResponse): FastAnswer | undefined {
     const method = req.method;
-    if ((method !== 'GET' && method !== 'HEAD') || req.url === undefined || req.headers.authorization !== undefined) return false;
+    if ((method !== 'GET' && method !== 'HEAD') || req.url === undefined || req.headers.authorization !== undefined) return undefined;
     const e = hot.get(req.url, Date.now());
-    if (e === undefined) return false;
+    if (e === undefined) return undefined;
     deps.manifests.touch(e.digest);
-    ctx.upstream = e.upstream;
-    ctx.result = 'hit';
-    ctx.bytes = method === 'HEAD' ? 0 : e.body.byteLength;
     res.writeHead(200, e.headers as string[]);
-    res.end(method === 'HEAD' ? undefined : e.body);
-    return true;
+    if (method === 'HEAD') {
+      res.end();
+      return e.answers.head;
+    }
+    res.end(e.body);
+    return e.answers.get;
   }
 
   async function blob(req: IncomingMessage, res: ServerResponse, ctx: RequestContext, r: Extract<ApiRoute, { kind: 'blob' }>, query: URLSearchParams | undefined): Promise<void> {

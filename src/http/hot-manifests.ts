@@ -4,6 +4,7 @@
 // process answer them at the rate of a bare HTTP server. An entry is only ever served until its tag's
 // freshness ends (then the full path revalidates it), is dropped when eviction or gc forgets its manifest,
 // and is only made when every client may pull anonymously (no per-request access decision to skip).
+import type { FastAnswer } from './server.js';
 
 export interface HotManifest {
   /** The manifest's digest (to drop the entry when the manifest is forgotten, and for last-access times). */
@@ -14,6 +15,19 @@ export interface HotManifest {
   /** The response headers as a flat [name, value, name, value, ...] list (res.writeHead's raw form). */
   readonly headers: readonly string[];
   readonly body: Buffer;
+  /** What the server reports for a GET and a HEAD answered from here (made once, not per request). */
+  readonly answers: { readonly get: FastAnswer; readonly head: FastAnswer };
+}
+
+/** A prepared response from what the full path just answered. */
+export function prepare(e: Omit<HotManifest, 'answers'>): HotManifest {
+  return {
+    ...e,
+    answers: {
+      get: { upstream: e.upstream, result: 'hit', bytes: e.body.byteLength },
+      head: { upstream: e.upstream, result: 'hit', bytes: 0 },
+    },
+  };
 }
 
 /** Bounded map from request URL to a prepared response; the least recently added entries go first. */

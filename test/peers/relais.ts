@@ -6,6 +6,7 @@ import { PassThrough } from 'node:stream';
 import { startRelais as start, type RelaisInstance } from '../../src/app.js';
 import { resolveConfig } from '../../src/config/load.js';
 import { createLogger } from '../../src/observability/logger.js';
+import { RequestLog } from '../../src/observability/request-log.js';
 
 export interface RelaisPeer {
   /** http://127.0.0.1:PORT */
@@ -63,7 +64,11 @@ export async function startRelais(opts: RelaisPeerOptions): Promise<RelaisPeer> 
       }
     }
   });
-  const instance = await start(config, { logger: createLogger(process.env.RELAIS_TEST_LOG_LEVEL ?? 'info', sink) });
+  const instance = await start(config, {
+    logger: createLogger(process.env.RELAIS_TEST_LOG_LEVEL ?? 'info', sink),
+    // Every request line at once (not batched): tests read the log right after their requests.
+    requestLog: new RequestLog({ write: (chunk: string) => sink.write(chunk) }, { bufferBytes: 0, flushMs: 0 }),
+  });
   const peer: RelaisPeer = {
     url: instance.url,
     host: `127.0.0.1:${instance.port}`,

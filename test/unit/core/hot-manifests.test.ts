@@ -1,9 +1,9 @@
 // The prepared responses of hot tags: served strictly before their freshness ends, bounded, forgotten with their manifest.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { HotManifests, type HotManifest } from '../../../src/http/hot-manifests.js';
+import { HotManifests, prepare, type HotManifest } from '../../../src/http/hot-manifests.js';
 
-const entry = (digest: string, freshUntil: number): HotManifest => ({ digest, upstream: 'docker.io', freshUntil, headers: ['content-type', 'x'], body: Buffer.from(digest) });
+const entry = (digest: string, freshUntil: number): HotManifest => prepare({ digest, upstream: 'docker.io', freshUntil, headers: ['content-type', 'x'], body: Buffer.from(digest) });
 
 test('an entry is served strictly before its freshness ends, then dropped', () => {
   const h = new HotManifests();
@@ -34,4 +34,10 @@ test('forgetting a manifest drops every URL it answers', () => {
   h.forget(new Set(['sha256:a']));
   assert.equal(h.size, 1);
   assert.ok(h.get('/v2/b/manifests/latest', 0));
+});
+
+test('a prepared entry says what a GET and a HEAD of it send', () => {
+  const e = entry('sha256:abc', 10);
+  assert.deepEqual(e.answers.get, { upstream: 'docker.io', result: 'hit', bytes: 'sha256:abc'.length });
+  assert.deepEqual(e.answers.head, { upstream: 'docker.io', result: 'hit', bytes: 0 });
 });

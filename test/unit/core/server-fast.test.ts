@@ -7,8 +7,12 @@ import type { AddressInfo } from 'node:net';
 import { request } from 'undici';
 import { createServer } from '../../../src/http/server.js';
 import { createLogger } from '../../../src/observability/logger.js';
+import type { RequestInfo } from '../../../src/observability/metrics.js';
+import { RequestLog } from '../../../src/observability/request-log.js';
 
-async function serve(fast: Parameters<typeof createServer>[0]['fast']): Promise<{ url: string; lines: () => Record<string, unknown>[]; close: () => Promise<void> }> {
+async function serve(
+  fast: Parameters<typeof createServer>[0]['fast'],
+): Promise<{ url: string; lines: () => Record<string, unknown>[]; reports: RequestInfo[]; close: () => Promise<void> }> {
   const out: string[] = [];
   const sink = new Writable({
     write(chunk: Buffer, _enc, cb) {
@@ -16,12 +20,14 @@ async function serve(fast: Parameters<typeof createServer>[0]['fast']): Promise<
       cb();
     },
   });
+  const reports: RequestInfo[] = [];
   const s = createServer({
     headersTimeout: 5000,
     keepAliveTimeout: 1000,
     requestTimeout: 10_000,
-    logRequests: true,
+    requestLog: new RequestLog({ write: (chunk: string) => sink.write(chunk) }, { bufferBytes: 0, flushMs: 0 }),
     logger: createLogger('info', sink),
+    onRequestEnd: (info) => reports.push(info),
     fast,
     handlers: [
       (_req, res) => {
@@ -32,21 +38,29 @@ async function serve(fast: Parameters<typeof createServer>[0]['fast']): Promise<
   });
   await new Promise<void>((r) => s.server.listen(0, '127.0.0.1', r));
   const { port } = s.server.address() as AddressInfo;
-  return { url: `http://127.0.0.1:${port}`, lines: () => out.map((l) => JSON.parse(l) as Record<string, unknown>), close: () => s.drain(1000) };
+  return { url: `http://127.0.0.1:${port}`, lines: () => out.map((l) => JSON.parse(l) as Record<string, unknown>), reports, close: () => s.drain(1000) };
 }
 
 test('a fast path that answers owns the request; one that declines leaves it to the handlers', async () => {
   const srv = await serve((req, res) => {
-    if (req.url !== '/hot') return false;
+    if (req.url !== '/hot') return undefined;
     res.writeHead(200, ['content-type', 'text/plain']);
     res.end('prepared');
-    return true;
+    return { upstream: 'docker.io', result: 'hit', bytes: 8 };
   });
   try {
     assert.equal(await (await request(`${srv.url}/hot`)).body.text(), 'prepared');
     assert.equal(await (await request(`${srv.url}/cold`)).body.text(), 'full path');
     await new Promise((r) => setTimeout(r, 50));
-    assert.deepEqual(srv.lines().filter((l) => l.msg === 'request').map((l) => l.path).sort(), ['/cold', '/hot']);
+    const lines = srv.lines().filter((l) => l.msg === 'request');
+    assert.deepEqual(lines.map((l) => l.path).sort(), ['/cold', '/hot']);
+    // What the fast path said it sent is what the log and the metrics hear, once per request.
+    const hot = lines.find((l) => l.path === '/hot');
+    assert.deepEqual({ ...hot, time: 0, ms: 0 }, { level: 30, time: 0, service: 'relais', method: 'GET', path: '/hot', status: 200, bytes: 8, ms: 0, cache: 'hit', upstream: 'docker.io', msg: 'request' });
+    const reported = srv.reports.filter((r) => r.url === '/hot');
+    assert.equal(reported.length, 1);
+    assert.deepEqual({ ...reported[0], seconds: 0 }, { method: 'GET', url: '/hot', status: 200, upstream: 'docker.io', result: 'hit', bytes: 8, seconds: 0, finished: true });
+    assert.equal(srv.reports.filter((r) => r.url === '/cold').length, 1);
   } finally {
     await srv.close();
   }
@@ -70,6 +84,7 @@ test('a fast path that throws: before any byte the full path answers, after it t
       'the broken response fails on the client (never a complete-looking one)',
     );
     assert.ok(srv.lines().some((l) => l.msg === 'fast path failed'), 'logged');
+    assert.ok(srv.reports.some((r) => r.url === '/after' && !r.finished && r.error?.code === 'INTERNAL'), 'reported as a failed, unfinished request');
     // Still serving.
     assert.equal(await (await request(`${srv.url}/again`)).body.text(), 'full path');
   } finally {
