@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { readdir } from 'node:fs/promises';
+import { readdir, readFile, readlink } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Pool } from 'undici';
 import { pushRandomImage } from '../peers/images.js';
@@ -49,7 +49,8 @@ test('8 load: 500 concurrent clients on cached content and 100 on one uncached 3
   const dataDir = `${dir}/data`;
   const relais = await spawnRelais(dataDir, await freePort(), up.url, dir);
   cleanups.push(() => relais.proc.stop());
-  const fdsAtStart = (await readdir(`/proc/${relais.proc.pid}/fd`)).length;
+  const atStart = await heldFds(relais.proc.pid, dataDir, new URL(relais.url).port);
+  const fdsAtStart = atStart.other;
   const pool = new Pool(relais.url, { connections: CACHED_CLIENTS + COLD_CLIENTS, pipelining: 1 });
   cleanups.push(() => pool.close());
 
@@ -90,14 +91,22 @@ test('8 load: 500 concurrent clients on cached content and 100 on one uncached 3
   assert.equal(up.blobGets(coldLayer.digest), 1, 'one upstream fetch for 100 concurrent cold clients');
   assert.equal(up.blobGets(warmLayer.digest), 0, 'cached content: no upstream fetch');
   assert.equal(up.manifestGets() + up.manifestHeads(), 0, 'cached tag within its TTL: no upstream manifest request');
-  // Every spool, storage reader and client socket is closed once the clients are gone: no fd leak.
+  // Every spool, storage reader and client socket is closed once the clients are gone: no fd leak. What may
+  // stay: the fds of hot blobs (kept open for the next reader, src/storage/open-files.ts) and keep-alive
+  // connections to the upstream.
   await pool.close();
-  let fdsAfter = Infinity;
-  for (let i = 0; i < 50 && fdsAfter > fdsAtStart + 2; i++) {
+  let held: HeldFds | undefined;
+  for (let i = 0; i < 50; i++) {
+    held = await heldFds(relais.proc.pid, dataDir, new URL(relais.url).port);
+    if (held.spool.length === 0 && held.clientSockets <= atStart.clientSockets && held.other <= fdsAtStart) break;
     await sleep(100);
-    fdsAfter = (await readdir(`/proc/${relais.proc.pid}/fd`)).length;
   }
-  assert.ok(fdsAfter <= fdsAtStart + 2, `relais holds ${fdsAfter} fds after the load, ${fdsAtStart} at start`);
+  assert.ok(held);
+  assert.deepEqual(held.spool, [], 'no spool file left open');
+  // (The connection relais's readiness check left open was there before the load.)
+  assert.ok(held.clientSockets <= atStart.clientSockets, `no client connection of the load left open (${held.clientSockets}, ${atStart.clientSockets} at start)`);
+  assert.ok(held.blobFiles <= 2, `at most the two hot blobs' fds stay open (${held.blobFiles})`);
+  assert.ok(held.other <= fdsAtStart, `relais holds ${held.other} other fds after the load, ${fdsAtStart} at start: ${held.links.join(', ')}`);
   const peakMiB = Math.round(mem.peakKiB / 1024);
   assert.ok(peakMiB < RSS_LIMIT_MIB, `relais peak RSS ${peakMiB} MiB (limit ${RSS_LIMIT_MIB} MiB)`);
   const stopped = await relais.proc.stop();
@@ -113,6 +122,47 @@ test('8 load: 500 concurrent clients on cached content and 100 on one uncached 3
     client: `undici Pool (${CACHED_CLIENTS + COLD_CLIENTS} connections), every body hashed`,
     clientSaw: `${settled.length} clients, 0 errors, every digest verified; ${servedMiB} MiB served in ${seconds.toFixed(1)} s`,
     upstreamSaw: `1 GET of the 32 MiB blob, nothing for the cached content`,
-    onDisk: `${describeDisk(disk)}; ${fdsAfter} open fds after the clients left (${fdsAtStart} at start); relais peak RSS (VmHWM) ${peakMiB} MiB (${Math.round(before.rssKiB / 1024)} MiB before the load, sampled VmRSS max ${Math.round(peakRss / 1024)} MiB)`,
+    onDisk: `${describeDisk(disk)}; after the clients left: no spool file or client connection open, ${held.blobFiles} hot blob fds kept, ${held.other} other fds (${fdsAtStart} at start, upstream connections aside); relais peak RSS (VmHWM) ${peakMiB} MiB (${Math.round(before.rssKiB / 1024)} MiB before the load, sampled VmRSS max ${Math.round(peakRss / 1024)} MiB)`,
   });
 });
+
+interface HeldFds {
+  readonly spool: string[];
+  readonly blobFiles: number;
+  /** Established connections on relais's listening port. */
+  readonly clientSockets: number;
+  /** Everything else except connections to other ports (the upstream's keep-alive pool). */
+  readonly other: number;
+  readonly links: string[];
+}
+
+/** What a process's fds point at: files under dataDir by kind, and TCP sockets by local port (from /proc/PID/net/tcp*). */
+async function heldFds(pid: number, dataDir: string, listenPort: string): Promise<HeldFds> {
+  const sockets = new Map<string, { localPort: number; state: string }>();
+  for (const table of ['tcp', 'tcp6']) {
+    const text = await readFile(`/proc/${pid}/net/${table}`, 'utf8').catch(() => '');
+    for (const line of text.split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/);
+      const local = f[1];
+      const inode = f[9];
+      if (local === undefined || inode === undefined) continue;
+      sockets.set(inode, { localPort: parseInt(local.slice(local.lastIndexOf(':') + 1), 16), state: f[3] ?? '' });
+    }
+  }
+  const links = await Promise.all((await readdir(`/proc/${pid}/fd`)).map(async (fd) => readlink(`/proc/${pid}/fd/${fd}`).catch(() => '?')));
+  let blobFiles = 0;
+  let clientSockets = 0;
+  let other = 0;
+  const spool: string[] = [];
+  for (const l of links) {
+    const socket = /^socket:\[(\d+)\]$/.exec(l);
+    const s = socket?.[1] === undefined ? undefined : sockets.get(socket[1]);
+    if (l.startsWith(`${dataDir}/spool/`)) spool.push(l);
+    else if (l.startsWith(`${dataDir}/storage/`)) blobFiles++;
+    // 01 = ESTABLISHED: a connection accepted on the listening port (the listening socket itself is 0A).
+    else if (s !== undefined && s.localPort === Number(listenPort) && s.state === '01') clientSockets++;
+    else if (s !== undefined && s.localPort !== Number(listenPort)) continue; // to the upstream
+    else other++;
+  }
+  return { spool, blobFiles, clientSockets, other, links: links.sort() };
+}
