@@ -5,7 +5,9 @@
 // - Pulls on loopback are bound by CPU: the load clients receive and hash every byte, the upstream serves it,
 //   and all of them share the machine's cores with the cache. A run can never take less wall time than
 //   (CPU-seconds used by everything) / cores, so with the cache itself at zero CPU the throughput is at most
-//   bytes / ((client CPU + upstream CPU) / cores).
+//   bytes / ((client CPU + upstream CPU) / cores). A cache that verifies digests, as relais does and must, also
+//   hashes every unique byte it fetches: with that as its only CPU cost (measured in the run), the cold pull's
+//   bound is bytes / ((client CPU + upstream CPU + hash CPU) / cores).
 // - Pulls over the slow link are bound by the link: every unique blob byte crosses it at least once, at the
 //   payload rate measured through it, so N clients get at most N x that rate.
 // - The manifest rate is bound by Node's HTTP stack: a bare node:http server answering a constant manifest
@@ -18,11 +20,13 @@ export interface PullCosts {
   readonly clientCpuSeconds: number;
   /** CPU-seconds of the upstream registry during the pull. */
   readonly upstreamCpuSeconds: number;
+  /** The least CPU-seconds the cache itself must use (default 0: a cache that costs nothing). */
+  readonly cacheCpuSeconds?: number;
 }
 
-/** The throughput (bytes/s) of a pull whose cache used no CPU at all: everything else still needs its CPU. */
+/** The throughput (bytes/s) of a pull whose cache used no more CPU than cacheCpuSeconds: everything else still needs its CPU. */
 export function cpuBoundCeiling(c: PullCosts, cores: number): number | undefined {
-  const cpu = c.clientCpuSeconds + c.upstreamCpuSeconds;
+  const cpu = c.clientCpuSeconds + c.upstreamCpuSeconds + (c.cacheCpuSeconds ?? 0);
   if (!(cpu > 0) || !(cores > 0) || !(c.bytes > 0)) return undefined;
   return c.bytes / (cpu / cores);
 }

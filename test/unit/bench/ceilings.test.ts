@@ -12,6 +12,14 @@ describe('bench ceilings', () => {
     assert.ok((cpuBoundCeiling({ bytes: 1796e6, clientCpuSeconds: 4.7, upstreamCpuSeconds: 0.5 }, 4) ?? 0) > c);
   });
 
+  it('a cache that must hash every byte it fetches adds that CPU to the bound', () => {
+    // clients 4.2 + upstream 0.2 + sha256 0.3 = 4.7 CPU-seconds on 2 cores: at best 2.35 s of wall time.
+    const free = cpuBoundCeiling({ bytes: 1796e6, clientCpuSeconds: 4.2, upstreamCpuSeconds: 0.2 }, 2) ?? 0;
+    const verifying = cpuBoundCeiling({ bytes: 1796e6, clientCpuSeconds: 4.2, upstreamCpuSeconds: 0.2, cacheCpuSeconds: 0.3 }, 2) ?? 0;
+    assert.equal(Math.round(verifying / 1e6), Math.round(1796 / 2.35));
+    assert.ok(verifying < free);
+  });
+
   it('has no CPU ceiling without a measured cost', () => {
     assert.equal(cpuBoundCeiling({ bytes: 1e6, clientCpuSeconds: 0, upstreamCpuSeconds: 0 }, 2), undefined);
     assert.equal(cpuBoundCeiling({ bytes: 0, clientCpuSeconds: 1, upstreamCpuSeconds: 0 }, 2), undefined);
