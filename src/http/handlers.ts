@@ -50,7 +50,8 @@ export interface RegistryHandler {
   readonly handle: (req: IncomingMessage, res: ServerResponse, ctx: RequestContext) => Promise<boolean>;
   /**
    * Answers a GET or HEAD of a manifest by tag that is fresh in memory from a prepared response, before any
-   * routing or lookup (src/http/hot-manifests.ts); returns false (having done nothing) for anything else.
+   * routing or lookup (src/http/hot-manifests.ts), and says what it sent; returns undefined (having done nothing)
+   * for anything else.
    */
   readonly fast: (req: IncomingMessage, res: ServerResponse) => FastAnswer | undefined;
   /** The prepared responses (tests, status). */
