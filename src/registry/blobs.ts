@@ -279,7 +279,7 @@ export class BlobService {
         for (;;) {
           const allowed = sendableEnd(dl, end);
           if (allowed > pos) return allowed;
-          if (dl.state === 'committed') throw errors.internal('spool file shorter than the range');
+          if (dl.verified || dl.state === 'committed') throw errors.internal('spool file shorter than the range');
           signal.throwIfAborted();
           await new Promise<void>((resolve, reject) => {
             const onAbort = (): void => reject(signal.reason as Error);
@@ -389,7 +389,7 @@ export class BlobService {
       try {
         for (;;) {
           // The whole blob ends at its announced size: without this a full GET got its last byte unverified.
-          const total = endExclusive ?? dl.size ?? (dl.state === 'committed' ? dl.written : Infinity);
+          const total = endExclusive ?? dl.size ?? (dl.verified || dl.state === 'committed' ? dl.written : Infinity);
           const allowed = sendableEnd(dl, total);
           if (pos >= total) return;
           if (pos < allowed) {
@@ -411,6 +411,14 @@ export class BlobService {
     return Readable.from(gen(), { objectMode: false, highWaterMark: FOLLOW_CHUNK });
   }
 
+  /**
+   * Resolves once every download in flight has ended (committed or failed). A client has its blob as soon as
+   * the digest verified, a moment before the cache has stored it: wait here before looking at the storage.
+   */
+  async settle(): Promise<void> {
+    while (this.inflight.size > 0) await Promise.allSettled([...this.inflight.values()].map((d) => d.done));
+  }
+
   /** Cancels every download (shutdown). Their spool files are removed. */
   async cancelAll(): Promise<void> {
     const all = [...this.inflight.values()];
@@ -421,9 +429,12 @@ export class BlobService {
 
 /**
  * How far (exclusive, at most `end`) a follower of the download may send: what is on disk, minus the
- * response's last byte while the digest is unverified. Throws the download's error once it failed.
+ * response's last byte while the digest is unverified. Throws the download's error once it failed, unless
+ * every byte had been verified first (a commit that fails then still leaves clients a correct blob: the spool
+ * fds they read stay valid).
  */
 function sendableEnd(dl: BlobDownload, end: number): number {
+  if (dl.verified) return Math.min(dl.written, end);
   if (dl.state === 'failed') throw dl.error ?? errors.internal('download failed');
   return dl.state === 'committed' ? Math.min(dl.written, end) : Math.min(dl.written, end - 1);
 }

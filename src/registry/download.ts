@@ -42,6 +42,12 @@ export class BlobDownload {
   /** Bytes received from the upstream, including any re-sent on a resume that could not use Range. */
   fetched = 0;
   state: DownloadState = 'running';
+  /**
+   * Every byte is on the spool and hashes to the digest: followers may send the last byte now, before the
+   * commit has made the copy durable (fdatasync, rename, index; with S3 storage, the upload). A client waits
+   * for the verification, never for the cache's own storage.
+   */
+  verified = false;
   error: RelaisError | undefined;
   /** Resolves when committed; rejects when failed. */
   readonly done: Promise<void>;
@@ -136,6 +142,8 @@ export class BlobDownload {
         throw new RelaisError('UPSTREAM_ERROR', `upstream ${this.upstreamName} sent ${this.written} bytes, announced ${this.size}`, { status: 502 });
       }
       this.size = this.written;
+      this.verified = true;
+      this.notify();
       await fh.datasync();
       await fh.close();
       fh = undefined;

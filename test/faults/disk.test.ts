@@ -168,6 +168,7 @@ test('6 disk full with a budget configured: relais evicts least-recently-used im
   cleanups.push(() => relais.stop());
   await skopeoPull(relais.host, 'library/old:v1');
   await undiciGet(`${relais.url}/v2/library/big/manifests/v1`);
+  await relais.instance.blobs.settle();
   // Leave 4 MiB free: the 6 MB layer fits only if the 5 MB image goes.
   const filler = join(mnt, 'filler');
   await fill(filler, (await freeBytes(mnt)) - 4 * 1024 * 1024);
@@ -176,6 +177,7 @@ test('6 disk full with a budget configured: relais evicts least-recently-used im
   assert.ok(pulled.files.has(big.layers[0]?.digest ?? ''), 'the big image pulled');
   await up.settle();
   assert.equal(up.blobGets(big.layers[0]?.digest), 1);
+  await relais.instance.blobs.settle();
   const usage = await relais.instance.index.usage();
   assert.ok(usage.bytes < 5_000_000 + 6_000_000, `the old image was evicted (index holds ${usage.bytes} bytes)`);
   assert.equal(await relais.instance.index.getContent(old.layers[0]?.digest ?? ''), undefined, 'old layer gone from the index');

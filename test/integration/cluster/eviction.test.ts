@@ -74,6 +74,8 @@ test('one shared budget, evicted by one replica at a time (the holder of the job
   await skopeoPull(r0.host, 'library/old:v1');
   await sleep(1100); // distinct last-access times, and the touches flushed
   await skopeoPull(r1.host, 'library/recent:v1');
+  // The clients have their blobs once verified; the replicas store them a moment later.
+  for (const r of replicas) await r.instance.blobs.settle();
   const usage = await r0.instance.index.usage();
   assert.ok(usage.bytes > 3_000_000, `over budget: ${usage.bytes}`);
 

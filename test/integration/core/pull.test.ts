@@ -330,6 +330,8 @@ test('a cached blob whose file was deleted is fetched again (once, for concurren
       assert.ok(layer);
       const url = `${r.url}/v2/library/lost/blobs/${layer.digest}`;
       assert.equal(sha256((await http(url)).body), layer.digest);
+      // The client has the blob once its digest verified; the cache stores it a moment later.
+      await r.instance.blobs.settle();
       const file = join(r.dataDir, 'storage', 'blobs', 'sha256', layer.digest.slice(7, 9), layer.digest.slice(7));
       await rm(file);
       await r.instance.storage.releaseIdle?.();

@@ -69,7 +69,8 @@ test('pulls running while the cache goes past maxSize all succeed; the cache end
   assert.deepEqual(failures, [], 'no pull failed');
   assert.equal(pulls, refs.length);
 
-  // The last commit triggered a check; wait for it, then measure.
+  // The last commit triggered a check; wait for it (and for the commits themselves), then measure.
+  await relais.instance.blobs.settle();
   relais.instance.evictor.trigger();
   await relais.instance.evictor.idle();
   const onDisk = await diskBytes(storageDir());

@@ -3,6 +3,7 @@
 // (no spool file, no multipart upload), and /readyz follows the S3 service.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -48,6 +49,8 @@ test('blobs pulled through relais are stored in S3 under the prefix, once, and s
   for (const p of pulls) for (const d of blobs) assert.ok(p.files.has(d), `client got ${d}`);
   await upstream.settle();
   for (const d of blobs) assert.equal(upstream.blobGets(d), 1, `one upstream GET of ${d}`);
+  // The clients have every blob once its digest verified; the uploads to S3 may still be finishing.
+  await relais.instance.blobs.settle();
 
   const listed = await s3.client.send(new ListObjectsV2Command({ Bucket: bucket }));
   const keys = new Map((listed.Contents ?? []).map((o) => [o.Key ?? '', o.Size ?? -1]));
@@ -66,6 +69,23 @@ test('blobs pulled through relais are stored in S3 under the prefix, once, and s
   const range = await http(`${relais.url}/v2/library/ons3/blobs/${image.layers[0]?.digest ?? ''}`, { headers: { range: 'bytes=100-199' } });
   assert.equal(range.status, 206);
   assert.equal(range.body.byteLength, 100);
+});
+
+test('a cold client gets its last byte once the digest verified, not after the upload to S3', async () => {
+  assert.ok(relais);
+  const big = await pushRandomImage(upstream.host, 'library/ons3big:v1', { layers: [48_000_000] });
+  const layer = big.layers[0];
+  assert.ok(layer);
+  const res = await fetch(`${relais.url}/v2/library/ons3big/blobs/${layer.digest}`);
+  const hash = createHash('sha256');
+  for await (const chunk of res.body ?? []) hash.update(chunk as Uint8Array);
+  assert.equal(`sha256:${hash.digest('hex')}`, layer.digest, 'every byte, verified');
+  // The client is done while relais is still storing the blob (a 48 MB multipart upload to RGW).
+  assert.equal(relais.instance.blobs.inflight.size, 1, 'the download is still committing when the client has everything');
+  await relais.instance.blobs.settle();
+  assert.equal(relais.instance.blobs.inflight.size, 0);
+  const listed = await s3.client.send(new ListObjectsV2Command({ Bucket: bucket }));
+  assert.equal(listed.Contents?.find((o) => o.Key === `cache/${blobKey(layer.digest)}`)?.Size, layer.size, 'then it is in the bucket');
 });
 
 test('/readyz is 200 while S3 answers and 503 once it is gone', async () => {
