@@ -30,6 +30,7 @@ const hex = (d: string): string => d.slice(d.indexOf(':') + 1);
 
 test('orphans, lost files and crash leftovers: found while relais serves, cleaned online, the image pulled whole again', async () => {
   await skopeoPull(relais.host, 'library/fragile:v1');
+  await relais.instance.blobs.settle(); // stored, not only delivered
   const storage = join(relais.dataDir, 'storage');
   const hourAgo = new Date(Date.now() - 3600_000);
   // An orphan: a blob file the index does not know (old enough to be past the grace period).

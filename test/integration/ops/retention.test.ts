@@ -112,6 +112,7 @@ void test('relais gc --policy: plan with the cleanup planner, dry run changes no
     await skopeoPull(relais.host, `${REPO}:${tag}`, tag.startsWith('multi-'));
     await new Promise((r) => setTimeout(r, 5)); // distinct fetch times
   }
+  await relais.instance.blobs.settle(); // stored, not only delivered
 
   const policy = join(work, 'retention.yaml');
   await writeFile(
@@ -244,6 +245,7 @@ void test('relais gc --apply while relais serves: recently used content stays (g
     await skopeoPull(relais.host, `${REPO}:${tag}`);
     await new Promise((r) => setTimeout(r, 5));
   }
+  await relais.instance.blobs.settle(); // stored, not only delivered
   const blobsDir = join(relais.dataDir, 'storage', 'blobs');
   const tagsNow = async (): Promise<string[]> => (await relais.instance.index.listAllTags()).map((x) => x.tag).sort();
 
@@ -335,6 +337,7 @@ void test('relais gc --age created: the image config\'s created (read from the c
     await skopeoPull(relais.host, `${REPO}:${tag}`);
     await new Promise((r) => setTimeout(r, 5));
   }
+  await relais.instance.blobs.settle(); // stored, not only delivered
   await upstream.settle();
   upstream.clearLog();
   const line = (out: string, tag: string): string => out.split('\n').find((l) => l.startsWith(`${tag} `)) ?? `(no line for ${tag} in)\n${out}`;
