@@ -66,6 +66,14 @@ export function createServer(opts: ServerOptions): RunningServer {
     });
   };
 
+  /** A finished request's figures: what every report shares, plus what its path learned. */
+  const requestInfo = (req: IncomingMessage, started: number, rest: Omit<RequestInfo, 'method' | 'url' | 'seconds'>): RequestInfo => ({
+    method: req.method ?? 'GET',
+    url: req.url ?? '/',
+    seconds: (performance.now() - started) / 1000,
+    ...rest,
+  });
+
   /** Routing, lookups and access checks: every request the fast path does not answer. */
   const full = (req: IncomingMessage, res: ServerResponse, started: number): void => {
     active++;
@@ -78,18 +86,17 @@ export function createServer(opts: ServerOptions): RunningServer {
     let handled = false;
     const ended = (): void => {
       if (!closed || !handled) return;
-      report({
-        method: req.method ?? 'GET',
-        url: req.url ?? '/',
-        status: res.statusCode,
-        upstream: ctx.upstream,
-        result: ctx.result,
-        bytes: ctx.bytes,
-        seconds: (performance.now() - started) / 1000,
-        finished: res.writableFinished,
-        sentBytes: req.socket.bytesWritten - socketBytesAtStart + (ctx.zeroCopyBytes ?? 0),
-        error: failure,
-      });
+      report(
+        requestInfo(req, started, {
+          status: res.statusCode,
+          upstream: ctx.upstream,
+          result: ctx.result,
+          bytes: ctx.bytes,
+          finished: res.writableFinished,
+          sentBytes: req.socket.bytesWritten - socketBytesAtStart + (ctx.zeroCopyBytes ?? 0),
+          error: failure,
+        }),
+      );
       active--;
       if (active === 0) {
         const w = idleWaiters;
@@ -133,22 +140,13 @@ export function createServer(opts: ServerOptions): RunningServer {
         if (res.headersSent) {
           res.destroy();
           const error = { code: 'INTERNAL', message: 'fast path failed' };
-          report({ method: req.method ?? 'GET', url: req.url ?? '/', status: res.statusCode, upstream: undefined, result: undefined, bytes: undefined, seconds: (performance.now() - started) / 1000, finished: false, error });
+          report(requestInfo(req, started, { status: res.statusCode, upstream: undefined, result: undefined, bytes: undefined, finished: false, error }));
           return;
         }
       }
       // The whole response went to the connection synchronously: no close event to wait for, nothing in flight.
       if (answer !== undefined) {
-        report({
-          method: req.method ?? 'GET',
-          url: req.url ?? '/',
-          status: res.statusCode,
-          upstream: answer.upstream,
-          result: answer.result,
-          bytes: answer.bytes,
-          seconds: (performance.now() - started) / 1000,
-          finished: !res.destroyed,
-        });
+        report(requestInfo(req, started, { status: res.statusCode, upstream: answer.upstream, result: answer.result, bytes: answer.bytes, finished: !res.destroyed }));
         return;
       }
     }
