@@ -6,7 +6,7 @@ import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
+import { cpus, freemem, loadavg, tmpdir, totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -28,6 +28,7 @@ async function settleDisk(): Promise<void> {
 import { cpuBoundCeiling, linkBoundCeiling, reach, renderCeilings, type Ceiling } from './lib/ceilings.js';
 import { runInClient, runPullSplit } from './lib/clients.js';
 import { MANIFEST_ACCEPT, type PullResult, type TtfbResult } from './lib/pull.js';
+import { pausePageReporting, touchMemory, type PageReporting } from './lib/page-reporting.js';
 import { renderTable, toRows, type Metric } from './lib/report.js';
 import { sampleRss, treeCpuSeconds } from './lib/rss.js';
 import { netnsSlowLink, parseRate, proxySlowLink, slowLink, type SlowLink } from './lib/slowlink.js';
@@ -67,6 +68,7 @@ const USAGE = `usage: npm run bench -- [options]
   --skip-docker       skip the docker pull row
   --relais-main FILE  relais entry point to measure (default dist/src/cli/main.js; e.g. another build for before/after)
   --cpu-prof DIR      run relais with node --cpu-prof, profiles written to DIR
+  --keep-page-reporting  leave a VM's free page reporting on (default: paused for the run when root; bench/lib/page-reporting.ts)
   --keep              keep the temp dir (logs, configs, caches) for inspection
   --out FILE          JSON output (default bench/results/<date>-<clients>[-quick].json)
   -h, --help          this text`;
@@ -87,6 +89,7 @@ interface Options {
   cpuProf: string | undefined;
   relaisMain: string;
   keep: boolean;
+  keepPageReporting: boolean;
   out: string | undefined;
 }
 
@@ -123,6 +126,7 @@ function parseOptions(argv: string[]): Options {
         'cpu-prof': { type: 'string' },
         'relais-main': { type: 'string' },
         keep: { type: 'boolean' },
+        'keep-page-reporting': { type: 'boolean' },
         quick: { type: 'boolean' },
         out: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
@@ -173,6 +177,7 @@ function parseOptions(argv: string[]): Options {
     cpuProf: v['cpu-prof'],
     relaisMain: v['relais-main'] === undefined ? RELAIS_MAIN : resolve(v['relais-main']),
     keep: v.keep === true,
+    keepPageReporting: v['keep-page-reporting'] === true,
     out: v.out,
   };
 }
@@ -732,6 +737,13 @@ async function hashCpuSeconds(images: readonly { dir: string; blobs: readonly Bl
   return micros / 1e6;
 }
 
+/** Memory touched once at the start when free page reporting is paused: more than the bench's working set (page cache of the images and one target's cache, the processes). */
+const TOUCH_MEMORY_BYTES = 3 * 2 ** 30;
+
+function pageReportingText(pages: PageReporting | undefined): string {
+  return pages === undefined ? 'free page reporting: left as it is (--keep-page-reporting)' : pages.detail;
+}
+
 /** The best relais/nginx ratio this machine allows for each throughput target of the run (bench/lib/ceilings.ts). */
 function buildCeilings(o: Options, results: Partial<Record<TargetKind, TargetResults>>, bench: Bench, cores: number): Ceiling[] {
   const relais = results.relais;
@@ -747,6 +759,12 @@ function buildCeilings(o: Options, results: Partial<Record<TargetKind, TargetRes
     const any = cpuBoundCeiling({ bytes, clientCpuSeconds: client, upstreamCpuSeconds: upstream }, cores);
     // A cold pull's cache fetches and verifies every unique byte: that hash is CPU no verifying cache avoids.
     const best = cold ? cpuBoundCeiling({ bytes, clientCpuSeconds: client, upstreamCpuSeconds: upstream, cacheCpuSeconds: bench.hashCpuSeconds }, cores) : any;
+    // As frugal as nginx at moving the bytes (its CPU in the same phase), plus the digest checks.
+    const nginxCpu = median(n.map((m) => m.cpuSeconds));
+    const frugal =
+      cold && nginxCpu !== undefined
+        ? cpuBoundCeiling({ bytes, clientCpuSeconds: client, upstreamCpuSeconds: upstream, cacheCpuSeconds: bench.hashCpuSeconds + nginxCpu }, cores)
+        : undefined;
     const mbs = (v: number | undefined): string => (v === undefined ? '-' : (v / MB).toFixed(0));
     out.push({
       id,
@@ -754,9 +772,11 @@ function buildCeilings(o: Options, results: Partial<Record<TargetKind, TargetRes
       target,
       ratio: rm !== undefined && nm !== undefined ? rm / nm : undefined,
       ceiling: best !== undefined && nm !== undefined ? best / MB / nm : undefined,
+      atNginxCpu: frugal !== undefined && nm !== undefined ? frugal / MB / nm : undefined,
       boundBy:
         `CPU: clients ${client.toFixed(1)} s + upstream ${upstream.toFixed(1)} s on ${cores} cores, cache at 0 s: ${mbs(any)} MB/s` +
-        (cold ? `; verifying digests (sha256 ${bench.hashCpuSeconds.toFixed(2)} s): ${mbs(best)} MB/s` : ''),
+        (cold ? `; verifying digests (sha256 ${bench.hashCpuSeconds.toFixed(2)} s): ${mbs(best)} MB/s` : '') +
+        (frugal !== undefined ? `; at nginx's CPU (${(nginxCpu ?? 0).toFixed(2)} s) + sha256: ${mbs(frugal)} MB/s` : ''),
     });
   };
   pullCeiling('cold_mbps', `cold pull, ${o.clients} clients`, 1.2, relais.cold, nginx?.cold ?? [], true);
@@ -839,9 +859,11 @@ async function main(): Promise<void> {
   const t0 = performance.now();
   const work = await mkdtemp(join(tmpdir(), 'relais-bench-'));
   let link: SlowLink | undefined;
+  const pages = o.keepPageReporting ? undefined : await pausePageReporting();
   const cleanup = async (): Promise<void> => {
     await stopAll();
     await link?.close();
+    await pages?.restore().catch((e: unknown) => log(`could not restore free page reporting: ${e instanceof Error ? e.message : String(e)}`));
     if (!o.keep) await rm(work, { recursive: true, force: true });
     else log(`kept ${work}`);
   };
@@ -861,6 +883,13 @@ async function main(): Promise<void> {
   let linkMethod: string | undefined;
   try {
     log(`work dir ${work}; ${cpus().length} cores; targets ${o.targets.join(', ')}; ${o.clients} clients; profile ${o.profile}`);
+    log(pageReportingText(pages));
+    if (pages?.state === 'paused') {
+      const bytes = Math.min(TOUCH_MEMORY_BYTES, freemem() / 2);
+      const t = performance.now();
+      await touchMemory(bytes);
+      log(`touched ${(bytes / 2 ** 30).toFixed(1)} GiB of memory once in ${((performance.now() - t) / 1000).toFixed(1)} s, so that no target is the first to fault it in`);
+    }
     const dataDir = join(work, 'upstream', 'data');
     const up = await startUpstream({ workDir: join(work, 'upstream'), dataDir });
     for (const spec of imageSpecs(o)) {
@@ -915,6 +944,7 @@ async function main(): Promise<void> {
     `relais bench ${started.toISOString()}: ${cpus().length} cores, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, ${o.clients} clients, ` +
       `profile ${o.profile}, ${(bench.imageBytes / MB).toFixed(1)} MB of images (${bench.images.map((i) => `${i.spec.name} ${(i.bytes / MB).toFixed(1)} MB/${i.blobs.length - 1} layers`).join(', ')})`,
     `slow link: ${linkMethod ?? 'off'}`,
+    pageReportingText(pages),
     `load average at start ${loadStart.map((x) => x.toFixed(2)).join(' ')}, at end ${loadavg().map((x) => x.toFixed(2)).join(' ')} (other work on the machine skews every figure)`,
     `wall time ${wallS.toFixed(0)} s`,
   ];
@@ -938,6 +968,7 @@ async function main(): Promise<void> {
       memoryBytes: totalmem(),
       loadAverageAtStart: loadStart,
       loadAverageAtEnd: loadavg(),
+      pageReporting: pages === undefined ? 'kept (--keep-page-reporting)' : `${pages.state}: ${pages.detail}`,
     },
     versions: vers,
     options: { ...o, slowLinkMethod: linkMethod ?? null },
