@@ -29,7 +29,7 @@ import { cpuBoundCeiling, linkBoundCeiling, reach, renderCeilings, type Ceiling 
 import { runInClient, runPullSplit } from './lib/clients.js';
 import { MANIFEST_ACCEPT, type PullResult, type TtfbResult } from './lib/pull.js';
 import { pausePageReporting, touchMemory, type PageReporting } from './lib/page-reporting.js';
-import { renderTable, toRows, type Metric } from './lib/report.js';
+import { median, overRounds, renderTable, toRows, type Metric } from './lib/report.js';
 import { sampleRss, treeCpuSeconds } from './lib/rss.js';
 import { netnsSlowLink, parseRate, proxySlowLink, slowLink, type SlowLink } from './lib/slowlink.js';
 import {
@@ -526,12 +526,6 @@ class Bench {
   }
 }
 
-const median = (xs: readonly number[]): number | undefined => {
-  if (xs.length === 0) return undefined;
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 === 1 ? s[m] : ((s[m - 1] ?? 0) + (s[m] ?? 0)) / 2;
-};
 
 function buildMetrics(o: Options, results: Partial<Record<TargetKind, TargetResults>>, bigBlobMb: number): Metric[] {
   type Get = (r: TargetResults) => number | undefined;
@@ -551,26 +545,16 @@ function buildMetrics(o: Options, results: Partial<Record<TargetKind, TargetResu
     }
     return { values, notes };
   };
-  /**
-   * A pull figure over the rounds. relais is judged strictly: a client error in any round voids its figure.
-   * An anchor's figure is the median of its error-free rounds, with the failed rounds noted (distribution's
-   * proxy answers some concurrent cold pulls with HTTP 500): its ratio stays in the table.
-   */
+  /** A pull figure over the rounds (bench/lib/report.ts overRounds: relais strict, the anchors from their error-free rounds). */
   const rounds = (pick: (r: TargetResults) => readonly PullMeasure[], get: (m: PullMeasure) => number): Pick<Metric, 'values' | 'notes'> => {
     const values: Partial<Record<TargetKind, number>> = {};
     const notes: Partial<Record<TargetKind, string>> = {};
     for (const k of o.targets) {
-      const ms = results[k] === undefined ? [] : pick(results[k]);
-      const bad = ms.filter((m) => m.result.errors.length > 0);
-      const errs = bad.reduce((a, m) => a + m.result.errors.length, 0);
-      const clean = ms.filter((m) => m.result.errors.length === 0);
-      if (bad.length > 0 && (k === 'relais' || clean.length === 0)) {
-        notes[k] = `${errs} client errors`;
-        continue;
-      }
-      if (bad.length > 0) notes[k] = `${errs} client errors in ${bad.length} of ${ms.length} rounds; median of the others`;
-      const v = median(clean.map(get));
-      if (v !== undefined && Number.isFinite(v)) values[k] = v;
+      const r = results[k];
+      if (r === undefined) continue;
+      const f = overRounds(pick(r).map((m) => ({ value: get(m), errors: m.result.errors.length })), k === 'relais');
+      if (f.value !== undefined) values[k] = f.value;
+      if (f.note !== undefined) notes[k] = f.note;
     }
     return { values, notes };
   };
@@ -778,8 +762,9 @@ function buildCeilings(o: Options, results: Partial<Record<TargetKind, TargetRes
   if (relais === undefined) return [];
   const out: Ceiling[] = [];
   const pullCeiling = (id: string, label: string, target: number, r: readonly PullMeasure[], n: readonly PullMeasure[], cold: boolean): void => {
-    const rm = median(r.map((m) => m.mbPerSec));
-    const nm = median(n.map((m) => m.mbPerSec));
+    // The same figures as the table's (overRounds): relais voided by any client error, nginx from its clean rounds.
+    const rm = overRounds(r.map((m) => ({ value: m.mbPerSec, errors: m.result.errors.length })), true).value;
+    const nm = overRounds(n.map((m) => ({ value: m.mbPerSec, errors: m.result.errors.length })), false).value;
     const client = median(r.map((m) => m.result.clientCpuSeconds ?? 0)) ?? 0;
     const upstream = median(r.map((m) => m.upstreamCpuSeconds)) ?? 0;
     const bytes = median(r.map((m) => m.result.bytes)) ?? 0;

@@ -33,6 +33,35 @@ export interface Row {
   readonly notes: Partial<Record<TargetKind, string>>;
 }
 
+/** The median; undefined for no values. */
+export function median(xs: readonly number[]): number | undefined {
+  if (xs.length === 0) return undefined;
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 === 1 ? s[m] : ((s[m - 1] ?? 0) + (s[m] ?? 0)) / 2;
+}
+
+/** One round of a measurement: its figure and the client errors it had. */
+export interface Round {
+  readonly value: number;
+  readonly errors: number;
+}
+
+/**
+ * A figure over rounds. `strict` (relais): a client error in any round voids the figure. Otherwise (the
+ * anchors): the median of the error-free rounds, with the failed rounds noted, so that one failed round of
+ * distribution's proxy does not take its ratio out of the table.
+ */
+export function overRounds(rounds: readonly Round[], strict: boolean): { readonly value?: number; readonly note?: string } {
+  const bad = rounds.filter((r) => r.errors > 0);
+  const clean = rounds.filter((r) => r.errors === 0 && Number.isFinite(r.value));
+  const errs = bad.reduce((a, r) => a + r.errors, 0);
+  if (bad.length > 0 && (strict || clean.length === 0)) return { note: `${errs} client errors` };
+  const value = median(clean.map((r) => r.value));
+  const note = bad.length > 0 ? `${errs} client errors in ${bad.length} of ${rounds.length} rounds; median of the others` : undefined;
+  return { ...(value === undefined ? {} : { value }), ...(note === undefined ? {} : { note }) };
+}
+
 const ratio = (a: number | undefined, b: number | undefined): number | null =>
   a === undefined || b === undefined || b === 0 || !Number.isFinite(a) || !Number.isFinite(b) ? null : a / b;
 
@@ -41,7 +70,8 @@ export function toRows(metrics: readonly Metric[]): Row[] {
     let verdict: Row['verdict'] = null;
     if (m.target !== undefined) {
       const ok = m.target.check(m.values);
-      verdict = ok === undefined ? 'n/a' : ok ? 'PASS' : 'FAIL';
+      // relais failing its clients (a note instead of a figure) fails the target; it is not "n/a".
+      verdict = m.notes?.relais !== undefined ? 'FAIL' : ok === undefined ? 'n/a' : ok ? 'PASS' : 'FAIL';
     }
     return {
       id: m.id,
