@@ -279,7 +279,7 @@ export class BlobService {
         for (;;) {
           const allowed = sendableEnd(dl, end);
           if (allowed > pos) return allowed;
-          if (dl.verified || dl.state === 'committed') throw errors.internal('spool file shorter than the range');
+          if (dl.verified) throw errors.internal('spool file shorter than the range');
           signal.throwIfAborted();
           await new Promise<void>((resolve, reject) => {
             const onAbort = (): void => reject(signal.reason as Error);
@@ -389,7 +389,7 @@ export class BlobService {
       try {
         for (;;) {
           // The whole blob ends at its announced size: without this a full GET got its last byte unverified.
-          const total = endExclusive ?? dl.size ?? (dl.verified || dl.state === 'committed' ? dl.written : Infinity);
+          const total = endExclusive ?? dl.size ?? (dl.verified ? dl.written : Infinity);
           const allowed = sendableEnd(dl, total);
           if (pos >= total) return;
           if (pos < allowed) {
@@ -434,9 +434,10 @@ export class BlobService {
  * fds they read stay valid).
  */
 function sendableEnd(dl: BlobDownload, end: number): number {
+  // A committed download was verified first (download.ts), so `verified` covers it.
   if (dl.verified) return Math.min(dl.written, end);
   if (dl.state === 'failed') throw dl.error ?? errors.internal('download failed');
-  return dl.state === 'committed' ? Math.min(dl.written, end) : Math.min(dl.written, end - 1);
+  return Math.min(dl.written, end - 1);
 }
 
 async function* storageRead(stream: Readable): AsyncGenerator<Buffer> {

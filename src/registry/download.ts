@@ -45,7 +45,7 @@ export class BlobDownload {
   /**
    * Every byte is on the spool and hashes to the digest: followers may send the last byte now, before the
    * commit has made the copy durable (fdatasync, rename, index; with S3 storage, the upload). A client waits
-   * for the verification, never for the cache's own storage.
+   * for the verification, never for the cache's own storage. Set before the commit: a committed download is verified.
    */
   verified = false;
   error: RelaisError | undefined;
