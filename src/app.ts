@@ -84,7 +84,6 @@ export async function startRelais(config: ResolvedConfig, opts: StartOptions = {
   const metrics = new RelaisMetrics({
     upstreams: Object.keys(config.upstreams),
     credential: (name) => config.upstreams[name]?.username ?? 'anonymous',
-    routing,
     recentErrors: config.metrics.recentErrors,
     version: relaisVersion(),
   });
@@ -105,7 +104,8 @@ export async function startRelais(config: ResolvedConfig, opts: StartOptions = {
     upstreams,
     spoolDir,
     attempts: (name) => upstreamCfg(name).retries.attempts,
-    peers: cluster?.peers,
+    // Cluster mode: every fetch from an upstream (a miss, a refetch of a lost object) claims the download lease.
+    wrapSource: cluster ? (local) => cluster.wrap(local) : undefined,
     // Disk full: evict least-recently-used images first, when storage.maxSize is set (the evictor is built below).
     makeRoom: (bytes) => evictor.makeRoom(bytes),
     observer: {
@@ -140,7 +140,7 @@ export async function startRelais(config: ResolvedConfig, opts: StartOptions = {
   });
   const sendfile = zeroCopy(config, logger);
   metrics.setSources({
-    downloads: () => blobs.inflight.values(),
+    downloads: () => blobs.downloadsInFlight(),
     usage: () => index.usage(),
     maxSize: () => config.storage.maxSize,
     circuitOpen: (u) => upstreams.get(u)?.breaker.state === 'open',
@@ -197,7 +197,8 @@ export async function startRelais(config: ResolvedConfig, opts: StartOptions = {
     logger,
     requestLog,
     fast: registry.fast,
-    handlers: [...(cluster ? [cluster.handler(blobs)] : []), guard, registry.handle, health, ops],
+    // registry.label parses the URL once, before the guard: the metrics' labels even for a refused request.
+    handlers: [...(cluster ? [cluster.handler(blobs)] : []), registry.label, guard, registry.handle, health, ops],
     onRequestEnd: (info) => metrics.request(info),
   });
   const { host, port } = splitListen(config.listen);

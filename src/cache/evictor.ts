@@ -9,14 +9,22 @@ import type { CacheIndex } from '../index/index.js';
 import type { Logger } from '../observability/logger.js';
 import type { RelaisMetrics } from '../observability/metrics.js';
 import { parsePin, planEviction, type EvictionPlan, type PinContext, type PinPattern } from '../policy/eviction.js';
-import type { BlobService } from '../registry/blobs.js';
 import { blobKey, type StorageDriver } from '../storage/driver.js';
 import { runGc, type GcReport } from './gc.js';
+
+/** What eviction must know of the blobs in use (the core's BlobService answers it). */
+export interface BlobsInUse {
+  /** Digests being downloaded or served to a client now: never deleted meanwhile. */
+  busyDigests(): Set<string>;
+  isBusy(digest: string): boolean;
+  /** Spool files of the downloads in flight (gc leaves them alone). */
+  spoolFiles(): Set<string>;
+}
 
 export interface EvictorOptions {
   readonly index: CacheIndex;
   readonly storage: StorageDriver;
-  readonly blobs: BlobService;
+  readonly blobs: BlobsInUse;
   /** Told what left the index, so nothing is served from memory the index no longer knows. */
   readonly forget?: (digests: readonly string[]) => void;
   readonly settings: StorageConfig;
@@ -198,7 +206,7 @@ export class Evictor {
   }
 
   private busy(): Set<string> {
-    return new Set([...this.opts.blobs.inflight.keys(), ...this.opts.blobs.serving.keys()]);
+    return this.opts.blobs.busyDigests();
   }
 
   private async deleteFile(digest: string): Promise<void> {
@@ -207,7 +215,7 @@ export class Evictor {
       this.pendingFiles.delete(digest);
       return;
     }
-    if (this.opts.blobs.inflight.has(digest) || this.opts.blobs.serving.has(digest)) {
+    if (this.opts.blobs.isBusy(digest)) {
       this.pendingFiles.add(digest);
       return;
     }
@@ -231,7 +239,7 @@ export class Evictor {
           dryRun,
           graceMs: this.opts.settings.gcGrace,
           busy: () => this.busy(),
-          liveTempFiles: () => new Set([...this.opts.blobs.inflight.values()].map((d) => d.spoolPath)),
+          liveTempFiles: () => this.opts.blobs.spoolFiles(),
         });
         if (!dryRun) {
           this.opts.forget?.([...report.missingFiles.map((m) => m.digest), ...report.dependentManifests]);

@@ -1,16 +1,17 @@
-// Cluster mode (config `cluster:`): download leases in the shared PostgreSQL, the peer download source
-// BlobService asks on a miss, and the internal endpoint the other replicas stream from.
+// Cluster mode (config `cluster:`): download leases in the shared PostgreSQL, the wrapper around the core's
+// blob source (every fetch from an upstream claims the lease first), and the internal endpoint the other
+// replicas stream from. app.ts wires it around the core.
 import { randomUUID } from 'node:crypto';
 import type { ClusterConfig } from '../config/schema.js';
-import type { RouteHandler } from '../http/server.js';
 import type { CacheIndex } from '../index/index.js';
 import type { PostgresIndex } from '../index/postgres.js';
 import type { Logger } from '../observability/logger.js';
+import type { BlobSource, LocalBlobSource } from '../registry/blob-source.js';
 import type { BlobService } from '../registry/blobs.js';
 import type { StorageDriver } from '../storage/driver.js';
 import { LeaseManager } from './leases.js';
 import { leaseCoordinator } from './manifests.js';
-import { ClusterPeers, createClusterHandler } from './peers.js';
+import { ClusterBlobSource, ClusterPeers, createClusterHandler, type ClusterHandler } from './peers.js';
 import type { ManifestCoordinator } from '../registry/manifests.js';
 
 export interface Cluster {
@@ -20,7 +21,9 @@ export interface Cluster {
   readonly peers: ClusterPeers;
   /** One replica at a time fetches a given manifest. */
   readonly manifests: ManifestCoordinator;
-  handler(blobs: BlobService): RouteHandler;
+  /** The core's own blob source, wrapped: a fetch claims the blob cluster-wide first. */
+  wrap(local: LocalBlobSource): BlobSource;
+  handler(blobs: Pick<BlobService, 'localDownload'>): ClusterHandler;
   /** Where the other replicas reach this one: cluster.advertiseUrl, or the URL the server listens on. */
   setUrl(url: string): void;
   /** Graceful stop: releases this replica's leases. */
@@ -42,6 +45,7 @@ export function startCluster(cfg: ClusterConfig, deps: { postgres: PostgresIndex
     leases,
     peers,
     manifests: leaseCoordinator(leases, { pollMs: 50, waitMs: Math.max(cfg.leaseTtl, 15_000) }),
+    wrap: (local) => new ClusterBlobSource(local, peers),
     handler: (blobs) => createClusterHandler({ secret: cfg.secret, blobs, leases }),
     setUrl: (url) => {
       leases.opts.ownerUrl = (cfg.advertiseUrl ?? url).replace(/\/$/, '');

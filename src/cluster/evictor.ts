@@ -8,7 +8,6 @@
 // within seconds), so the LRU plan picks them last; gc never touches files younger than storage.gcGrace.
 import { Evictor, type EvictionOverride, type EvictionRun, type EvictorOptions } from '../cache/evictor.js';
 import type { GcReport } from '../cache/gc.js';
-import { S3Driver } from '../storage/s3.js';
 import type { LeaseManager } from './leases.js';
 
 export const EVICT_JOB = 'job:evict';
@@ -53,7 +52,8 @@ export class ClusterEvictor extends Evictor {
       const report = await this.exclusive(GC_JOB, async () => {
         const r = await super.gc(false);
         const storage = this.copts.storage;
-        if (storage instanceof S3Driver) {
+        // A capability of drivers with multipart uploads (S3), asked of the driver: nothing here loads the AWS SDK.
+        if (storage.abortStaleUploads) {
           const aborted = await storage.abortStaleUploads(Date.now() - STALE_UPLOAD_MS);
           if (aborted > 0) this.copts.logger.info({ event: 'gc', abortedUploads: aborted }, 'gc aborted stale multipart uploads');
         }

@@ -1,4 +1,7 @@
-// Cluster-wide single-flight: the "peer download source" BlobService asks on a miss.
+// Cluster-wide single-flight: a wrapper around the core's blob source (src/registry/blob-source.ts), as
+// distribution's proxy wraps its BlobStore. Every fetch the core makes (a miss, or a cached blob whose object
+// the shared storage lost) passes through ClusterBlobSource.fetch, which joins a download in flight on this
+// replica or else claims the blob cluster-wide first.
 //
 // claim(digest) answers one of:
 //   local   this replica now holds the download lease: it fetches from the upstream (and binds the lease
@@ -16,10 +19,11 @@ import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Agent, request } from 'undici';
 import { RelaisError } from '../errors.js';
-import type { RouteHandler } from '../http/server.js';
 import type { CacheIndex } from '../index/index.js';
 import type { Logger } from '../observability/logger.js';
-import type { BlobHandle, BlobService } from '../registry/blobs.js';
+import type { BlobHandle, BlobSource, Fetched, LocalBlobSource } from '../registry/blob-source.js';
+import type { BlobService } from '../registry/blobs.js';
+import type { UpstreamRoute } from '../registry/routing.js';
 import { blobKey, type ByteRange, type StorageDriver } from '../storage/driver.js';
 import type { LeaseManager } from './leases.js';
 
@@ -28,10 +32,8 @@ export type Claim =
   | { readonly kind: 'remote'; readonly handle: BlobHandle }
   | { readonly kind: 'stored' };
 
-/** What BlobService needs from the cluster. */
-export interface PeerDownloads {
-  claim(digest: string, signal?: AbortSignal): Promise<Claim>;
-}
+/** An HTTP handler of the cluster's internal endpoint: true when it answered (the HTTP server's RouteHandler shape). */
+export type ClusterHandler = (req: IncomingMessage, res: ServerResponse) => Promise<boolean>;
 
 export interface ClusterPeersOptions {
   readonly leases: LeaseManager;
@@ -49,7 +51,7 @@ const DIGEST = /^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$/;
 /** A lease taken but bound to no download within this time is released (a request that died in between). */
 const BIND_TIMEOUT_MS = 10_000;
 
-export class ClusterPeers implements PeerDownloads {
+export class ClusterPeers {
   private readonly pending = new Map<string, Promise<Claim>>();
   private readonly bound = new Set<string>();
   private readonly agent: Agent;
@@ -102,7 +104,7 @@ export class ClusterPeers implements PeerDownloads {
     for (;;) {
       const r = await leases.tryAcquire(digest);
       if (r.acquired) {
-        if (await this.opts.index.getContent(digest)) {
+        if (await this.stored(digest)) {
           await leases.release(digest);
           return { kind: 'stored' };
         }
@@ -119,7 +121,7 @@ export class ClusterPeers implements PeerDownloads {
         this.opts.logger?.debug({ digest, owner: holder.ownerUrl }, 'cluster: streaming from the replica that fetches it');
         return { kind: 'remote', handle: this.remoteHandle(holder.ownerUrl, digest, size) };
       }
-      if (size === 'absent' && (await this.opts.index.getContent(digest))) return { kind: 'stored' };
+      if (size === 'absent' && (await this.stored(digest))) return { kind: 'stored' };
       if (Date.now() > deadline) {
         this.opts.logger?.warn({ digest, owner: holder.ownerUrl }, 'cluster: the lease holder neither serves nor releases the blob; fetching it here');
         return { kind: 'local', bind: () => undefined };
@@ -128,6 +130,15 @@ export class ClusterPeers implements PeerDownloads {
       await sleep(delay);
       delay = Math.min(delay * 2, 500);
     }
+  }
+
+  /**
+   * Committed: indexed AND in the shared storage. The index alone is not enough: a blob whose object was lost
+   * (deleted by hand, evicted by another replica while it was being served) is fetched again under the lease.
+   */
+  private async stored(digest: string): Promise<boolean> {
+    if ((await this.opts.index.getContent(digest)) === undefined) return false;
+    return (await this.opts.storage.stat(blobKey(digest))) !== undefined;
   }
 
   private headers(range?: ByteRange): Record<string, string> {
@@ -187,6 +198,29 @@ export class ClusterPeers implements PeerDownloads {
   }
 }
 
+/**
+ * The core's blob source with the cluster around it: a download in flight on this replica is joined; else the
+ * blob is claimed cluster-wide, and only the lease holder fetches from the upstream (its download releases
+ * the lease when it ends).
+ */
+export class ClusterBlobSource implements BlobSource {
+  constructor(
+    private readonly local: LocalBlobSource,
+    private readonly peers: Pick<ClusterPeers, 'claim'>,
+  ) {}
+
+  async fetch(route: UpstreamRoute, digest: string, signal?: AbortSignal): Promise<Fetched> {
+    if (this.local.downloading(digest)) return this.local.fetch(route, digest, signal);
+    const claim = await this.peers.claim(digest, signal);
+    if (claim.kind === 'stored') return { kind: 'stored' };
+    if (claim.kind === 'remote') return { kind: 'remote', handle: claim.handle };
+    const fetched = await this.local.fetch(route, digest, signal);
+    // Bound before the upstream's headers are awaited: a slow upstream must not outlast the bind timeout.
+    if (fetched.kind === 'local') claim.bind(fetched.download.done);
+    return fetched;
+  }
+}
+
 function secretMatches(header: string | undefined, secret: string): boolean {
   const want = Buffer.from(`Bearer ${secret}`);
   const got = Buffer.from(header ?? '');
@@ -209,7 +243,7 @@ function parseRange(header: string | undefined, size: number | undefined): ByteR
  * (404 when there is none: the asking replica then looks again). Runs before access control: it has its
  * own authentication, the cluster secret.
  */
-export function createClusterHandler(opts: { secret: string; blobs: BlobService; leases: LeaseManager }): RouteHandler {
+export function createClusterHandler(opts: { secret: string; blobs: Pick<BlobService, 'localDownload'>; leases: LeaseManager }): ClusterHandler {
   return async (req: IncomingMessage, res: ServerResponse) => {
     const path = (req.url ?? '/').split('?')[0] ?? '/';
     if (!path.startsWith(SPOOL_PATH)) return false;
@@ -223,11 +257,11 @@ export function createClusterHandler(opts: { secret: string; blobs: BlobService;
     if (req.method !== 'GET' && req.method !== 'HEAD') return reply(405, 'GET or HEAD');
     const digest = decodeURIComponent(path.slice(SPOOL_PATH.length));
     if (!DIGEST.test(digest)) return reply(400, 'bad digest');
-    let dl = opts.blobs.inflight.get(digest);
+    let dl = opts.blobs.localDownload(digest);
     // The lease is taken a moment before the download starts: give it that moment.
     for (let waited = 0; !dl && opts.leases.held.has(digest) && waited < 5000; waited += 20) {
       await sleep(20);
-      dl = opts.blobs.inflight.get(digest);
+      dl = opts.blobs.localDownload(digest);
     }
     if (!dl) return reply(404, 'no download of this blob here');
     try {
@@ -251,7 +285,7 @@ export function createClusterHandler(opts: { secret: string; blobs: BlobService;
       return true;
     }
     try {
-      await pipeline(opts.blobs.followDownload(dl, range), res);
+      await pipeline(dl.open(range), res);
     } catch {
       // The download failed or the other replica went away: a cut response is the signal.
       res.destroy();

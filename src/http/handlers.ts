@@ -3,27 +3,25 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { pipeline } from 'node:stream/promises';
 import parseRange from 'range-parser';
 import { errors } from '../errors.js';
-import type { BlobService, CacheResult } from '../registry/blobs.js';
+import type { BlobService } from '../registry/blobs.js';
 import type { ListingService } from '../registry/listing.js';
 import type { ManifestService } from '../registry/manifests.js';
 import { validateDigest, validateReference } from '../registry/reference.js';
 import { resolveRoute, type RoutingTable, type UpstreamRoute } from '../registry/routing.js';
 import type { ByteRange } from '../storage/driver.js';
-import { ANONYMOUS, type AccessControl, type Principal } from './access.js';
+import { ANONYMOUS, type AccessControl } from './access.js';
 import { HotManifests, prepare } from './hot-manifests.js';
-import type { FastAnswer } from './server.js';
+import type { FastAnswer, RequestContext } from './context.js';
 import type { Sendfile } from './sendfile.js';
 import { parseApiPath, type ApiRoute } from './route.js';
 
-/** What a handler tells the request log. */
-export interface RequestContext {
-  /** Who is asking (set by the access guard before any handler runs). */
-  principal?: Principal;
-  upstream?: string;
-  result?: CacheResult;
-  bytes?: number;
-  /** Body bytes the handler sent past Node's socket accounting (sendfile). */
-  zeroCopyBytes?: number;
+export type { RequestContext };
+
+/** A request's URL as label() parsed it, for handle(): the API route (undefined: not /v2/) or why it is not one. */
+interface Parsed {
+  readonly api: ApiRoute | undefined;
+  readonly error?: Error;
+  readonly query: URLSearchParams | undefined;
 }
 
 export interface RegistryHandlerDeps {
@@ -46,6 +44,11 @@ function splitUrl(url: string): { path: string; query: URLSearchParams | undefin
 }
 
 export interface RegistryHandler {
+  /**
+   * Parses the URL once, before the access guard runs, and labels the request (kind) for the metrics and the
+   * request log, even one that fails before handle(); always returns false.
+   */
+  readonly label: (req: IncomingMessage, res: ServerResponse, ctx: RequestContext) => Promise<boolean>;
   /** Handles /v2/ requests; returns false for other paths. */
   readonly handle: (req: IncomingMessage, res: ServerResponse, ctx: RequestContext) => Promise<boolean>;
   /**
@@ -82,6 +85,8 @@ export function createRegistryHandler(deps: RegistryHandlerDeps): RegistryHandle
   async function manifest(req: IncomingMessage, res: ServerResponse, ctx: RequestContext, r: Extract<ApiRoute, { kind: 'manifest' }>, query: URLSearchParams | undefined): Promise<void> {
     validateReference(r.reference);
     const up = route(ctx, r.name, query);
+    // A manifest by tag is a pull (the status page's top images); by digest, a layer of one.
+    if (!r.reference.includes(':')) ctx.image = `${up.upstream}/${up.repo}:${r.reference}`;
     const m = await deps.manifests.get(up, r.reference);
     ctx.result = m.result;
     const headers = [
@@ -99,7 +104,7 @@ export function createRegistryHandler(deps: RegistryHandlerDeps): RegistryHandle
     // A tag served from memory without asking the upstream: the next requests for this URL get the same
     // answer from the prepared response until the tag's freshness ends.
     if (m.freshUntil !== undefined && req.url !== undefined && anonymousMayPull(up.upstream)) {
-      hot.set(req.url, prepare({ digest: m.digest, upstream: up.upstream, freshUntil: m.freshUntil, headers, body: m.body }));
+      hot.set(req.url, prepare({ digest: m.digest, upstream: up.upstream, image: ctx.image, freshUntil: m.freshUntil, headers, body: m.body }));
     }
     ctx.bytes = req.method === 'HEAD' ? 0 : m.body.byteLength;
     res.writeHead(200, headers);
@@ -200,9 +205,31 @@ export function createRegistryHandler(deps: RegistryHandlerDeps): RegistryHandle
     res.end(req.method === 'HEAD' ? undefined : out.body);
   }
 
-  async function handle(req: IncomingMessage, res: ServerResponse, ctx: RequestContext): Promise<boolean> {
+  /** Parses the URL (once per request: label() keeps the result in the context for handle()). */
+  function parse(req: IncomingMessage, ctx: RequestContext & { parsed?: Parsed }): Parsed {
+    if (ctx.parsed !== undefined) return ctx.parsed;
     const { path, query } = splitUrl(req.url ?? '/');
-    const r = parseApiPath(path);
+    let parsed: Parsed;
+    try {
+      const api = parseApiPath(path);
+      parsed = { api, query };
+      if (api !== undefined) ctx.kind = api.kind === 'manifest' || api.kind === 'blob' || api.kind === 'tags' || api.kind === 'referrers' ? api.kind : 'base';
+    } catch (error) {
+      parsed = { api: undefined, error: error as Error, query };
+      ctx.kind = 'invalid';
+    }
+    ctx.parsed = parsed;
+    return parsed;
+  }
+
+  function label(req: IncomingMessage, _res: ServerResponse, ctx: RequestContext): Promise<boolean> {
+    parse(req, ctx);
+    return Promise.resolve(false);
+  }
+
+  async function handle(req: IncomingMessage, res: ServerResponse, ctx: RequestContext): Promise<boolean> {
+    const { api: r, error, query } = parse(req, ctx);
+    if (error !== undefined) throw error;
     if (r === undefined) return false;
     const method = req.method ?? 'GET';
     if (method !== 'GET' && method !== 'HEAD') {
@@ -240,7 +267,7 @@ export function createRegistryHandler(deps: RegistryHandlerDeps): RegistryHandle
     }
   }
 
-  return { handle, fast, hot };
+  return { label, handle, fast, hot };
 }
 
 /** One satisfiable range of the blob, or a 416. Several ranges are refused: relais does not send multipart/byteranges. */

@@ -4,12 +4,14 @@
 // process answer them at the rate of a bare HTTP server. An entry is only ever served until its tag's
 // freshness ends (then the full path revalidates it), is dropped when eviction or gc forgets its manifest,
 // and is only made when every client may pull anonymously (no per-request access decision to skip).
-import type { FastAnswer } from './server.js';
+import type { FastAnswer } from './context.js';
 
 export interface HotManifest {
   /** The manifest's digest (to drop the entry when the manifest is forgotten, and for last-access times). */
   readonly digest: string;
   readonly upstream: string;
+  /** `upstream/repo:tag` (the status page's top images). */
+  readonly image?: string | undefined;
   /** ms since the epoch: served from here strictly before this time only. */
   readonly freshUntil: number;
   /** The response headers as a flat [name, value, name, value, ...] list (res.writeHead's raw form). */
@@ -24,8 +26,8 @@ export function prepare(e: Omit<HotManifest, 'answers'>): HotManifest {
   return {
     ...e,
     answers: {
-      get: { upstream: e.upstream, result: 'hit', bytes: e.body.byteLength },
-      head: { upstream: e.upstream, result: 'hit', bytes: 0 },
+      get: { upstream: e.upstream, result: 'hit', kind: 'manifest', image: e.image, bytes: e.body.byteLength },
+      head: { upstream: e.upstream, result: 'hit', kind: 'manifest', image: e.image, bytes: 0 },
     },
   };
 }

@@ -6,7 +6,7 @@ import type { RelaisMetrics } from '../observability/metrics.js';
 import type { Evictor } from '../cache/evictor.js';
 import type { BlobService } from '../registry/blobs.js';
 import type { UpstreamClient } from '../upstream/client.js';
-import type { RequestContext } from './handlers.js';
+import type { RequestContext } from './context.js';
 import { STATUS_PAGE_HTML } from './status-page.js';
 
 export interface OpsHandlerDeps {
@@ -161,7 +161,7 @@ export async function statusDocument(deps: OpsHandlerDeps): Promise<StatusDocume
       fetchedBytes: sumWhere(fetched, () => true),
     },
     upstreams,
-    downloads: [...deps.blobs.inflight.values()].map((d) => {
+    downloads: [...deps.blobs.downloadsInFlight()].map((d) => {
       const secs = Math.max(0.001, (now - d.startedAt) / 1000);
       return { digest: d.digest, upstream: d.upstreamName, repo: d.repo, written: d.written, size: d.size ?? null, startedAt: d.startedAt, bytesPerSecond: Math.round(d.written / secs) };
     }),

@@ -10,7 +10,7 @@ import { constants } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { TLSSocket } from 'node:tls';
 import { errors } from '../errors.js';
-import type { FileBody } from '../registry/blobs.js';
+import type { FileBody } from '../registry/blob-source.js';
 
 /** The addon's two functions (native/sendfile/sendfile.c). */
 interface NativeSendfile {

@@ -6,18 +6,10 @@ import { RelaisError } from '../errors.js';
 import type { Logger } from '../observability/logger.js';
 import type { RequestLog } from '../observability/request-log.js';
 import type { RequestInfo } from '../observability/metrics.js';
+import type { FastAnswer, RequestContext, RouteHandler } from './context.js';
 import { sendError } from './errors.js';
-import type { RequestContext } from './handlers.js';
 
-export type RouteHandler = (req: IncomingMessage, res: ServerResponse, ctx: RequestContext) => Promise<boolean>;
-
-/** What the fast path answered, for the request log and metrics. */
-export interface FastAnswer {
-  readonly upstream: string;
-  readonly result: NonNullable<RequestContext['result']>;
-  /** Body bytes sent. */
-  readonly bytes: number;
-}
+export type { FastAnswer, RequestContext, RouteHandler };
 
 export interface ServerOptions {
   readonly tls?: { readonly cert: string; readonly key: string } | undefined;
@@ -89,6 +81,8 @@ export function createServer(opts: ServerOptions): RunningServer {
       report(
         requestInfo(req, started, {
           status: res.statusCode,
+          kind: ctx.kind ?? 'other',
+          image: ctx.image,
           upstream: ctx.upstream,
           result: ctx.result,
           bytes: ctx.bytes,
@@ -140,13 +134,14 @@ export function createServer(opts: ServerOptions): RunningServer {
         if (res.headersSent) {
           res.destroy();
           const error = { code: 'INTERNAL', message: 'fast path failed' };
-          report(requestInfo(req, started, { status: res.statusCode, upstream: undefined, result: undefined, bytes: undefined, finished: false, error }));
+          // The fast path answers manifests only.
+          report(requestInfo(req, started, { status: res.statusCode, kind: 'manifest', upstream: undefined, result: undefined, bytes: undefined, finished: false, error }));
           return;
         }
       }
       // The whole response went to the connection synchronously: no close event to wait for, nothing in flight.
       if (answer !== undefined) {
-        report(requestInfo(req, started, { status: res.statusCode, upstream: answer.upstream, result: answer.result, bytes: answer.bytes, finished: !res.destroyed }));
+        report(requestInfo(req, started, { status: res.statusCode, kind: answer.kind, image: answer.image, upstream: answer.upstream, result: answer.result, bytes: answer.bytes, finished: !res.destroyed }));
         return;
       }
     }

@@ -4,11 +4,9 @@
 // of the upstream client, the blob service and the HTTP server; nothing here reaches into them.
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { TallyCounter, TallyHistogram, type CounterTally, type HistogramTally } from './tally.js';
-import type { CacheResult } from '../registry/blobs.js';
-import type { BlobDownload } from '../registry/download.js';
-import { resolveRoute, type RoutingTable } from '../registry/routing.js';
-import { parseApiPath } from '../http/route.js';
-import type { UpstreamFailureKind } from '../upstream/errors.js';
+import type { CacheResult, RequestKind, UpstreamFailureKind } from '../types.js';
+
+export type { RequestKind };
 
 /** What the HTTP server reports about each finished request. */
 export interface RequestInfo {
@@ -16,6 +14,10 @@ export interface RequestInfo {
   /** The raw URL (path and query). */
   readonly url: string;
   readonly status: number;
+  /** The registry API operation, as the handler that parsed the URL said ('other': not the registry API). */
+  readonly kind: RequestKind;
+  /** `upstream/repo:tag` for a manifest by tag (top images). */
+  readonly image?: string | undefined;
   readonly upstream: string | undefined;
   readonly result: CacheResult | undefined;
   /** Bytes of body sent (as the handler announced them). */
@@ -38,11 +40,18 @@ export interface RecentError {
   readonly message: string;
 }
 
-export type RequestKind = 'manifest' | 'blob' | 'tags' | 'referrers' | 'base' | 'invalid' | 'other';
+/** What the metrics read of a blob download (the core's downloads match it). */
+export interface DownloadInfo {
+  readonly upstreamName: string;
+  readonly repo: string;
+  readonly digest: string;
+  readonly state: 'running' | 'committed' | 'failed';
+  readonly error?: { readonly code: string; readonly status: number; readonly message: string } | undefined;
+}
 
 /** Where the live numbers come from (set once the services exist). */
 export interface MetricSources {
-  downloads(): Iterable<BlobDownload>;
+  downloads(): Iterable<DownloadInfo>;
   usage(): Promise<{ bytes: number; blobs: number; manifests: number; tags: number; repositories: number }>;
   maxSize(): number | undefined;
   circuitOpen(upstream: string): boolean;
@@ -79,7 +88,6 @@ export class RelaisMetrics {
   private readonly errors: RecentError[] = [];
   private readonly pulls = new Map<string, { count: number; upstream: string; last: number }>();
   private readonly requestSeries = new Map<string, { count: CounterTally; duration: HistogramTally; served: CounterTally }>();
-  private readonly classified = new Map<string, Classified>();
   readonly startedAt = Date.now();
 
   constructor(
@@ -87,7 +95,6 @@ export class RelaisMetrics {
       readonly upstreams: readonly string[];
       /** upstream -> the credential it uses ("anonymous" or the user name), for the rate-limit gauge. */
       readonly credential: (upstream: string) => string;
-      readonly routing: RoutingTable;
       readonly recentErrors?: number;
       readonly defaultMetrics?: boolean;
       readonly version?: string;
@@ -268,7 +275,7 @@ export class RelaisMetrics {
   }
 
   /** BlobObserver.downloadEnded */
-  downloadEnded(d: BlobDownload): void {
+  downloadEnded(d: DownloadInfo): void {
     this.downloads.inc({ upstream: d.upstreamName, outcome: d.state === 'committed' ? 'committed' : 'failed' });
     if (d.state === 'failed') {
       const code = d.error?.code ?? 'failed';
@@ -279,20 +286,20 @@ export class RelaisMetrics {
 
   /** The HTTP server's per-request hook. */
   request(info: RequestInfo): void {
-    const parsed = this.classifyCached(info.url);
-    if (parsed.kind === 'other') return; // /metrics, the status page, health checks
+    const kind = info.kind;
+    if (kind === 'other') return; // /metrics, the status page, health checks
     // A client that read the whole body and hung up at once (before the server saw its last write done)
     // still got it all: every byte of the body reached the connection.
     const delivered = info.finished || (info.bytes !== undefined && info.sentBytes !== undefined && info.sentBytes >= info.bytes);
     const result = info.status >= 400 || !delivered ? 'error' : (info.result ?? 'none');
     const upstream = info.upstream ?? 'none';
     // The tallies of a label set are looked up once; a request adds to them with plain arithmetic.
-    const key = `${upstream}\0${parsed.kind}\0${result}\0${info.result ?? 'none'}`;
+    const key = `${upstream}\0${kind}\0${result}\0${info.result ?? 'none'}`;
     let series = this.requestSeries.get(key);
     if (!series) {
       series = {
-        count: this.requests.tally({ upstream, kind: parsed.kind, result }),
-        duration: this.requestDuration.tally({ kind: parsed.kind, result }),
+        count: this.requests.tally({ upstream, kind, result }),
+        duration: this.requestDuration.tally({ kind, result }),
         served: this.servedBytes.tally({ upstream, result: info.result ?? 'none' }),
       };
       this.requestSeries.set(key, series);
@@ -302,7 +309,7 @@ export class RelaisMetrics {
     if (delivered && info.status < 400 && info.bytes !== undefined && info.bytes > 0 && info.method !== 'HEAD') {
       series.served.value += info.bytes;
     }
-    if (parsed.pull !== undefined && info.method === 'GET' && info.status < 400) this.countPull(parsed.pull);
+    if (info.image !== undefined && info.method === 'GET' && info.status < 400) this.countPull(info.image, upstream);
     if (info.status >= 500 || (info.status >= 400 && info.status !== 404 && info.status !== 401)) {
       this.remember({
         time: Date.now(),
@@ -315,19 +322,8 @@ export class RelaisMetrics {
     }
   }
 
-  /** classify() of the URLs seen lately: clients ask for the same manifests and blobs over and over. */
-  private classifyCached(url: string): Classified {
-    let c = this.classified.get(url);
-    if (c === undefined) {
-      c = classify(url, this.opts.routing);
-      if (this.classified.size >= MAX_CLASSIFIED) this.classified.clear();
-      this.classified.set(url, c);
-    }
-    return c;
-  }
-
-  private countPull(pull: Pull): void {
-    const e = this.pulls.get(pull.image);
+  private countPull(image: string, upstream: string): void {
+    const e = this.pulls.get(image);
     if (e) {
       e.count++;
       e.last = Date.now();
@@ -337,7 +333,7 @@ export class RelaisMetrics {
         const sorted = [...this.pulls].sort((a, b) => a[1].count - b[1].count);
         for (const [k] of sorted.slice(0, 2500)) this.pulls.delete(k);
       }
-      this.pulls.set(pull.image, { count: 1, upstream: pull.upstream, last: Date.now() });
+      this.pulls.set(image, { count: 1, upstream, last: Date.now() });
     }
   }
 
@@ -365,51 +361,4 @@ function leadingInt(v: string | string[] | undefined): number | undefined {
   if (s === undefined) return undefined;
   const m = /^\s*(\d+)/.exec(s);
   return m ? Number(m[1]) : undefined;
-}
-
-/** URLs whose classification is remembered (cleared when full). */
-const MAX_CLASSIFIED = 4096;
-
-/** A pull of an image by tag, as the status page counts it. */
-interface Pull {
-  readonly image: string;
-  readonly upstream: string;
-}
-
-interface Classified {
-  readonly kind: RequestKind;
-  /** Set for a manifest by tag whose route resolves. */
-  readonly pull?: Pull | undefined;
-}
-
-function classify(url: string, routing: RoutingTable): Classified {
-  const q = url.indexOf('?');
-  const path = q === -1 ? url : url.slice(0, q);
-  let r;
-  try {
-    r = parseApiPath(path);
-  } catch {
-    return { kind: path.startsWith('/v2/') ? 'invalid' : 'other' };
-  }
-  if (r === undefined) return { kind: 'other' };
-  switch (r.kind) {
-    case 'manifest':
-      return { kind: 'manifest', pull: r.reference.includes(':') ? undefined : pullOf(routing, r.name, r.reference, q === -1 ? undefined : url.slice(q + 1)) };
-    case 'blob':
-    case 'tags':
-    case 'referrers':
-      return { kind: r.kind };
-    default:
-      return { kind: 'base' };
-  }
-}
-
-function pullOf(routing: RoutingTable, name: string, tag: string, query: string | undefined): Pull | undefined {
-  const ns = query === undefined ? undefined : (new URLSearchParams(query).get('ns') ?? undefined);
-  try {
-    const r = resolveRoute(routing, name, ns);
-    return { image: `${r.upstream}/${r.repo}:${tag}`, upstream: r.upstream };
-  } catch {
-    return undefined;
-  }
 }

@@ -51,6 +51,11 @@ export interface StorageDriver {
   openLocal?(key: string): Promise<LocalFile>;
   /** Drivers that keep objects open between openLocal calls: closes those nobody is reading now. */
   releaseIdle?(): Promise<void>;
+  /**
+   * Drivers with multipart uploads (S3): aborts the uploads started before `olderThan` (ms since the epoch),
+   * a dead process's leftovers; returns how many. Optional: a driver without such uploads has none to clean.
+   */
+  abortStaleUploads?(olderThan: number): Promise<number>;
 }
 
 /** An object opened as a local file (StorageDriver.openLocal). */

@@ -1,7 +1,8 @@
 // Turns what can go wrong while talking to an upstream into RelaisErrors: 502, 503 or 504, never a bare 500.
 import { RelaisError } from '../errors.js';
+import type { UpstreamFailureKind } from '../types.js';
 
-export type UpstreamFailureKind = 'timeout' | 'refused' | 'reset' | 'dns' | 'status_5xx' | 'status_429' | 'circuit_open' | 'digest_mismatch' | 'protocol' | 'other';
+export type { UpstreamFailureKind };
 
 const TIMEOUT_CODES = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'UND_ERR_CONNECT_TIMEOUT', 'ETIMEDOUT']);
 const REFUSED_CODES = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL']);

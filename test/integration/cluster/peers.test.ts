@@ -94,8 +94,25 @@ test('an unreachable owner: the work is taken over once its lease expires, not b
 test('a blob already stored when the lease is won: "stored", and the lease is not kept', async () => {
   const data = randomBytes(100);
   const digest = digestOf(data);
+  await storage.putContent(blobKey(digest), data);
   await index.putBlob(digest, data.byteLength, Date.now());
   const claim = await peers.claim(digest);
   assert.equal(claim.kind, 'stored');
   assert.deepEqual(await pg.query('peers', 'SELECT 1 FROM download_leases WHERE digest = $1', [digest]), []);
+});
+
+test('a blob the index lists but the storage lost: "local" (fetch it again under the lease), not "stored"', async () => {
+  const data = randomBytes(100);
+  const digest = digestOf(data);
+  await index.putBlob(digest, data.byteLength, Date.now());
+  const claim = await peers.claim(digest);
+  assert.equal(claim.kind, 'local');
+  assert.equal((await pg.query('peers', 'SELECT 1 FROM download_leases WHERE digest = $1', [digest])).length, 1, 'the lease is held while the blob is fetched');
+  if (claim.kind !== 'local') return;
+  let ended!: () => void;
+  const done = new Promise<void>((r) => (ended = r));
+  claim.bind(done);
+  ended();
+  for (let i = 0; i < 100 && (await pg.query('peers', 'SELECT 1 FROM download_leases WHERE digest = $1', [digest])).length > 0; i++) await new Promise((r) => setTimeout(r, 20));
+  assert.deepEqual(await pg.query('peers', 'SELECT 1 FROM download_leases WHERE digest = $1', [digest]), [], 'released when the download ends');
 });

@@ -296,8 +296,8 @@ test('relais: cold (miss + joins), warm and Range blob responses are identical w
       });
       req.end();
     });
-    for (let i = 0; i < 50 && relaisOn.instance.blobs.serving.size > 0; i++) await new Promise((r) => setTimeout(r, 20));
-    assert.equal(relaisOn.instance.blobs.serving.size, 0, 'the blob is released when its client goes away');
+    for (let i = 0; i < 50 && relaisOn.instance.blobs.servingCount() > 0; i++) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(relaisOn.instance.blobs.servingCount(), 0, 'the blob is released when its client goes away');
     // The storage keeps the blob's fd for the next reader unless nobody holds it: released, none may remain.
     await relaisOn.instance.storage.releaseIdle?.();
     assert.deepEqual(await openFilesUnder(join(relaisOn.dataDir, 'storage')), [], 'the aborted transfer let go of the blob file');
@@ -336,11 +336,11 @@ test('relais: a client that stops reading is dropped after server.sendIdleTimeou
     const closed = new Promise<number>((resolve) => socket.once('close', () => resolve(Date.now() - t0)));
     socket.write(`GET ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`);
     // Read nothing until relais gives up on the transfer: then drain, and the connection ends short.
-    for (let i = 0; i < 100 && relais.instance.blobs.serving.size === 0; i++) await new Promise((r) => setTimeout(r, 10));
-    assert.equal(relais.instance.blobs.serving.size, 1, 'the transfer started');
-    for (let i = 0; i < 100 && relais.instance.blobs.serving.size > 0; i++) await new Promise((r) => setTimeout(r, 50));
+    for (let i = 0; i < 100 && relais.instance.blobs.servingCount() === 0; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(relais.instance.blobs.servingCount(), 1, 'the transfer started');
+    for (let i = 0; i < 100 && relais.instance.blobs.servingCount() > 0; i++) await new Promise((r) => setTimeout(r, 50));
     const heldMs = Date.now() - t0;
-    assert.equal(relais.instance.blobs.serving.size, 0, 'the stalled transfer was dropped and the blob released');
+    assert.equal(relais.instance.blobs.servingCount(), 0, 'the stalled transfer was dropped and the blob released');
     assert.ok(heldMs >= 400, `dropped after ${heldMs} ms, not before the idle timeout`);
     let received = 0;
     socket.on('data', (c: Buffer) => (received += c.length));

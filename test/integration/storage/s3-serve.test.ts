@@ -81,9 +81,9 @@ test('a cold client gets its last byte once the digest verified, not after the u
   for await (const chunk of res.body ?? []) hash.update(chunk as Uint8Array);
   assert.equal(`sha256:${hash.digest('hex')}`, layer.digest, 'every byte, verified');
   // The client is done while relais is still storing the blob (a 48 MB multipart upload to RGW).
-  assert.equal(relais.instance.blobs.inflight.size, 1, 'the download is still committing when the client has everything');
+  assert.equal([...relais.instance.blobs.downloadsInFlight()].length, 1, 'the download is still committing when the client has everything');
   await relais.instance.blobs.settle();
-  assert.equal(relais.instance.blobs.inflight.size, 0);
+  assert.equal([...relais.instance.blobs.downloadsInFlight()].length, 0);
   const listed = await s3.client.send(new ListObjectsV2Command({ Bucket: bucket }));
   assert.equal(listed.Contents?.find((o) => o.Key === `cache/${blobKey(layer.digest)}`)?.Size, layer.size, 'then it is in the bucket');
 });

@@ -36,8 +36,8 @@ test('forgetting a manifest drops every URL it answers', () => {
   assert.ok(h.get('/v2/b/manifests/latest', 0));
 });
 
-test('a prepared entry says what a GET and a HEAD of it send', () => {
-  const e = entry('sha256:abc', 10);
-  assert.deepEqual(e.answers.get, { upstream: 'docker.io', result: 'hit', bytes: 'sha256:abc'.length });
-  assert.deepEqual(e.answers.head, { upstream: 'docker.io', result: 'hit', bytes: 0 });
+test('a prepared entry says what a GET and a HEAD of it send, and which image it is (the metrics labels)', () => {
+  const e = prepare({ digest: 'sha256:abc', upstream: 'docker.io', image: 'docker.io/library/a:latest', freshUntil: 10, headers: ['content-type', 'x'], body: Buffer.from('sha256:abc') });
+  assert.deepEqual(e.answers.get, { upstream: 'docker.io', result: 'hit', kind: 'manifest', image: 'docker.io/library/a:latest', bytes: 'sha256:abc'.length });
+  assert.deepEqual(e.answers.head, { upstream: 'docker.io', result: 'hit', kind: 'manifest', image: 'docker.io/library/a:latest', bytes: 0 });
 });

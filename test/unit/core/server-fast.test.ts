@@ -46,7 +46,7 @@ test('a fast path that answers owns the request; one that declines leaves it to 
     if (req.url !== '/hot') return undefined;
     res.writeHead(200, ['content-type', 'text/plain']);
     res.end('prepared');
-    return { upstream: 'docker.io', result: 'hit', bytes: 8 };
+    return { upstream: 'docker.io', result: 'hit', kind: 'manifest', bytes: 8 };
   });
   try {
     assert.equal(await (await request(`${srv.url}/hot`)).body.text(), 'prepared');
@@ -59,7 +59,7 @@ test('a fast path that answers owns the request; one that declines leaves it to 
     assert.deepEqual({ ...hot, time: 0, ms: 0 }, { level: 30, time: 0, service: 'relais', method: 'GET', path: '/hot', status: 200, bytes: 8, ms: 0, cache: 'hit', upstream: 'docker.io', msg: 'request' });
     const reported = srv.reports.filter((r) => r.url === '/hot');
     assert.equal(reported.length, 1);
-    assert.deepEqual({ ...reported[0], seconds: 0 }, { method: 'GET', url: '/hot', status: 200, upstream: 'docker.io', result: 'hit', bytes: 8, seconds: 0, finished: true });
+    assert.deepEqual({ ...reported[0], seconds: 0 }, { method: 'GET', url: '/hot', status: 200, kind: 'manifest', image: undefined, upstream: 'docker.io', result: 'hit', bytes: 8, seconds: 0, finished: true });
     assert.equal(srv.reports.filter((r) => r.url === '/cold').length, 1);
   } finally {
     await srv.close();
