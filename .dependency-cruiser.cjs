@@ -1,0 +1,149 @@
+// The architecture lint (`npm run lint:arch`, part of `npm test`): which parts of src/ may import which.
+// Layers import downward only (BRIEF / docs/architecture.md):
+//   entry     src/cli/, src/app.ts (the one composition root)          may import everything
+//   doors     src/http/, src/proxy/ (front doors)                      get the cluster and each other only from app.ts
+//   cluster   src/cluster/                                             wraps the core's blob source
+//   upkeep    src/cache/ (eviction, gc, prefetch, retention)           beside the cluster, above the core
+//   core      src/registry/ (cache, single-flight, verification)       knows neither HTTP nor the cluster
+//   below     src/storage/, src/index/, src/upstream/, src/policy/, src/observability/
+//   base      src/config/, src/errors.ts, src/types.ts and every other module at src/'s top (leaves)
+//   products  src/ci/, src/cleanup/, src/gitlab/ (separate commands)  upstream client, policy, base
+// Type-only imports count (`import type` ties modules together as much as a value import does).
+// Known violations that other work removes are listed in .dependency-cruiser-known-violations.json
+// (run with --ignore-known): they are reported, not failed; a new one fails.
+
+/** Base: leaves every layer may use. */
+const BASE = '^src/(config/|(?!app\\.ts$)[^/]+\\.ts$)';
+const PRODUCTS = '^src/(ci|cleanup|gitlab)/';
+
+/** @type {import('dependency-cruiser').IConfiguration} */
+module.exports = {
+  forbidden: [
+    {
+      name: 'no-circular',
+      comment: 'No import cycles: a cycle makes two modules one, and it is how layers start leaning on each other.',
+      severity: 'error',
+      from: { path: '^src/' },
+      to: { circular: true },
+    },
+    {
+      name: 'base-is-a-leaf',
+      comment: 'Base (config schema, the error table, shared types) imports nothing of relais but base.',
+      severity: 'error',
+      from: { path: BASE },
+      to: { path: '^src/', pathNot: BASE },
+    },
+    {
+      name: 'policy-is-pure',
+      comment: 'Policy (TTL, eviction plans, retention, budgets, circuit breaker) is pure functions over base.',
+      severity: 'error',
+      from: { path: '^src/policy/' },
+      to: { path: '^src/', pathNot: [BASE, '^src/policy/'] },
+    },
+    {
+      name: 'storage-knows-bytes',
+      comment: 'Storage knows bytes under keys, not registries, indexes or HTTP: only base.',
+      severity: 'error',
+      from: { path: '^src/storage/' },
+      to: { path: '^src/', pathNot: [BASE, '^src/storage/'] },
+    },
+    {
+      name: 'index-knows-rows',
+      comment: 'The index (SQLite, PostgreSQL) knows rows: base and policy (freshness, eviction types) only.',
+      severity: 'error',
+      from: { path: '^src/index/' },
+      to: { path: '^src/', pathNot: [BASE, '^src/index/', '^src/policy/'] },
+    },
+    {
+      name: 'upstream-is-a-client',
+      comment: 'The upstream client speaks HTTP to registries: base and policy (circuit breaker) only.',
+      severity: 'error',
+      from: { path: '^src/upstream/' },
+      to: { path: '^src/', pathNot: [BASE, '^src/upstream/', '^src/policy/'] },
+    },
+    {
+      name: 'observability-takes-what-it-is-given',
+      comment: 'Logs and metrics are fed through hooks and the request context: they import base only, never the core or a door.',
+      severity: 'error',
+      from: { path: '^src/observability/' },
+      to: { path: '^src/', pathNot: [BASE, '^src/observability/'] },
+    },
+    {
+      name: 'core-knows-no-door-and-no-cluster',
+      comment: 'The core (src/registry) uses storage, index, upstream, policy and base; the cluster wraps it, doors call it.',
+      severity: 'error',
+      from: { path: '^src/registry/' },
+      to: { path: '^src/', pathNot: [BASE, '^src/registry/', '^src/storage/', '^src/index/', '^src/upstream/', '^src/policy/'] },
+    },
+    {
+      name: 'cluster-wraps-the-core',
+      comment: 'The cluster wraps the core (and the evictor); it knows no door, no entry and no product: app.ts wires it.',
+      severity: 'error',
+      from: { path: '^src/cluster/' },
+      to: { path: '^src/(http|proxy|cli)/|^src/app\\.ts$|' + PRODUCTS },
+    },
+    {
+      name: 'upkeep-below-the-doors',
+      comment: 'Eviction, gc, prefetch and retention (src/cache) work on the core and what is below it; no door, cluster or entry.',
+      severity: 'error',
+      from: { path: '^src/cache/' },
+      to: { path: '^src/(http|proxy|cluster|cli)/|^src/app\\.ts$|' + PRODUCTS },
+    },
+    {
+      name: 'http-door-gets-the-rest-injected',
+      comment: 'The HTTP door parses, checks access and streams: it calls the core and upkeep it is given, never the cluster, another door or a product.',
+      severity: 'error',
+      from: { path: '^src/http/' },
+      to: { path: '^src/(proxy|cluster|cli)/|^src/app\\.ts$|' + PRODUCTS },
+    },
+    {
+      name: 'proxy-door-is-its-own-door',
+      comment: 'The proxy door (src/proxy) uses base, upstream, observability, policy and the core\'s types; what it needs besides comes from app.ts.',
+      severity: 'error',
+      from: { path: '^src/proxy/' },
+      to: { path: '^src/', pathNot: [BASE, '^src/proxy/', '^src/upstream/', '^src/observability/', '^src/policy/', '^src/registry/'] },
+    },
+    {
+      name: 'proxy-door-takes-core-types-only',
+      comment: 'The proxy door imports the core for its types only: the services themselves are injected by app.ts.',
+      severity: 'error',
+      from: { path: '^src/proxy/' },
+      to: { path: '^src/registry/', dependencyTypesNot: ['type-only'] },
+    },
+    {
+      name: 'products-stand-apart',
+      comment: 'Products (ci, cleanup, gitlab) use the upstream client, policy, base, each other and the CLI\'s output helpers; nothing of the server.',
+      severity: 'error',
+      from: { path: PRODUCTS },
+      to: { path: '^src/', pathNot: [BASE, PRODUCTS, '^src/upstream/', '^src/policy/', '^src/cli/output\\.ts$'] },
+    },
+    {
+      name: 'nothing-imports-the-entry',
+      comment: 'Commands and the composition root are on top: only the CLI imports them (cli/output.ts is a shared leaf of console helpers).',
+      severity: 'error',
+      from: { path: '^src/', pathNot: '^src/cli/' },
+      to: { path: '^src/cli/(?!output\\.ts$)|^src/app\\.ts$' },
+    },
+    {
+      name: 'heavy-drivers-load-lazily',
+      comment: 'The AWS SDK (~23 MB) and pg load only when configured: their drivers are imported dynamically (storage/create.ts, index/create.ts) or for types.',
+      severity: 'error',
+      from: { path: '^src/', pathNot: '^src/cli/' },
+      to: { path: '^src/storage/s3\\.ts$|^src/index/postgres\\.ts$', dynamic: false, dependencyTypesNot: ['type-only'] },
+    },
+    {
+      name: 'aws-sdk-and-pg-stay-in-their-drivers',
+      comment: 'Only the S3 driver imports the AWS SDK; only the PostgreSQL index (and, for types, the cluster leases) imports pg.',
+      severity: 'error',
+      from: { path: '^src/', pathNot: '^src/storage/s3\\.ts$|^src/index/postgres\\.ts$|^src/cluster/leases\\.ts$' },
+      to: { path: 'node_modules/(@aws-sdk|pg)/' },
+    },
+  ],
+  options: {
+    doNotFollow: { path: 'node_modules' },
+    exclude: { path: '^(dist|test|bench)/' },
+    tsPreCompilationDeps: true,
+    tsConfig: { fileName: 'tsconfig.json' },
+    enhancedResolveOptions: { extensions: ['.ts', '.js', '.mjs', '.cjs', '.json'] },
+  },
+};
