@@ -3,6 +3,8 @@
 // distribution's access log.
 //   - 8 skopeo clients spread over the replicas cold-pull one image: each blob is fetched from the
 //     upstream exactly once, cluster-wide.
+//   - An object the index still lists is deleted from the bucket under a 12-client pull on 3 replicas: the
+//     refetch goes through the download lease like any upstream fetch (one upstream GET, cluster-wide).
 //   - The replica fetching a large blob is killed (SIGKILL, a real process) mid-download: another replica
 //     takes the work over once the lease expires, clients retry and succeed, and nothing partial is ever
 //     visible (no object in the bucket, no index row) until the verified blob is committed.
@@ -15,7 +17,7 @@ import { readdir, writeFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { GetObjectCommand, HeadObjectCommand } from '@aws-sdk/client-s3';
+import { DeleteObjectCommand, GetObjectCommand, HeadObjectCommand } from '@aws-sdk/client-s3';
 import { blobKey } from '../../../src/storage/driver.js';
 import { pushRandomImage, type BuiltImage } from '../../peers/images.js';
 import { freePort } from '../../peers/ports.js';
@@ -180,6 +182,43 @@ test('3 replicas, 8 clients cold-pull one image: every blob is fetched from the 
   await skopeoPull((replicas[2] as RelaisPeer).host, 'library/clustered:v1');
   await upstream.settle();
   assert.equal(upstream.blobGets(), 0);
+});
+
+test('a cached blob lost from the bucket, pulled by 4 clients on each of 3 replicas: fetched again from the upstream exactly once, under the lease', async () => {
+  const image = await pushRandomImage(upstream.host, 'library/lost:v1', { layers: [8_000_000] });
+  const layer = image.layers[0];
+  assert.ok(layer);
+  const key = `relais/${blobKey(layer.digest)}`;
+  const blobUrl = (r: RelaisPeer): string => `${r.url}/v2/library/lost/blobs/${layer.digest}`;
+  const sha = async (r: RelaisPeer): Promise<{ status: number; sha: string }> => {
+    const res = await fetch(blobUrl(r));
+    const body = Buffer.from(await res.arrayBuffer());
+    return { status: res.status, sha: `sha256:${createHash('sha256').update(body).digest('hex')}` };
+  };
+  // Cached: in the index and in the bucket.
+  assert.deepEqual(await sha(replicas[0] as RelaisPeer), { status: 200, sha: layer.digest });
+  for (const r of replicas) await r.instance.blobs.settle();
+  assert.equal(await objectSha(key), layer.digest.slice('sha256:'.length));
+
+  // The object goes (by hand, or evicted by one replica while another serves it); the index still lists it.
+  await s3.client.send(new DeleteObjectCommand({ Bucket: BUCKET, Key: key }));
+  assert.equal(await objectExists(key), false);
+  assert.equal((await pg.query('cluster', 'SELECT digest FROM content WHERE digest = $1', [layer.digest])).length, 1);
+
+  // 4 MB/s: the refetch takes ~2 s, so every replica's clients arrive while it runs.
+  throttle.bytesPerSecond = 4_000_000;
+  try {
+    upstream.clearLog();
+    const results = await Promise.all(Array.from({ length: 12 }, (_, i) => sha(replicas[i % 3] as RelaisPeer)));
+    for (const r of results) assert.deepEqual(r, { status: 200, sha: layer.digest });
+    await upstream.settle();
+    assert.equal(upstream.blobGets(layer.digest), 1, 'one upstream GET for 12 clients on 3 replicas');
+  } finally {
+    throttle.bytesPerSecond = 0;
+  }
+  for (const r of replicas) await r.instance.blobs.settle();
+  assert.equal(await objectSha(key), layer.digest.slice('sha256:'.length), 'stored again, whole');
+  assert.deepEqual(await pg.query('cluster', 'SELECT digest FROM download_leases WHERE digest = $1', [layer.digest]), []);
 });
 
 test('3 replicas, 9 concurrent requests for a new tag: one manifest GET upstream, cluster-wide; the others read it from the shared index', async () => {
