@@ -1,5 +1,6 @@
 // `relais gc`, `relais ls`, `relais stats`, `relais prefetch`: operating a cache.
-// gc, ls and stats work on the data directory (the SQLite index can be read while relais serves);
+// gc, ls and stats read the index the config names (index.driver: SQLite in the data directory, which can be
+// read while relais serves, or the cluster's PostgreSQL);
 // prefetch pulls through a running relais (--server) or one started in this process for the run.
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -15,7 +16,8 @@ import { clientAuthorization, hostPlatform, prefetch, type PrefetchSummary, type
 import { loadConfig, usesLibraryPrefix, type ResolvedConfig } from '../config/load.js';
 import { formatBytes, parseDuration } from '../config/units.js';
 import { RelaisError } from '../errors.js';
-import { SqliteIndex } from '../index/sqlite.js';
+import { openIndex as openConfiguredIndex } from '../index/create.js';
+import type { CacheIndex } from '../index/index.js';
 import { createLogger } from '../observability/logger.js';
 import { parsePin, type PinPattern } from '../policy/eviction.js';
 import { FilesystemDriver } from '../storage/fs.js';
@@ -48,13 +50,17 @@ async function resolveData(opts: DataOptions): Promise<ResolvedConfig> {
   return loadConfig(opts.config, { dataDir: opts.data });
 }
 
-function openIndex(config: ResolvedConfig): SqliteIndex {
+/**
+ * The index the config names (index.driver: SQLite in dataDir, or PostgreSQL), through the same factory
+ * relais serve uses. A missing SQLite file is refused rather than created: ls on the wrong directory
+ * must say so, not report an empty cache.
+ */
+async function openIndex(config: ResolvedConfig): Promise<CacheIndex> {
   const dataDir = resolve(config.dataDir);
-  const file = join(dataDir, 'index.db');
-  if (!existsSync(file)) {
+  if (config.index.driver === 'sqlite' && !existsSync(join(dataDir, 'index.db'))) {
     throw new RelaisError('CONFIG_INVALID', `no relais cache in ${dataDir} (no index.db)`, { status: 500, hint: 'point --data (or --config) at the directory relais serve uses' });
   }
-  return new SqliteIndex(file);
+  return (await openConfiguredIndex(config.index, dataDir)).index;
 }
 
 function pinsOf(config: ResolvedConfig): PinPattern[] {
@@ -154,14 +160,14 @@ Examples:
   relais gc --data /var/cache/relais --policy cache-retention.yaml --apply`,
     )
     .action(async (opts: DataOptions & GcRetentionFlags & { dryRun?: boolean; grace?: string; json?: boolean }) => {
-      let index: SqliteIndex | undefined;
+      let index: CacheIndex | undefined;
       try {
         const config = await resolveData(opts);
         if (config.storage.driver !== 'filesystem') {
           throw new RelaisError('CONFIG_INVALID', `relais gc works on the filesystem driver; storage.driver is ${config.storage.driver}`, { status: 500, hint: 'the online gc of a running relais covers other drivers (storage.gcInterval)' });
         }
         const dataDir = resolve(config.dataDir);
-        index = openIndex(config);
+        index = await openIndex(config);
         const live = await liveServerPid(dataDir);
         let graceMs = live !== undefined ? config.storage.gcGrace : 0;
         if (opts.grace !== undefined) {
@@ -208,10 +214,10 @@ Examples:
       .option('--upstream <name>', 'only this upstream')
       .option('--json', 'print JSON'),
   ).action(async (opts: DataOptions & { upstream?: string; json?: boolean }) => {
-    let index: SqliteIndex | undefined;
+    let index: CacheIndex | undefined;
     try {
       const config = await resolveData(opts);
-      index = openIndex(config);
+      index = await openIndex(config);
       const rows = (await listImages(index, pinsOf(config))).filter((r) => opts.upstream === undefined || r.upstream === opts.upstream);
       if (opts.json === true) {
         process.stdout.write(`${JSON.stringify(rows.map((r) => ({ ...r, lastUsed: new Date(r.lastUsed).toISOString() })), null, 2)}\n`);
@@ -238,10 +244,10 @@ Examples:
 
   dataOptions(program.command('stats').description('Cache totals: size against the budget, items, upstreams, largest images').option('--json', 'print JSON')).action(
     async (opts: DataOptions & { json?: boolean }) => {
-      let index: SqliteIndex | undefined;
+      let index: CacheIndex | undefined;
       try {
         const config = await resolveData(opts);
-        index = openIndex(config);
+        index = await openIndex(config);
         const s = await cacheStats(index, pinsOf(config));
         const max = config.storage.maxSize;
         if (opts.json === true) {
