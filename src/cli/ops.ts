@@ -15,7 +15,7 @@ import { liveServerPid } from '../cache/pidfile.js';
 import { clientAuthorization, hostPlatform, prefetch, type PrefetchSummary, type PrefetchTarget } from '../cache/prefetch.js';
 import { loadConfig, usesLibraryPrefix, type ResolvedConfig } from '../config/load.js';
 import { formatBytes, parseDuration } from '../config/units.js';
-import { RelaisError } from '../errors.js';
+import { errors } from '../errors.js';
 import { openIndex as openConfiguredIndex } from '../index/create.js';
 import type { CacheIndex } from '../index/index.js';
 import { createLogger } from '../observability/logger.js';
@@ -58,7 +58,7 @@ async function resolveData(opts: DataOptions): Promise<ResolvedConfig> {
 async function openIndex(config: ResolvedConfig): Promise<CacheIndex> {
   const dataDir = resolve(config.dataDir);
   if (config.index.driver === 'sqlite' && !existsSync(join(dataDir, 'index.db'))) {
-    throw new RelaisError('CONFIG_INVALID', `no relais cache in ${dataDir} (no index.db)`, { status: 500, hint: 'point --data (or --config) at the directory relais serve uses' });
+    throw errors.noCache(dataDir);
   }
   return (await openConfiguredIndex(config.index, dataDir)).index;
 }
@@ -164,7 +164,7 @@ Examples:
       try {
         const config = await resolveData(opts);
         if (config.storage.driver !== 'filesystem') {
-          throw new RelaisError('CONFIG_INVALID', `relais gc works on the filesystem driver; storage.driver is ${config.storage.driver}`, { status: 500, hint: 'the online gc of a running relais covers other drivers (storage.gcInterval)' });
+          throw errors.gcNeedsFilesystem(config.storage.driver);
         }
         const dataDir = resolve(config.dataDir);
         index = await openIndex(config);
@@ -172,13 +172,13 @@ Examples:
         let graceMs = live !== undefined ? config.storage.gcGrace : 0;
         if (opts.grace !== undefined) {
           const g = parseDuration(opts.grace);
-          if (g === undefined) throw new RelaisError('CONFIG_INVALID', `--grace: expected a duration like 15m, got "${opts.grace}"`, { status: 500 });
+          if (g === undefined) throw errors.gcGraceInvalid(opts.grace);
           graceMs = g;
         }
         const storage = new FilesystemDriver(join(dataDir, 'storage'));
         const retention = retentionOptions(opts);
         if (wantsRetention(retention)) {
-          if (opts.dryRun === true && opts.apply === true) throw new RelaisError('CONFIG_INVALID', '--dry-run and --apply contradict each other', { status: 400, hint: 'with a retention policy gc only plans unless --apply is given' });
+          if (opts.dryRun === true && opts.apply === true) throw errors.gcDryRunAndApply();
           const run = await runCacheRetention(index, storage, retention, { graceMs });
           const gcReport = opts.apply === true ? await runGc({ index, storage, tmpDir: storage.tmpDir, dryRun: false, graceMs }) : null;
           if (opts.json === true) process.stdout.write(`${JSON.stringify({ retention: cacheRetentionJson(run), gc: gcReport, liveServerPid: live ?? null, graceMs }, null, 2)}\n`);
@@ -192,7 +192,7 @@ Examples:
           return;
         }
         if (retention.apply || retention.protect !== undefined || retention.defaultBranch !== undefined || retention.maxDeleteShare !== undefined || retention.repos !== undefined || retention.age !== undefined)
-          throw new RelaisError('CONFIG_INVALID', 'these options need a retention policy', { status: 400, hint: 'add --policy FILE, --keep-last N, --older-than DURATION or --live-branches SOURCE' });
+          throw errors.gcNeedsPolicy();
         const report = await runGc({ index, storage, tmpDir: storage.tmpDir, dryRun: opts.dryRun === true, graceMs });
         if (opts.json === true) process.stdout.write(`${JSON.stringify({ ...report, liveServerPid: live ?? null, graceMs }, null, 2)}\n`);
         else {
