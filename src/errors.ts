@@ -1,7 +1,12 @@
-// One error type for everything a client or operator can see. It carries the OCI
-// distribution error code and the HTTP status; the HTTP edge turns it into the spec's
-// JSON body exactly once (src/http/errors.ts). A stable `code` and an optional `hint`
+// One error type for everything a client or operator can see, and ONE table of every error relais raises
+// (`errors` below, as fastify's errors table): each entry fixes the OCI distribution error code, the HTTP
+// status, the message template and, for what an operator can act on, the hint. The HTTP edge turns an
+// error into the spec's JSON body exactly once (src/http/errors.ts). A stable `code` and an optional `hint`
 // follow the pnpm model: the message says what happened, the hint what to do.
+//
+// Rules the table keeps (test/unit/core/error-table.test.ts checks them, and that no module outside this
+// file builds a RelaisError of its own): upstream failures are 502/503/504, never a bare 500; every
+// failure at 500 and above carries a hint.
 
 /** Error codes from the OCI distribution spec, plus relais's own for upstream failures. */
 export type OciErrorCode =
@@ -61,46 +66,246 @@ export function isRelaisError(e: unknown): e is RelaisError {
   return e instanceof RelaisError;
 }
 
-// Constructors for the common cases, so call sites stay short and consistent.
-export const errors = {
-  nameInvalid: (name: string, why: string) =>
-    new RelaisError('NAME_INVALID', `invalid repository name "${name}": ${why}`, { status: 400, detail: { name } }),
-  nameUnknown: (name: string, why: string, hint?: string) =>
-    new RelaisError('NAME_UNKNOWN', `repository name not known to registry: ${name} (${why})`, {
-      status: 404,
-      detail: { name },
+/** Options a call site may add to a table entry: what caused it, and response headers it decides at run time. */
+export interface ErrorExtra {
+  readonly cause?: unknown;
+  readonly headers?: Readonly<Record<string, string>>;
+}
+
+type Text<A extends readonly unknown[]> = string | ((...args: A) => string | undefined);
+
+interface EntrySpec<A extends readonly unknown[]> {
+  readonly hint?: Text<A>;
+  readonly detail?: (...args: A) => unknown;
+  readonly headers?: (...args: A) => Readonly<Record<string, string>> | undefined;
+  /** Which argument (if any) is the cause. */
+  readonly cause?: (...args: A) => unknown;
+}
+
+/** One row of the table: call it with the template's arguments to get the error. */
+export interface ErrorEntry<A extends readonly unknown[]> {
+  (...args: A): RelaisError;
+  readonly code: OciErrorCode;
+  readonly status: number;
+  /** Whether the entry gives a hint (always, or for some arguments). */
+  readonly hinted: boolean;
+  /** Builds the error with a cause or extra headers. */
+  with(extra: ErrorExtra, ...args: A): RelaisError;
+}
+
+function entry<A extends readonly unknown[]>(code: OciErrorCode, status: number, message: (...args: A) => string, spec: EntrySpec<A> = {}): ErrorEntry<A> {
+  const build = (extra: ErrorExtra, args: A): RelaisError => {
+    const hint = typeof spec.hint === 'function' ? spec.hint(...args) : spec.hint;
+    const headers = { ...(spec.headers?.(...args) ?? {}), ...(extra.headers ?? {}) };
+    const cause = extra.cause ?? spec.cause?.(...args);
+    return new RelaisError(code, message(...args), {
+      status,
+      ...(spec.detail ? { detail: spec.detail(...args) } : {}),
       ...(hint === undefined ? {} : { hint }),
-    }),
-  digestInvalid: (digest: string, why: string) =>
-    new RelaisError('DIGEST_INVALID', `invalid digest "${digest}": ${why}`, { status: 400, detail: { digest } }),
-  manifestUnknown: (name: string, reference: string) =>
-    new RelaisError('MANIFEST_UNKNOWN', `manifest unknown: ${name}:${reference}`, {
-      status: 404,
-      detail: { name, reference },
-    }),
-  tagInvalid: (tag: string) =>
-    new RelaisError('MANIFEST_INVALID', `invalid tag "${tag.slice(0, 140)}": must match [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}`, {
-      status: 400,
-      detail: { tag: tag.slice(0, 140) },
-    }),
-  manifestInvalid: (why: string) => new RelaisError('MANIFEST_INVALID', `manifest invalid: ${why}`, { status: 502 }),
-  blobUnknown: (name: string, digest: string) =>
-    new RelaisError('BLOB_UNKNOWN', `blob unknown to registry: ${name}@${digest}`, { status: 404, detail: { digest } }),
-  unsupported: (what: string) =>
-    new RelaisError('UNSUPPORTED', `${what} is not supported: relais is a read-only pull-through cache`, {
-      status: 405,
-    }),
-  rangeInvalid: (range: string, size: number) =>
-    new RelaisError('RANGE_INVALID', `requested range not satisfiable: ${range}`, {
-      status: 416,
-      headers: { 'content-range': `bytes */${size}` },
-    }),
-  paginationInvalid: (why: string) => new RelaisError('PAGINATION_NUMBER_INVALID', `invalid pagination: ${why}`, { status: 400 }),
-  unauthorized: (realm: string) =>
-    new RelaisError('UNAUTHORIZED', 'authentication required', {
-      status: 401,
-      headers: { 'www-authenticate': `Basic realm="${realm}"` },
-    }),
-  denied: (what: string) => new RelaisError('DENIED', `requested access to the resource is denied: ${what}`, { status: 403 }),
-  internal: (message: string, cause?: unknown) => new RelaisError('INTERNAL', message, { status: 500, cause }),
+      ...(cause === undefined ? {} : { cause }),
+      ...(Object.keys(headers).length > 0 ? { headers } : {}),
+    });
+  };
+  const fn = (...args: A): RelaisError => build({}, args);
+  return Object.assign(fn, { code, status, hinted: spec.hint !== undefined, with: (extra: ErrorExtra, ...args: A) => build(extra, args) });
+}
+
+const UPSTREAM_DOWN_HINT = 'check that the upstream is up and reachable from relais (its URL, DNS, firewall); relais retries and serves what it has cached meanwhile';
+const UPSTREAM_BROKEN_HINT = 'the upstream misbehaved: try again; if it persists, check the upstream registry (or the proxy in front of it)';
+const BUG_HINT = 'this is a bug in relais: report it with the log line around it';
+const CONFIG_HINT = 'fix the configuration; see "Configuration reference" in README.md';
+const NO_BRANCHES_HINT = 'an empty list would mark every branch as gone; refusing';
+const DELETES_HINT = 'enable deletes in the registry (distribution: storage.delete.enabled: true)';
+const CREDENTIALS_HINT = 'pass --username with --password-stdin, or set RELAIS_REGISTRY_USERNAME and RELAIS_REGISTRY_PASSWORD';
+const IN_TRANSIT_HINT = 'the registry (or a proxy in front of it) changed the content in transit; nothing was decided on its strength';
+const cut = (s: string, n: number): string => s.slice(0, n);
+
+// The table. Grouped by who raises them; the name says what happened.
+export const errors = {
+  // --- The registry API, as clients see it (4xx from the OCI spec) ---
+  nameInvalid: entry('NAME_INVALID', 400, (name: string, why: string) => `invalid repository name "${name}": ${why}`, { detail: (name) => ({ name }) }),
+  nameUnknown: entry('NAME_UNKNOWN', 404, (name: string, why: string, _hint?: string) => `repository name not known to registry: ${name} (${why})`, {
+    detail: (name) => ({ name }),
+    hint: (_n: string, _w: string, hint?: string) => hint,
+  }),
+  digestInvalid: entry('DIGEST_INVALID', 400, (digest: string, why: string) => `invalid digest "${digest}": ${why}`, { detail: (digest) => ({ digest }) }),
+  manifestUnknown: entry('MANIFEST_UNKNOWN', 404, (name: string, reference: string) => `manifest unknown: ${name}:${reference}`, { detail: (name, reference) => ({ name, reference }) }),
+  tagInvalid: entry('MANIFEST_INVALID', 400, (tag: string) => `invalid tag "${cut(tag, 140)}": must match [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}`, { detail: (tag) => ({ tag: cut(tag, 140) }) }),
+  blobUnknown: entry('BLOB_UNKNOWN', 404, (name: string, digest: string) => `blob unknown to registry: ${name}@${digest}`, { detail: (_name, digest) => ({ digest }) }),
+  unsupported: entry('UNSUPPORTED', 405, (what: string) => `${what} is not supported: relais is a read-only pull-through cache`),
+  rangeInvalid: entry('RANGE_INVALID', 416, (range: string, _size: number) => `requested range not satisfiable: ${range}`, { headers: (_range, size) => ({ 'content-range': `bytes */${size}` }) }),
+  paginationInvalid: entry('PAGINATION_NUMBER_INVALID', 400, (why: string) => `invalid pagination: ${why}`),
+  unauthorized: entry('UNAUTHORIZED', 401, (_realm: string) => 'authentication required', { headers: (realm) => ({ 'www-authenticate': `Basic realm="${realm}"` }) }),
+  denied: entry('DENIED', 403, (what: string) => `requested access to the resource is denied: ${what}`),
+  endpointUnknown: entry('NAME_UNKNOWN', 404, (url?: string) => (url === undefined ? 'no such registry API endpoint' : `no such endpoint: ${cut(url, 100)}`)),
+  internal: entry('INTERNAL', 500, (message: string, _cause?: unknown) => message, { hint: BUG_HINT, cause: (_m: string, cause?: unknown) => cause }),
+
+  // --- Upstream registries: 502 (it answered wrongly), 503 (unavailable), 504 (too slow) ---
+  upstreamTimeout: entry('UPSTREAM_TIMEOUT', 504, (upstream: string, code: string) => `upstream ${upstream} timed out (${code})`, {
+    hint: (u) => `the upstream is slow or unreachable; check it, or raise upstreams.${u}.timeouts`,
+  }),
+  upstreamUnreachable: entry('UPSTREAM_UNAVAILABLE', 503, (upstream: string, code: string) => `upstream ${upstream} is unreachable (${code})`, { hint: UPSTREAM_DOWN_HINT }),
+  upstreamReset: entry('UPSTREAM_ERROR', 502, (upstream: string, code: string) => `upstream ${upstream} closed the connection (${code})`, { hint: UPSTREAM_BROKEN_HINT }),
+  upstreamFailed: entry('UPSTREAM_ERROR', 502, (upstream: string, code: string) => `upstream ${upstream} failed (${code})`, { hint: UPSTREAM_BROKEN_HINT }),
+  upstreamAnswered: entry('UPSTREAM_ERROR', 502, (upstream: string, status: number) => `upstream ${upstream} answered ${status}`, { hint: UPSTREAM_BROKEN_HINT }),
+  upstreamAnsweredUnavailable: entry('UPSTREAM_UNAVAILABLE', 503, (upstream: string, status: number) => `upstream ${upstream} answered ${status}`, { hint: UPSTREAM_DOWN_HINT }),
+  upstreamAnsweredTimeout: entry('UPSTREAM_ERROR', 504, (upstream: string, status: number) => `upstream ${upstream} answered ${status}`, { hint: UPSTREAM_DOWN_HINT }),
+  /** An unexpected status to one request: `what` says which ("to HEAD blob", "for manifest REPO:REF"). */
+  upstreamUnexpected: entry('UPSTREAM_ERROR', 502, (upstream: string, status: number, what: string) => `upstream ${upstream} answered ${status} ${what}`, { hint: UPSTREAM_BROKEN_HINT }),
+  upstreamRateLimited: entry('TOOMANYREQUESTS', 503, (upstream: string) => `upstream ${upstream} is rate-limiting relais (429)`, {
+    hint: 'configure credentials for this upstream to raise its limit, or wait',
+  }),
+  upstreamCircuitOpen: entry('UPSTREAM_UNAVAILABLE', 503, (upstream: string, waitMs: number) => `upstream ${upstream} is failing; circuit open, next try in ${Math.ceil(waitMs / 1000)}s`, {
+    headers: (_u, waitMs) => ({ 'retry-after': String(Math.max(1, Math.ceil(waitMs / 1000))) }),
+    hint: (u) => `relais stops asking a failing upstream for a while (upstreams.${u}.circuitBreaker); check that the upstream is up`,
+  }),
+  upstreamRepoNotFound: entry('NAME_UNKNOWN', 404, (upstream: string, repo: string, _hasCredentials: boolean) => `repository ${repo} not found at upstream ${upstream} (or access denied)`, {
+    detail: (_u, repo) => ({ name: repo }),
+    hint: (upstream, repo, hasCredentials) => (hasCredentials ? `the configured credentials for ${upstream} have no pull access to ${repo}` : `if ${repo} is private, configure upstreams.${upstream}.username/password`),
+  }),
+  upstreamRedirectScheme: entry('UPSTREAM_ERROR', 502, (upstream: string) => `upstream ${upstream} redirected to a non-HTTP URL`, { hint: UPSTREAM_BROKEN_HINT }),
+  upstreamRedirectPrivate: entry('UPSTREAM_ERROR', 502, (upstream: string, host: string) => `upstream ${upstream} sent relais to a private address (${host}); refused`, {
+    hint: (u) => `set upstreams.${u}.allowPrivateRedirects: true if this is intended`,
+  }),
+  upstreamRedirectNoLocation: entry('UPSTREAM_ERROR', 502, (upstream: string) => `upstream ${upstream} sent a redirect without Location`, { hint: UPSTREAM_BROKEN_HINT }),
+  upstreamTooManyRedirects: entry('UPSTREAM_ERROR', 502, (upstream: string) => `upstream ${upstream}: too many redirects`, { hint: UPSTREAM_BROKEN_HINT }),
+  tokenRefused: entry('UNAUTHORIZED', 502, (upstream: string, withCredentials: boolean, scope: string) => `upstream ${upstream}: token service refused the ${withCredentials ? 'configured credentials' : 'anonymous request'} for ${scope}`, {
+    hint: (u) => `check upstreams.${u}.username/password`,
+  }),
+  tokenServiceUnavailable: entry('UPSTREAM_UNAVAILABLE', 503, (upstream: string, why: string) => `upstream ${upstream}: ${why}`, {
+    hint: "the upstream's token service (the realm of its WWW-Authenticate challenge) is down or unreachable from relais",
+  }),
+  tokenServiceFailed: entry('UPSTREAM_ERROR', 502, (upstream: string, why: string) => `upstream ${upstream}: ${why}`, {
+    hint: "the upstream's token service (the realm of its WWW-Authenticate challenge) misbehaved: try again; if it persists, check it",
+  }),
+  tokenRealmInvalid: entry('UNAUTHORIZED', 401, (realm: string) => `token realm ${realm} is not http(s)`, { hint: "the registry's WWW-Authenticate challenge names a realm relais will not call" }),
+  manifestInvalid: entry('MANIFEST_INVALID', 502, (why: string, _hint?: string) => `manifest invalid: ${why}`, { hint: (_w: string, hint?: string) => hint ?? UPSTREAM_BROKEN_HINT }),
+  upstreamManifestDigestMismatch: entry('UPSTREAM_DIGEST_MISMATCH', 502, (upstream: string, what: string, digest: string, expected: string) => `upstream ${upstream} sent a manifest for ${what} whose digest is ${digest}, expected ${expected}`, {
+    hint: 'relais serves only what matches its digest; the upstream (or a proxy in front of it) changed the manifest in transit',
+  }),
+  upstreamTagListInvalid: entry('UPSTREAM_ERROR', 502, (upstream: string) => `upstream ${upstream} sent an invalid tag list`, { hint: UPSTREAM_BROKEN_HINT }),
+  upstreamNoReferrers: entry('NAME_UNKNOWN', 404, (upstream: string, repo: string) => `upstream ${upstream} has no referrers API for ${repo}`),
+  upstreamResponseTooLarge: entry('UPSTREAM_ERROR', 502, () => 'upstream response too large', { hint: UPSTREAM_BROKEN_HINT }),
+  upstreamNoContentLength: entry('UPSTREAM_ERROR', 502, (upstream: string) => `upstream ${upstream} sent no Content-Length for blob`, { hint: UPSTREAM_BROKEN_HINT }),
+
+  // --- Blob downloads (registry/download.ts, registry/blobs.ts) and the replicas of a cluster ---
+  blobDigestMismatch: entry('UPSTREAM_DIGEST_MISMATCH', 502, (upstream: string, digest: string, actual: string) => `upstream ${upstream} sent bytes for ${digest} that hash to ${actual}; nothing was stored`, {
+    hint: 'relais serves only verified bytes; the upstream (or a proxy in front of it) corrupted the blob: try again',
+  }),
+  blobSizeMismatch: entry('UPSTREAM_ERROR', 502, (upstream: string, written: number, announced: number) => `upstream ${upstream} sent ${written} bytes, announced ${announced}`, { hint: UPSTREAM_BROKEN_HINT }),
+  blobTooLong: entry('UPSTREAM_ERROR', 502, (upstream: string, digest: string) => `upstream ${upstream} sent more bytes than announced for ${digest}`, { hint: UPSTREAM_BROKEN_HINT }),
+  blobResumeWrongRange: entry('UPSTREAM_ERROR', 502, (upstream: string) => `upstream ${upstream} answered a resume with the wrong range`, { hint: UPSTREAM_BROKEN_HINT }),
+  downloadCancelled: entry('UPSTREAM_UNAVAILABLE', 503, () => 'download cancelled (relais is shutting down)', { hint: 'relais is stopping; retry against another replica or once it is back' }),
+  storageFull: entry('STORAGE_FULL', 503, (detail: string) => `the cache storage is full (${detail}); the blob was not stored`, { hint: 'free space or set storage.maxSize' }),
+  storageFailed: entry('STORAGE_ERROR', 500, (code: string) => `the cache storage failed (${code})`, { hint: "check the data directory's disk (errors in the system log, read-only mount, permissions, open-file limit)" }),
+  peerUnreachable: entry('UPSTREAM_UNAVAILABLE', 503, () => 'the replica fetching this blob is unreachable; retry', { hint: 'another replica holds the download lease; check that the replicas reach each other (cluster.advertise)' }),
+  peerAnswered: entry('UPSTREAM_UNAVAILABLE', 503, (status: number) => `the replica fetching this blob answered ${status}; retry`, { hint: 'another replica holds the download lease; its log says why it failed' }),
+
+  // --- Configuration and the dependencies it names (start-up) ---
+  configInvalid: entry('CONFIG_INVALID', 500, (source: string, message: string, _hint?: string) => `${source}: ${message}`, { hint: (_s: string, _m: string, hint?: string) => hint ?? CONFIG_HINT }),
+  s3SectionMissing: entry('CONFIG_INVALID', 500, () => 'storage.driver s3 needs a storage.s3 section', { hint: CONFIG_HINT }),
+  s3Unusable: entry('STORAGE_ERROR', 500, (bucket: string, endpoint: string, detail: string) => `cannot use S3 bucket ${bucket} at ${endpoint} (${detail})`, {
+    hint: 'check storage.s3 (bucket exists, endpoint, credentials) and that the S3 service is up',
+  }),
+  postgresUrlMissing: entry('CONFIG_INVALID', 500, () => 'index.driver postgres needs index.postgres.url', { hint: CONFIG_HINT }),
+  postgresUnusable: entry('STORAGE_ERROR', 500, (where: string, why: string) => `cannot use the PostgreSQL index at ${where} (${why})`, {
+    hint: 'check index.postgres.url (host, database, user, password) and that PostgreSQL is up',
+  }),
+  htpasswdNotBcrypt: entry('CONFIG_INVALID', 500, (file: string, line: number) => `${file}:${line}: only bcrypt entries are supported`, { hint: 'create users with `htpasswd -B FILE USER`' }),
+  htpasswdUnreadable: entry('CONFIG_INVALID', 500, (file: string, code: string) => `auth.htpasswd: cannot read ${file} (${code})`, { hint: 'check auth.htpasswd and that relais may read the file' }),
+
+  // --- relais gc / ls / stats / prefetch ---
+  noCache: entry('CONFIG_INVALID', 500, (dataDir: string) => `no relais cache in ${dataDir} (no index.db)`, { hint: 'point --data (or --config) at the directory relais serve uses' }),
+  gcNeedsFilesystem: entry('CONFIG_INVALID', 500, (driver: string) => `relais gc works on the filesystem driver; storage.driver is ${driver}`, { hint: 'the online gc of a running relais covers other drivers (storage.gcInterval)' }),
+  gcGraceInvalid: entry('CONFIG_INVALID', 500, (value: string) => `--grace: expected a duration like 15m, got "${value}"`, { hint: 'e.g. --grace 15m, --grace 1h, --grace 0' }),
+  gcDryRunAndApply: entry('CONFIG_INVALID', 400, () => '--dry-run and --apply contradict each other', { hint: 'with a retention policy gc only plans unless --apply is given' }),
+  gcNeedsPolicy: entry('CONFIG_INVALID', 400, () => 'these options need a retention policy', { hint: 'add --policy FILE, --keep-last N, --older-than DURATION or --live-branches SOURCE' }),
+  gcNoGitlab: entry('CONFIG_INVALID', 400, () => 'relais gc cannot ask GitLab for live branches', { hint: 'give --live-branches FILE or git:REMOTE' }),
+  gcNoCachedTags: entry('CONFIG_INVALID', 400, (repos: string) => `no cached tags in ${repos}`, { hint: 'relais ls lists the cached images (UPSTREAM/REPO:TAG)' }),
+  prefetchReferenceInvalid: entry('NAME_INVALID', 400, (image: string) => `not an image reference: "${image}"`, { hint: 'e.g. alpine:3.20, docker.io/library/node:22, ghcr.io/org/app@sha256:…' }),
+  prefetchNoPlatform: entry('MANIFEST_UNKNOWN', 404, (image: string, wanted: string, offered: string) => `${image} has no ${wanted} image (it has ${offered})`, { hint: 'choose with --platform, or --all-platforms' }),
+  /** relais (the server prefetch pulls through) answered an error: its code and message. */
+  prefetchServerError: entry('UPSTREAM_ERROR', 502, (message: string) => message, { hint: "the relais server's log says more" }),
+  prefetchBlobSize: entry('UPSTREAM_ERROR', 502, (digest: string, got: number, size: number) => `blob ${digest}: got ${got} bytes, the manifest says ${size}`, { hint: UPSTREAM_BROKEN_HINT }),
+
+  // --- relais ci ---
+  ciFileUnreadable: entry('CONFIG_INVALID', 400, (what: string, file: string, why: string) => `cannot read ${what} ${file}: ${why}`, {
+    hint: (what: string) => (what === 'runner config' ? 'pass --file PATH (gitlab-runner keeps it in /etc/gitlab-runner/config.toml)' : undefined),
+  }),
+  ciYamlInvalid: entry('CONFIG_INVALID', 400, (file: string, why: string) => `${file} is not valid YAML: ${why}`, { hint: 'fix the file (GitLab would refuse it too) and run the command again' }),
+  ciYamlNotJobs: entry('CONFIG_INVALID', 400, (file: string) => `${file} is not a YAML mapping of jobs`),
+  ciTomlInvalid: entry('CONFIG_INVALID', 400, (file: string, why: string) => `${file} is not valid TOML: ${why}`, { hint: 'fix the file (gitlab-runner would not start with it either) and run the command again' }),
+  ciTomlNotTable: entry('CONFIG_INVALID', 400, (file: string) => `${file} is not a TOML table`),
+  ciNoAlias: entry('NAME_INVALID', 400, (image: string) => `"${image}" is not a valid image reference, so GitLab Runner derives no alias for it`, {
+    hint: 'image names are lower-case; set `alias:` on the service to name it yourself',
+  }),
+  ciDindNeedsMirror: entry('CONFIG_INVALID', 400, () => '--dind-dockerfile needs --mirror', { hint: 'add --mirror https://<relais>' }),
+  ciNothingToCheck: entry('CONFIG_INVALID', 400, () => 'nothing to check: no .gitlab-ci.yml here', { hint: 'pass --gitlab-ci FILE and/or --runner-config FILE' }),
+  ciMirrorUnparsable: entry('CONFIG_INVALID', 400, (url: string) => `invalid mirror URL "${url}"`, { hint: 'give the URL of relais as dind sees it, e.g. --mirror https://relais.example.com' }),
+  ciMirrorScheme: entry('CONFIG_INVALID', 400, (url: string) => `mirror URL "${url}" must start with http:// or https://`, { hint: 'dockerd --registry-mirror needs the scheme, e.g. https://relais.example.com' }),
+  ciMirrorPath: entry('CONFIG_INVALID', 400, (url: string, _origin: string) => `mirror URL "${url}" has a path: dockerd ignores registry mirrors with a path`, { hint: (_u: string, origin: string) => `use ${origin}` }),
+  ciJobNameReserved: entry('CONFIG_INVALID', 400, (name: string) => `"${name}" cannot be a job name: it is a .gitlab-ci.yml keyword or a hidden job`, { hint: 'pick another --job-name, e.g. build-image' }),
+  ciDockerMissing: entry('INTERNAL', 500, (docker: string, why: string, _cause?: unknown) => `cannot run ${docker}: ${why}`, {
+    hint: 'install the docker CLI in the job image, or pass --docker PATH',
+    cause: (_d: string, _w: string, cause?: unknown) => cause,
+  }),
+  ciDockerFailed: entry('INTERNAL', 500, (command: string, exit: number | null, _login: boolean) => `docker ${command} failed (exit ${exit})`, {
+    hint: (_c: string, _e: number | null, login: boolean) => (login ? 'check CI_REGISTRY and CI_JOB_TOKEN' : "docker's output above says why"),
+  }),
+
+  // --- relais cleanup: its command line and policy ---
+  cleanupRegistryMissing: entry('CONFIG_INVALID', 400, () => '--registry is required', { hint: 'e.g. --registry https://registry.example.com' }),
+  cleanupPasswordStdinTty: entry('CONFIG_INVALID', 400, () => '--password-stdin reads the terminal, so --apply cannot ask for confirmation there', {
+    hint: 'add --yes, or pipe the password in (echo "$PASSWORD" | relais cleanup ...)',
+  }),
+  cleanupPasswordWithoutUser: entry('CONFIG_INVALID', 400, () => 'a password was given without a user name', { hint: 'pass --username or set RELAIS_REGISTRY_USERNAME' }),
+  cleanupNoRepository: entry('CONFIG_INVALID', 400, () => 'no repository given', { hint: 'pass --repo NAME (repeatable)' }),
+  cleanupLiveBranchesGitlab: entry('CONFIG_INVALID', 400, () => '--live-branches gitlab needs the GitLab backend (--gitlab-project)'),
+  cleanupGitlabToken: entry('UNAUTHORIZED', 401, () => 'the GitLab backend needs a token', { hint: 'set RELAIS_GITLAB_TOKEN or pass the token with --password-stdin' }),
+  cleanupPolicyInvalid: entry('CONFIG_INVALID', 400, (source: string, message: string, _hint?: string) => `${source}: ${message}`, { hint: (_s: string, _m: string, hint?: string) => hint }),
+  cleanupNoRule: entry('CONFIG_INVALID', 400, () => 'no retention rule given', { hint: 'pass --policy FILE, or at least one of --keep-last N, --older-than DURATION, --live-branches FILE|git:REMOTE' }),
+  cleanupGitFailed: entry('CONFIG_INVALID', 400, (remote: string, why: string) => `git ls-remote --heads ${remote} failed: ${why}`, {
+    hint: 'check the remote name or URL given to --live-branches git:REMOTE (run it in the repository, or give a URL)',
+  }),
+  cleanupGitNoRemote: entry('CONFIG_INVALID', 400, () => '--live-branches git: needs a remote, e.g. git:origin'),
+  cleanupGitNoBranch: entry('CONFIG_INVALID', 400, (remote: string) => `git ls-remote --heads ${remote} lists no branch`, { hint: NO_BRANCHES_HINT }),
+  cleanupBranchesUnreadable: entry('CONFIG_INVALID', 400, (file: string, code: string) => `cannot read the live branches file ${file} (${code})`, { hint: 'give a file with one branch name per line, or git:REMOTE' }),
+  cleanupBranchesEmpty: entry('CONFIG_INVALID', 400, (file: string) => `the live branches file ${file} lists no branch`, { hint: NO_BRANCHES_HINT }),
+  cleanupAborted: entry('DENIED', 409, (repo: string, why: string) => `${repo}: not applied: ${why}`),
+  cleanupDeletesRefused: entry('UNSUPPORTED', 405, (registry: string, repo: string) => `${registry} refuses manifest deletes: nothing was changed in ${repo}`, { hint: DELETES_HINT }),
+  cleanupDeletesPlaceholder: entry('UNSUPPORTED', 405, (registry: string, tag: string, digest: string) => `${registry} refuses manifest deletes (tag ${tag} now points to an empty placeholder ${digest})`, { hint: DELETES_HINT }),
+  cleanupNoTagDelete: entry('UNSUPPORTED', 405, (registry: string) => `${registry} does not delete tags`, { hint: 'use a registry (or its API) that deletes tags, or untag by pushing placeholders' }),
+
+  // --- relais cleanup: the registry it cleans (OCI API) ---
+  registryUnreachable: entry('UPSTREAM_UNAVAILABLE', 503, (registry: string, request: string, why: string) => `${registry}: ${request} failed (${why})`, { hint: 'check --registry and that the registry is up' }),
+  registryTokenRefused: entry('UNAUTHORIZED', 401, (registry: string, withCredentials: boolean, repo: string) => `${registry}: the token service refused ${withCredentials ? 'the credentials' : 'anonymous access'} for ${repo}`, {
+    hint: CREDENTIALS_HINT,
+  }),
+  /** `answer` names the request and what the registry said ("REGISTRY: GET tags of REPO answered 401 (...)"). */
+  registryUnauthorized: entry('UNAUTHORIZED', 401, (answer: string, _withCredentials: boolean) => answer, {
+    hint: (_a: string, withCredentials: boolean) => (withCredentials ? 'the registry refused the credentials' : CREDENTIALS_HINT),
+  }),
+  registryDenied: entry('DENIED', 403, (answer: string, _repo: string) => answer, { hint: (_a: string, repo: string) => `the credentials lack the permission needed on ${repo}` }),
+  registryRepoUnknown: entry('NAME_UNKNOWN', 404, (answer: string, _repo: string) => answer, { hint: (_a: string, repo: string) => `check --repo ${repo}` }),
+  registryUnavailable: entry('UPSTREAM_UNAVAILABLE', 503, (answer: string) => answer, { hint: 'the registry is overloaded or failing: try again later (relais cleanup retried already)' }),
+  registryFailed: entry('UPSTREAM_ERROR', 502, (answer: string) => answer, { hint: 'the registry answered something relais cleanup does not expect; its log says more' }),
+  registryPaginationEndless: entry('UPSTREAM_ERROR', 502, (registry: string) => `${registry}: tags/list pagination does not end`, { hint: 'the registry keeps sending a next page: check its tags/list Link headers' }),
+  registryManifestDigestMismatch: entry('UPSTREAM_DIGEST_MISMATCH', 502, (registry: string, what: string, computed: string) => `${registry}: manifest ${what} has digest ${computed}`, { hint: IN_TRANSIT_HINT }),
+  registryBlobDigestMismatch: entry('UPSTREAM_DIGEST_MISMATCH', 502, (registry: string, what: string) => `${registry}: blob ${what} does not match its digest`, { hint: IN_TRANSIT_HINT }),
+  registryTooManyRedirects: entry('UPSTREAM_ERROR', 502, (registry: string, digest: string) => `${registry}: too many redirects for blob ${digest}`, { hint: 'the registry redirects in a loop: check its storage redirect settings' }),
+
+  // --- relais cleanup: GitLab's API ---
+  gitlabUnreachable: entry('UPSTREAM_UNAVAILABLE', 503, (gitlab: string, request: string, why: string) => `${gitlab}: ${request} failed (${why})`, { hint: 'check --registry (the GitLab URL)' }),
+  gitlabUnauthorized: entry('UNAUTHORIZED', 401, (answer: string) => answer, { hint: 'set RELAIS_GITLAB_TOKEN (or --password-stdin) to a token with the api scope' }),
+  gitlabDenied: entry('DENIED', 403, (answer: string) => answer, { hint: 'the token needs the api scope and the Maintainer role to delete tags' }),
+  gitlabNotFound: entry('NAME_UNKNOWN', 404, (answer: string) => answer, { hint: 'check --gitlab-project and --repo' }),
+  gitlabFailed: entry('UPSTREAM_ERROR', 502, (answer: string) => answer, { hint: "GitLab answered something relais cleanup does not expect; GitLab's log says more" }),
+  gitlabNoRepository: entry('NAME_UNKNOWN', 404, (gitlab: string, repo: string, _known: string) => `${gitlab} has no container repository ${repo}`, { hint: (_g: string, _r: string, known: string) => `known: ${known}` }),
+  gitlabPushUnsupported: entry('UNSUPPORTED', 405, (gitlab: string) => `${gitlab}: pushing manifests is not done through the GitLab API`),
 } as const;
+
+/** The upstream answered an error status relais does not handle itself: 503 and 504 pass through, the rest is a 502. */
+export function upstreamAnswered(upstream: string, status: number, headers?: Readonly<Record<string, string>>): RelaisError {
+  const e = status === 503 ? errors.upstreamAnsweredUnavailable : status === 504 ? errors.upstreamAnsweredTimeout : errors.upstreamAnswered;
+  return e.with(headers ? { headers } : {}, upstream, status);
+}

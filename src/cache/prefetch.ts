@@ -4,7 +4,7 @@
 // schedule in the config.
 import { arch } from 'node:os';
 import { request } from 'undici';
-import { RelaisError } from '../errors.js';
+import { errors, type RelaisError } from '../errors.js';
 
 const ACCEPT = [
   'application/vnd.oci.image.index.v1+json',
@@ -83,7 +83,7 @@ export function parseImage(image: string): { name: string; reference: string } {
       rest = rest.slice(0, colon);
     }
   }
-  if (rest === '' || reference === '') throw new RelaisError('NAME_INVALID', `not an image reference: "${image}"`, { status: 400, hint: 'e.g. alpine:3.20, docker.io/library/node:22, ghcr.io/org/app@sha256:…' });
+  if (rest === '' || reference === '') throw errors.prefetchReferenceInvalid(image);
   return { name: rest, reference };
 }
 
@@ -143,7 +143,7 @@ async function prefetchOne(t: PrefetchTarget, opts: PrefetchOptions, seen: Set<s
     const children = list.filter((d) => all ? platformOf(d) !== 'unknown/unknown' : wanted.some((w) => platformMatches(d, w)));
     if (children.length === 0) {
       const offered = list.map(platformOf).join(', ');
-      throw new RelaisError('MANIFEST_UNKNOWN', `${t.image} has no ${wanted.join(' or ')} image (it has ${offered})`, { status: 404, hint: 'choose with --platform, or --all-platforms' });
+      throw errors.prefetchNoPlatform(t.image, wanted.join(' or '), offered);
     }
     for (const c of children) {
       const child = await getManifest(opts, name, c.digest);
@@ -192,11 +192,11 @@ async function failure(res: { statusCode: number; body: { text(): Promise<string
   const message = `HTTP ${res.statusCode}`;
   try {
     const e = (JSON.parse(text) as { errors?: { code?: string; message?: string }[] }).errors?.[0];
-    if (e) return new RelaisError('UPSTREAM_ERROR', `${e.code ?? 'ERROR'}: ${e.message ?? what}`, { status: res.statusCode });
+    if (e) return errors.prefetchServerError(`${e.code ?? 'ERROR'}: ${e.message ?? what}`);
   } catch {
     /* not JSON */
   }
-  return new RelaisError('UPSTREAM_ERROR', `${what}: ${message}`, { status: res.statusCode });
+  return errors.prefetchServerError(`${what}: ${message}`);
 }
 
 async function getManifest(opts: PrefetchOptions, name: string, reference: string): Promise<{ doc: ManifestDoc }> {
@@ -213,7 +213,7 @@ async function getBlob(opts: PrefetchOptions, name: string, d: Descriptor): Prom
     n += chunk.byteLength;
     opts.progress?.bytes?.(chunk.byteLength);
   }
-  if (n !== d.size) throw new RelaisError('UPSTREAM_ERROR', `blob ${d.digest}: got ${n} bytes, the manifest says ${d.size}`, { status: 502 });
+  if (n !== d.size) throw errors.prefetchBlobSize(d.digest, n, d.size);
   return n;
 }
 

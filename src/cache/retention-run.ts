@@ -6,7 +6,7 @@ import { resolvePolicy, type PolicyFlags } from '../cleanup/policy.js';
 import { renderPlanTable } from '../cleanup/render.js';
 import { shortDigest } from '../cleanup/types.js';
 import { formatBytes } from '../config/units.js';
-import { RelaisError } from '../errors.js';
+import { errors } from '../errors.js';
 import type { CacheIndex } from '../index/index.js';
 import type { StorageDriver } from '../storage/driver.js';
 import { applyCacheRetention, planCacheRetention, readCacheSnapshot, readCachedAges, readTaggedManifests, type CacheRetentionPlan, type CacheRetentionResult } from './retention.js';
@@ -48,7 +48,7 @@ export async function runCacheRetention(
   const now = env.now ?? new Date();
   const policy = await resolvePolicy(opts.policyFile, opts);
   if (policy.liveBranches === 'gitlab')
-    throw new RelaisError('CONFIG_INVALID', 'relais gc cannot ask GitLab for live branches', { status: 400, hint: 'give --live-branches FILE or git:REMOTE' });
+    throw errors.gcNoGitlab();
   const liveBranches = policy.liveBranches === undefined ? null : await loadLiveBranches(policy.liveBranches, opts.cwd);
   const snap = await readCacheSnapshot(index);
   const manifests = await readTaggedManifests(snap, storage);
@@ -56,7 +56,7 @@ export async function runCacheRetention(
   const only = repoFilter(opts.repos);
   const plan = planCacheRetention(snap, policy, { now, liveBranches, manifests, ...(ages ? { ages } : {}), ...(only ? { only } : {}) });
   if (only && plan.plans.length === 0)
-    throw new RelaisError('CONFIG_INVALID', `no cached tags in ${(opts.repos ?? []).join(', ')}`, { status: 400, hint: 'relais ls lists the cached images (UPSTREAM/REPO:TAG)' });
+    throw errors.gcNoCachedTags((opts.repos ?? []).join(', '));
   const applied = opts.apply ? await applyCacheRetention(index, storage, plan, { graceMs: env.graceMs, now: now.getTime() }) : null;
   return { now, plan, applied };
 }

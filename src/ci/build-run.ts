@@ -3,7 +3,7 @@
 
 import { spawn } from 'node:child_process';
 import { Agent, type Dispatcher, interceptors, request } from 'undici';
-import { RelaisError } from '../errors.js';
+import { errors } from '../errors.js';
 import {
   type BuildOutputStats,
   type BuildSummary,
@@ -54,11 +54,7 @@ export function runDocker(step: DockerStep, options: RunOptions): Promise<StepRe
     child.stdin.end(step.stdin === undefined ? undefined : `${step.stdin}\n`);
     child.on('error', (e) => {
       reject(
-        new RelaisError('INTERNAL', `cannot run ${options.docker}: ${e.message}`, {
-          status: 500,
-          hint: 'install the docker CLI in the job image, or pass --docker PATH',
-          cause: e,
-        }),
+        errors.ciDockerMissing(options.docker, e.message, e),
       );
     });
     child.on('close', (code) => {
@@ -84,10 +80,7 @@ export async function runBuild(ctx: CiContext, mode: CacheMode, steps: readonly 
       else options.out.write(`(no ${step.source === 'branch' ? 'image of this branch' : "image of the default branch"} yet: building without it)\n`);
     }
     if (r.code !== 0 && step.tolerateFailure !== true) {
-      throw new RelaisError('INTERNAL', `docker ${step.args[0] ?? ''} failed (exit ${r.code})`, {
-        status: 500,
-        hint: step.phase === 'login' ? 'check CI_REGISTRY and CI_JOB_TOKEN' : "docker's output above says why",
-      });
+      throw errors.ciDockerFailed(step.args[0] ?? '', r.code, step.phase === 'login');
     }
     if (step.phase === 'build' && step.args.includes('build')) stats = parseBuildOutput(r.output);
     if (step.phase === 'push' && step.ref !== undefined && step.args[0] === 'push') pushes.push({ ref: step.ref, output: r.output });

@@ -4,7 +4,7 @@ import { chmodSync, chownSync, existsSync, mkdtempSync, readFileSync, renameSync
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { type Command, Option } from 'commander';
-import { isRelaisError, RelaisError } from '../errors.js';
+import { errors, isRelaisError } from '../errors.js';
 import { explainMissing, formatSummary, planBuild, readCiContext } from './build-plan.js';
 import { runBuild } from './build-run.js';
 import { checkGitlabCi, checkRunnerConfig, formatFindings, parseGitlabCi, runnerFacts, type Finding } from './doctor.js';
@@ -32,10 +32,7 @@ function readText(file: string, what: string): string {
   try {
     return readFileSync(file, 'utf8');
   } catch (e) {
-    throw new RelaisError('CONFIG_INVALID', `cannot read ${what} ${file}: ${e instanceof Error ? e.message : String(e)}`, {
-      status: 400,
-      hint: what === 'runner config' ? 'pass --file PATH (gitlab-runner keeps it in /etc/gitlab-runner/config.toml)' : undefined,
-    });
+    throw errors.ciFileUnreadable(what, file, e instanceof Error ? e.message : String(e));
   }
 }
 
@@ -95,10 +92,7 @@ export function registerCiCommands(program: Command): void {
       guarded(() => {
         const r = serviceAliases(image);
         if (r === undefined) {
-          throw new RelaisError('NAME_INVALID', `"${image}" is not a valid image reference, so GitLab Runner derives no alias for it`, {
-            status: 400,
-            hint: 'image names are lower-case; set `alias:` on the service to name it yourself',
-          });
+          throw errors.ciNoAlias(image);
         }
         process.stdout.write(`${opts.json === true ? JSON.stringify(r, null, 2) : describeServiceAliases(r)}\n`);
         return 0;
@@ -180,7 +174,7 @@ export function registerCiCommands(program: Command): void {
           let text: string;
           if (opts.dindDockerfile === true) {
             if (opts.mirror === undefined) {
-              throw new RelaisError('CONFIG_INVALID', '--dind-dockerfile needs --mirror', { status: 400, hint: 'add --mirror https://<relais>' });
+              throw errors.ciDindNeedsMirror();
             }
             text = dindDockerfile(opts.mirror, opts.dockerVersion);
           } else {
@@ -359,10 +353,7 @@ export function registerCiCommands(program: Command): void {
       guarded(() => {
         const ciFile = opts.gitlabCi ?? (existsSync('.gitlab-ci.yml') ? '.gitlab-ci.yml' : undefined);
         if (ciFile === undefined && opts.runnerConfig === undefined) {
-          throw new RelaisError('CONFIG_INVALID', 'nothing to check: no .gitlab-ci.yml here', {
-            status: 400,
-            hint: 'pass --gitlab-ci FILE and/or --runner-config FILE',
-          });
+          throw errors.ciNothingToCheck();
         }
         const runners =
           opts.runnerConfig === undefined

@@ -3,7 +3,7 @@
 // wrong, where, and the fix.
 
 import { parse as parseYaml, type YAMLSeq } from 'yaml';
-import { RelaisError } from '../errors.js';
+import { errors } from '../errors.js';
 import { DOCKER_EXECUTORS, isDindImage, runnersOf } from './runner-config.js';
 import { serviceAliases } from './service-alias.js';
 
@@ -44,11 +44,9 @@ export function parseGitlabCi(text: string, file = '.gitlab-ci.yml'): Obj {
       customTags: [{ tag: '!reference', collection: 'seq', resolve: (seq: YAMLSeq) => seq }],
     });
   } catch (e) {
-    throw new RelaisError('CONFIG_INVALID', `${file} is not valid YAML: ${e instanceof Error ? e.message : String(e)}`, {
-      status: 400,
-    });
+    throw errors.ciYamlInvalid(file, e instanceof Error ? e.message : String(e));
   }
-  if (!isObj(doc)) throw new RelaisError('CONFIG_INVALID', `${file} is not a YAML mapping of jobs`, { status: 400 });
+  if (!isObj(doc)) throw errors.ciYamlNotJobs(file);
   return doc;
 }
 

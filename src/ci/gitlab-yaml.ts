@@ -3,7 +3,7 @@
 // whatever the inputs and stays readable.
 
 import { Document, isMap, Scalar, YAMLMap, YAMLSeq } from 'yaml';
-import { RelaisError } from '../errors.js';
+import { errors } from '../errors.js';
 import { refSlug, shellSlug } from '../gitlab/slug.js';
 
 export type CacheMode = 'inline' | 'registry';
@@ -62,22 +62,13 @@ export function normalizeMirror(url: string): string {
   try {
     u = new URL(url);
   } catch {
-    throw new RelaisError('CONFIG_INVALID', `invalid mirror URL "${url}"`, {
-      status: 400,
-      hint: 'give the URL of relais as dind sees it, e.g. --mirror https://relais.example.com',
-    });
+    throw errors.ciMirrorUnparsable(url);
   }
   if (u.protocol !== 'http:' && u.protocol !== 'https:') {
-    throw new RelaisError('CONFIG_INVALID', `mirror URL "${url}" must start with http:// or https://`, {
-      status: 400,
-      hint: 'dockerd --registry-mirror needs the scheme, e.g. https://relais.example.com',
-    });
+    throw errors.ciMirrorScheme(url);
   }
   if (u.pathname !== '/' || u.search !== '' || u.hash !== '') {
-    throw new RelaisError('CONFIG_INVALID', `mirror URL "${url}" has a path: dockerd ignores registry mirrors with a path`, {
-      status: 400,
-      hint: `use ${u.protocol}//${u.host}`,
-    });
+    throw errors.ciMirrorPath(url, `${u.protocol}//${u.host}`);
   }
   return `${u.protocol}//${u.host}`;
 }
@@ -92,10 +83,7 @@ export const RESERVED_JOB_NAMES: readonly string[] = [
 export function buildGitlabJob(options: GitlabJobOptions): GitlabJob {
   const name = options.jobName ?? 'build';
   if (RESERVED_JOB_NAMES.includes(name) || name.startsWith('.') || name.trim() === '') {
-    throw new RelaisError('CONFIG_INVALID', `"${name}" cannot be a job name: it is a .gitlab-ci.yml keyword or a hidden job`, {
-      status: 400,
-      hint: 'pick another --job-name, e.g. build-image',
-    });
+    throw errors.ciJobNameReserved(name);
   }
   const tls = options.tls ?? true;
   const version = options.dockerVersion ?? DEFAULT_DOCKER_VERSION;

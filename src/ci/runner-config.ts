@@ -4,7 +4,7 @@
 // own output changes nothing (idempotent).
 
 import { parse, patch } from '@decimalturn/toml-patch';
-import { RelaisError } from '../errors.js';
+import { errors } from '../errors.js';
 import { normalizeMirror } from './gitlab-yaml.js';
 
 export type MirrorVia = 'service' | 'volume';
@@ -63,12 +63,9 @@ export function parseRunnerConfig(text: string, file = 'config.toml'): Table {
   try {
     parsed = parse(text);
   } catch (e) {
-    throw new RelaisError('CONFIG_INVALID', `${file} is not valid TOML: ${e instanceof Error ? e.message : String(e)}`, {
-      status: 400,
-      hint: 'fix the file (gitlab-runner would not start with it either) and run the command again',
-    });
+    throw errors.ciTomlInvalid(file, e instanceof Error ? e.message : String(e));
   }
-  if (!isTable(parsed)) throw new RelaisError('CONFIG_INVALID', `${file} is not a TOML table`, { status: 400 });
+  if (!isTable(parsed)) throw errors.ciTomlNotTable(file);
   return parsed;
 }
 

@@ -8,7 +8,7 @@
 // plan freed are deleted by digest only if no remaining tag reaches them (so distribution's garbage
 // collector can free their blobs).
 import { randomUUID } from 'node:crypto';
-import { RelaisError } from '../errors.js';
+import { errors, RelaisError } from '../errors.js';
 import { MT, type DeleteOutcome, type RegistryBackend } from './backend.js';
 import { Limiter, mapLimit } from './limit.js';
 import { parseManifest } from './manifest.js';
@@ -48,7 +48,7 @@ export function throwawayManifest(): Buffer {
 }
 
 export async function applyPlan(backend: RegistryBackend, plan: RepoPlan, graph: DigestGraph, opts: ApplyOptions): Promise<ApplyResult> {
-  if (plan.aborted !== null) throw new RelaisError('DENIED', `${plan.repo}: not applied: ${plan.aborted}`, { status: 409 });
+  if (plan.aborted !== null) throw errors.cleanupAborted(plan.repo, plan.aborted);
   const progress = opts.onProgress ?? (() => undefined);
   const result: ApplyResult = { repo: plan.repo, method: null, untagged: [], skipped: [], failed: [], digestsDeleted: [], digestsKept: [], keptTagsChanged: [] };
   let method: TagDeleteMethod | null = null;
@@ -63,10 +63,7 @@ export async function applyPlan(backend: RegistryBackend, plan: RepoPlan, graph:
       // digest nobody has answers 404 where deletes work and 405 UNSUPPORTED where they are off.
       deletesProbed = true;
       if ((await backend.deleteManifest(repo, NO_SUCH_DIGEST)) === 'unsupported')
-        throw new RelaisError('UNSUPPORTED', `${backend.description} refuses manifest deletes: nothing was changed in ${repo}`, {
-          status: 405,
-          hint: 'enable deletes in the registry (distribution: storage.delete.enabled: true)',
-        });
+        throw errors.cleanupDeletesRefused(backend.description, repo);
     }
     // One placeholder at a time: distribution's delete-by-digest walks every tag of the repository
     // to untag it, and concurrent deletes there can leave a tag behind.
@@ -76,10 +73,7 @@ export async function applyPlan(backend: RegistryBackend, plan: RepoPlan, graph:
     });
     const d = r.d;
     if (r.r === 'unsupported')
-      throw new RelaisError('UNSUPPORTED', `${backend.description} refuses manifest deletes (tag ${tag} now points to an empty placeholder ${d})`, {
-        status: 405,
-        hint: 'enable deletes in the registry (distribution: storage.delete.enabled: true)',
-      });
+      throw errors.cleanupDeletesPlaceholder(backend.description, tag, d);
   };
 
   const untag = async (tag: string, digest: string, shared: boolean): Promise<void> => {
@@ -97,7 +91,7 @@ export async function applyPlan(backend: RegistryBackend, plan: RepoPlan, graph:
     if (method === 'throwaway') await viaThrowaway(tag);
     else if (method === 'tag-delete' || !backend.canReadManifests) {
       const r = await backend.deleteManifest(repo, tag);
-      if (r === 'unsupported') throw new RelaisError('UNSUPPORTED', `${backend.description} does not delete tags`, { status: 405 });
+      if (r === 'unsupported') throw errors.cleanupNoTagDelete(backend.description);
       method = 'tag-delete';
       if (r === 'not-found') {
         result.skipped.push({ tag, reason: 'already gone' });

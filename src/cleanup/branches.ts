@@ -3,7 +3,7 @@
 import { execFile } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { promisify } from 'node:util';
-import { RelaisError } from '../errors.js';
+import { errors } from '../errors.js';
 import type { LiveBranch } from './families.js';
 import { branchName, refSlug } from '../gitlab/slug.js';
 
@@ -39,10 +39,7 @@ export async function gitLsRemote(remote: string, cwd?: string): Promise<LiveBra
     return parseBranchList(stdout);
   } catch (e) {
     const err = e as { stderr?: string; code?: string | number };
-    throw new RelaisError('CONFIG_INVALID', `git ls-remote --heads ${remote} failed: ${(err.stderr ?? String(err.code ?? e)).trim()}`, {
-      status: 400,
-      hint: 'check the remote name or URL given to --live-branches git:REMOTE (run it in the repository, or give a URL)',
-    });
+    throw errors.cleanupGitFailed(remote, (err.stderr ?? String(err.code ?? e)).trim());
   }
 }
 
@@ -50,29 +47,20 @@ export async function gitLsRemote(remote: string, cwd?: string): Promise<LiveBra
 export async function loadLiveBranches(spec: string, cwd?: string): Promise<LiveBranch[]> {
   if (spec.startsWith('git:')) {
     const remote = spec.slice(4);
-    if (remote === '') throw new RelaisError('CONFIG_INVALID', '--live-branches git: needs a remote, e.g. git:origin', { status: 400 });
+    if (remote === '') throw errors.cleanupGitNoRemote();
     const heads = await gitLsRemote(remote, cwd);
     if (heads.length === 0)
-      throw new RelaisError('CONFIG_INVALID', `git ls-remote --heads ${remote} lists no branch`, {
-        status: 400,
-        hint: 'an empty list would mark every branch as gone; refusing',
-      });
+      throw errors.cleanupGitNoBranch(remote);
     return heads;
   }
   let text: string;
   try {
     text = await readFile(spec, 'utf8');
   } catch (e) {
-    throw new RelaisError('CONFIG_INVALID', `cannot read the live branches file ${spec} (${(e as NodeJS.ErrnoException).code ?? 'error'})`, {
-      status: 400,
-      hint: 'give a file with one branch name per line, or git:REMOTE',
-    });
+    throw errors.cleanupBranchesUnreadable(spec, (e as NodeJS.ErrnoException).code ?? 'error');
   }
   const branches = parseBranchList(text);
   if (branches.length === 0)
-    throw new RelaisError('CONFIG_INVALID', `the live branches file ${spec} lists no branch`, {
-      status: 400,
-      hint: 'an empty list would mark every branch as gone; refusing',
-    });
+    throw errors.cleanupBranchesEmpty(spec);
   return branches;
 }

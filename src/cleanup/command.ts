@@ -2,7 +2,7 @@
 import { createInterface } from 'node:readline/promises';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { printError } from '../cli/output.js';
-import { RelaisError } from '../errors.js';
+import { errors } from '../errors.js';
 import { runCleanup, type CleanupOptions } from './run.js';
 
 interface RawOptions {
@@ -108,20 +108,17 @@ After --apply on distribution, run its garbage collector (registry read-only or 
     )
     .action(async (raw: RawOptions) => {
       try {
-        if (raw.registry === undefined) throw new RelaisError('CONFIG_INVALID', '--registry is required', { status: 400, hint: 'e.g. --registry https://registry.example.com' });
+        if (raw.registry === undefined) throw errors.cleanupRegistryMissing();
         const stdinIsTTY = Boolean(process.stdin.isTTY as boolean | undefined);
         if (raw.passwordStdin === true && stdinIsTTY && raw.apply === true && raw.yes !== true)
-          throw new RelaisError('CONFIG_INVALID', '--password-stdin reads the terminal, so --apply cannot ask for confirmation there', {
-            status: 400,
-            hint: 'add --yes, or pipe the password in (echo "$PASSWORD" | relais cleanup ...)',
-          });
+          throw errors.cleanupPasswordStdinTty();
         const secret = raw.passwordStdin === true ? await readStdin() : undefined;
         const gitlab = raw.gitlabProject !== undefined;
         const env = (name: string): string | undefined => (process.env[name] === '' ? undefined : process.env[name]);
         const username = raw.username ?? env('RELAIS_REGISTRY_USERNAME');
         const password = gitlab ? undefined : (secret ?? env('RELAIS_REGISTRY_PASSWORD'));
         if (!gitlab && password !== undefined && username === undefined)
-          throw new RelaisError('CONFIG_INVALID', 'a password was given without a user name', { status: 400, hint: 'pass --username or set RELAIS_REGISTRY_USERNAME' });
+          throw errors.cleanupPasswordWithoutUser();
         const opts: CleanupOptions = {
           registry: raw.registry,
           repos: raw.repo ?? [],
@@ -142,7 +139,7 @@ After --apply on distribution, run its garbage collector (registry read-only or 
           gitlabToken: gitlab ? (secret ?? env('RELAIS_GITLAB_TOKEN')) : undefined,
           gitlabBulk: raw.gitlabBulk === true,
         };
-        if (!gitlab && opts.repos.length === 0) throw new RelaisError('CONFIG_INVALID', 'no repository given', { status: 400, hint: 'pass --repo NAME (repeatable)' });
+        if (!gitlab && opts.repos.length === 0) throw errors.cleanupNoRepository();
         process.exitCode = await runCleanup(opts, {
           stdout: process.stdout,
           stderr: process.stderr,

@@ -5,7 +5,7 @@
 // deletes tags, not digests, so a shared image is never deleted through it.
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Agent, request } from 'undici';
-import { RelaisError } from '../errors.js';
+import { errors, RelaisError } from '../errors.js';
 import { parseRetryAfter } from '../policy/circuit-breaker.js';
 import type { DeleteOutcome, Descriptor, FetchedManifest, ManifestRef, RegistryBackend, TagDetails } from './backend.js';
 import type { LiveBranch } from './families.js';
@@ -87,10 +87,7 @@ export class GitLabRegistry implements RegistryBackend {
             await sleep(this.retryBaseMs * 2 ** attempt);
             continue;
           }
-          throw new RelaisError('UPSTREAM_UNAVAILABLE', `${this.description}: ${method} ${target.pathname} failed (${(e as { code?: string }).code ?? (e as Error).message})`, {
-            status: 503,
-            hint: 'check --registry (the GitLab URL)',
-          });
+          throw errors.gitlabUnreachable(this.description, `${method} ${target.pathname}`, (e as { code?: string }).code ?? (e as Error).message);
         }
         if ((res.status === 429 || res.status >= 500) && attempt < this.retries) {
           await sleep(parseRetryAfter(hdr(res.headers, 'retry-after')) ?? this.retryBaseMs * 2 ** attempt);
@@ -110,10 +107,10 @@ export class GitLabRegistry implements RegistryBackend {
       /* text */
     }
     const msg = `${this.description}: ${what} answered ${res.status} (${detail})`;
-    if (res.status === 401) return new RelaisError('UNAUTHORIZED', msg, { status: 401, hint: 'set RELAIS_GITLAB_TOKEN (or --password-stdin) to a token with the api scope' });
-    if (res.status === 403) return new RelaisError('DENIED', msg, { status: 403, hint: 'the token needs the api scope and the Maintainer role to delete tags' });
-    if (res.status === 404) return new RelaisError('NAME_UNKNOWN', msg, { status: 404, hint: 'check --gitlab-project and --repo' });
-    return new RelaisError('UPSTREAM_ERROR', msg, { status: 502 });
+    if (res.status === 401) return errors.gitlabUnauthorized(msg);
+    if (res.status === 403) return errors.gitlabDenied(msg);
+    if (res.status === 404) return errors.gitlabNotFound(msg);
+    return errors.gitlabFailed(msg);
   }
 
   private endpoint(path: string, query: Record<string, string> = {}): URL {
@@ -152,10 +149,7 @@ export class GitLabRegistry implements RegistryBackend {
     const repos = await this.repositories();
     const r = repos.get(repo) ?? [...repos.values()].find((x) => x.location?.endsWith(`/${repo}`) === true);
     if (!r)
-      throw new RelaisError('NAME_UNKNOWN', `${this.description} has no container repository ${repo}`, {
-        status: 404,
-        hint: `known: ${[...repos.keys()].join(', ') || '(none)'}`,
-      });
+      throw errors.gitlabNoRepository(this.description, repo, [...repos.keys()].join(', ') || '(none)');
     return r.id;
   }
 
@@ -217,7 +211,7 @@ export class GitLabRegistry implements RegistryBackend {
     return Promise.resolve(null);
   }
   putManifest(): Promise<string> {
-    return Promise.reject(new RelaisError('UNSUPPORTED', `${this.description}: pushing manifests is not done through the GitLab API`, { status: 405 }));
+    return Promise.reject(errors.gitlabPushUnsupported(this.description));
   }
   async close(): Promise<void> {
     await this.dispatcher.close();

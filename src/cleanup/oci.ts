@@ -4,7 +4,7 @@
 import { createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Agent, request } from 'undici';
-import { RelaisError, isRelaisError } from '../errors.js';
+import { errors, isRelaisError, type RelaisError } from '../errors.js';
 import { parseRetryAfter } from '../policy/circuit-breaker.js';
 import { TokenService, type Credentials } from '../upstream/auth.js';
 import { parseChallenges } from '../upstream/challenge.js';
@@ -36,7 +36,6 @@ type ScopeClass = 'pull' | 'push' | 'delete';
 const RETRY_STATUS = new Set([429, 500, 502, 503, 504]);
 const TRANSIENT_CODES = new Set(['ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'ETIMEDOUT', 'UND_ERR_SOCKET', 'UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT']);
 const MAX_REDIRECTS = 5;
-const CREDENTIALS_HINT = 'pass --username with --password-stdin, or set RELAIS_REGISTRY_USERNAME and RELAIS_REGISTRY_PASSWORD';
 
 function h(headers: Response['headers'], name: string): string | undefined {
   const v = headers[name];
@@ -100,7 +99,7 @@ export class OciRegistry implements RegistryBackend {
       bodyTimeout: timeout,
       // The user names the registry on the command line; its token realm may be anywhere it says.
       checkUrl: (u) => {
-        if (u.protocol !== 'https:' && u.protocol !== 'http:') throw new RelaisError('UNAUTHORIZED', `token realm ${u.href} is not http(s)`, { status: 401 });
+        if (u.protocol !== 'https:' && u.protocol !== 'http:') throw errors.tokenRealmInvalid(u.href);
       },
     });
     this.limiter = new Limiter(opts.concurrency ?? 8);
@@ -140,11 +139,7 @@ export class OciRegistry implements RegistryBackend {
           await sleep(this.backoff(attempt, undefined));
           continue;
         }
-        throw new RelaisError('UPSTREAM_UNAVAILABLE', `${this.description}: ${method} ${target.pathname} failed (${code || (e as Error).message})`, {
-          status: 503,
-          cause: e,
-          hint: 'check --registry and that the registry is up',
-        });
+        throw errors.registryUnreachable.with({ cause: e }, this.description, `${method} ${target.pathname}`, code || (e as Error).message);
       }
       if (res.status === 401 && !answeredChallenge) {
         answeredChallenge = true;
@@ -155,10 +150,7 @@ export class OciRegistry implements RegistryBackend {
           answer = await this.tokens.answer(challenges, repo);
         } catch (e) {
           if (isRelaisError(e) && e.code === 'UNAUTHORIZED')
-            throw new RelaisError('UNAUTHORIZED', `${this.description}: the token service refused ${this.credentials ? 'the credentials' : 'anonymous access'} for ${repo}`, {
-              status: 401,
-              hint: CREDENTIALS_HINT,
-            });
+            throw errors.registryTokenRefused(this.description, this.credentials !== undefined, repo);
           throw e;
         }
         if (answer !== undefined) {
@@ -188,17 +180,17 @@ export class OciRegistry implements RegistryBackend {
     const detail = errorMessage(res.body);
     const msg = `${this.description}: ${what} answered ${res.status}${detail === '' ? '' : ` (${detail})`}`;
     if (res.status === 401)
-      return new RelaisError('UNAUTHORIZED', msg, { status: 401, hint: this.credentials ? 'the registry refused the credentials' : CREDENTIALS_HINT });
-    if (res.status === 403) return new RelaisError('DENIED', msg, { status: 403, hint: `the credentials lack the permission needed on ${repo}` });
-    if (res.status === 404 && /NAME_UNKNOWN/.test(detail)) return new RelaisError('NAME_UNKNOWN', msg, { status: 404, hint: `check --repo ${repo}` });
-    return new RelaisError(res.status === 429 || res.status >= 500 ? 'UPSTREAM_UNAVAILABLE' : 'UPSTREAM_ERROR', msg, { status: 502 });
+      return errors.registryUnauthorized(msg, this.credentials !== undefined);
+    if (res.status === 403) return errors.registryDenied(msg, repo);
+    if (res.status === 404 && /NAME_UNKNOWN/.test(detail)) return errors.registryRepoUnknown(msg, repo);
+    return (res.status === 429 || res.status >= 500 ? errors.registryUnavailable : errors.registryFailed)(msg);
   }
 
   async listTags(repo: string): Promise<string[]> {
     const tags: string[] = [];
     let next: URL | undefined = this.url(`/v2/${repo}/tags/list?n=${this.tagsPageSize}`);
     for (let page = 0; next !== undefined; page++) {
-      if (page > 100_000) throw new RelaisError('UPSTREAM_ERROR', `${this.description}: tags/list pagination does not end`, { status: 502 });
+      if (page > 100_000) throw errors.registryPaginationEndless(this.description);
       const res = await this.send('GET', repo, next, { accept: 'application/json' });
       if (res.status !== 200) throw this.fail(res, `GET tags of ${repo}`, repo);
       const j = JSON.parse(res.body.toString('utf8')) as { tags?: string[] | null };
@@ -228,7 +220,7 @@ export class OciRegistry implements RegistryBackend {
     if (res.status !== 200) throw this.fail(res, `GET manifest ${repo}:${ref}`, repo);
     const computed = sha256(res.body);
     if (ref.startsWith('sha256:') && computed !== ref)
-      throw new RelaisError('UPSTREAM_DIGEST_MISMATCH', `${this.description}: manifest ${repo}@${ref} has digest ${computed}`, { status: 502 });
+      throw errors.registryManifestDigestMismatch(this.description, `${repo}@${ref}`, computed);
     const mediaType = (h(res.headers, 'content-type') ?? '').split(';')[0]?.trim() ?? '';
     const declared = h(res.headers, 'docker-content-digest');
     return { digest: ref.includes(':') ? ref : (declared ?? computed), mediaType, size: res.body.length, body: res.body };
@@ -248,10 +240,10 @@ export class OciRegistry implements RegistryBackend {
       if (res.status !== 200) throw this.fail(res, `GET blob ${repo}@${digest}`, repo);
       if (res.body.length > maxBytes) return null;
       if (sha256(res.body) !== digest && digest.startsWith('sha256:'))
-        throw new RelaisError('UPSTREAM_DIGEST_MISMATCH', `${this.description}: blob ${repo}@${digest} does not match its digest`, { status: 502 });
+        throw errors.registryBlobDigestMismatch(this.description, `${repo}@${digest}`);
       return res.body;
     }
-    throw new RelaisError('UPSTREAM_ERROR', `${this.description}: too many redirects for blob ${digest}`, { status: 502 });
+    throw errors.registryTooManyRedirects(this.description, digest);
   }
 
   async referrers(repo: string, digest: string): Promise<Descriptor[] | null> {

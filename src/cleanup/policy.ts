@@ -5,7 +5,7 @@ import { readFile } from 'node:fs/promises';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
-import { RelaisError } from '../errors.js';
+import { errors, RelaisError } from '../errors.js';
 import { parseDuration } from '../config/units.js';
 import { IMAGE_KINDS, type ImageKind } from './types.js';
 
@@ -124,7 +124,7 @@ export interface PolicyFlags {
 }
 
 function policyError(source: string, message: string, hint?: string): RelaisError {
-  return new RelaisError('CONFIG_INVALID', `${source}: ${message}`, { status: 400, ...(hint === undefined ? {} : { hint }) });
+  return errors.cleanupPolicyInvalid(source, message, hint);
 }
 
 function formatPath(path: readonly PropertyKey[]): string {
@@ -264,9 +264,6 @@ export async function resolvePolicy(policyFile: string | undefined, flags: Polic
     file = { ...file, liveBranches: resolve(dirname(policyFile), lb) };
   const policy = buildPolicy(file, flags);
   if (file === undefined && policy.rules.length === 0)
-    throw new RelaisError('CONFIG_INVALID', 'no retention rule given', {
-      status: 400,
-      hint: 'pass --policy FILE, or at least one of --keep-last N, --older-than DURATION, --live-branches FILE|git:REMOTE',
-    });
+    throw errors.cleanupNoRule();
   return policy;
 }

@@ -1,6 +1,6 @@
 // `relais cleanup`: inspect -> plan -> (confirm) -> apply, for one or more repositories.
 import { SingleBar } from 'cli-progress';
-import { RelaisError } from '../errors.js';
+import { errors } from '../errors.js';
 import { applyPlan, type ApplyResult } from './apply.js';
 import type { RegistryBackend } from './backend.js';
 import { loadLiveBranches } from './branches.js';
@@ -70,7 +70,7 @@ function progressReporter(io: CleanupIO): { report: (phase: string, done: number
 export function makeBackend(opts: CleanupOptions): RegistryBackend {
   if (opts.gitlabProject !== undefined) {
     if (opts.gitlabToken === undefined || opts.gitlabToken === '')
-      throw new RelaisError('UNAUTHORIZED', 'the GitLab backend needs a token', { status: 401, hint: 'set RELAIS_GITLAB_TOKEN or pass the token with --password-stdin' });
+      throw errors.cleanupGitlabToken();
     return new GitLabRegistry({ url: opts.registry, project: opts.gitlabProject, token: opts.gitlabToken, concurrency: opts.concurrency, bulk: opts.gitlabBulk === true });
   }
   const credentials = opts.username !== undefined && opts.password !== undefined ? { username: opts.username, password: opts.password } : undefined;
@@ -82,7 +82,7 @@ async function liveBranchesFor(policy: Policy, backend: RegistryBackend, cwd: st
   if (spec === undefined) return null;
   if (spec === 'gitlab') {
     if (!(backend instanceof GitLabRegistry))
-      throw new RelaisError('CONFIG_INVALID', '--live-branches gitlab needs the GitLab backend (--gitlab-project)', { status: 400 });
+      throw errors.cleanupLiveBranchesGitlab();
     return backend.liveBranches();
   }
   return loadLiveBranches(spec, cwd);
@@ -96,7 +96,7 @@ export async function runCleanup(opts: CleanupOptions, io: CleanupIO, backendOve
   try {
     let repos = [...opts.repos];
     if (repos.length === 0) {
-      if (!backend.listRepositories) throw new RelaisError('CONFIG_INVALID', 'no repository given', { status: 400, hint: 'pass --repo NAME (repeatable)' });
+      if (!backend.listRepositories) throw errors.cleanupNoRepository();
       repos = await backend.listRepositories();
     }
     const live = await liveBranchesFor(policy, backend, opts.cwd);

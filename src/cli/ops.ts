@@ -1,5 +1,6 @@
 // `relais gc`, `relais ls`, `relais stats`, `relais prefetch`: operating a cache.
-// gc, ls and stats work on the data directory (the SQLite index can be read while relais serves);
+// gc, ls and stats read the index the config names (index.driver: SQLite in the data directory, which can be
+// read while relais serves, or the cluster's PostgreSQL);
 // prefetch pulls through a running relais (--server) or one started in this process for the run.
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -14,8 +15,9 @@ import { liveServerPid } from '../cache/pidfile.js';
 import { clientAuthorization, hostPlatform, prefetch, type PrefetchSummary, type PrefetchTarget } from '../cache/prefetch.js';
 import { loadConfig, usesLibraryPrefix, type ResolvedConfig } from '../config/load.js';
 import { formatBytes, parseDuration } from '../config/units.js';
-import { RelaisError } from '../errors.js';
-import { SqliteIndex } from '../index/sqlite.js';
+import { errors } from '../errors.js';
+import { openIndex as openConfiguredIndex } from '../index/create.js';
+import type { CacheIndex } from '../index/index.js';
 import { createLogger } from '../observability/logger.js';
 import { parsePin, type PinPattern } from '../policy/eviction.js';
 import { FilesystemDriver } from '../storage/fs.js';
@@ -48,13 +50,17 @@ async function resolveData(opts: DataOptions): Promise<ResolvedConfig> {
   return loadConfig(opts.config, { dataDir: opts.data });
 }
 
-function openIndex(config: ResolvedConfig): SqliteIndex {
+/**
+ * The index the config names (index.driver: SQLite in dataDir, or PostgreSQL), through the same factory
+ * relais serve uses. A missing SQLite file is refused rather than created: ls on the wrong directory
+ * must say so, not report an empty cache.
+ */
+async function openIndex(config: ResolvedConfig): Promise<CacheIndex> {
   const dataDir = resolve(config.dataDir);
-  const file = join(dataDir, 'index.db');
-  if (!existsSync(file)) {
-    throw new RelaisError('CONFIG_INVALID', `no relais cache in ${dataDir} (no index.db)`, { status: 500, hint: 'point --data (or --config) at the directory relais serve uses' });
+  if (config.index.driver === 'sqlite' && !existsSync(join(dataDir, 'index.db'))) {
+    throw errors.noCache(dataDir);
   }
-  return new SqliteIndex(file);
+  return (await openConfiguredIndex(config.index, dataDir)).index;
 }
 
 function pinsOf(config: ResolvedConfig): PinPattern[] {
@@ -154,25 +160,25 @@ Examples:
   relais gc --data /var/cache/relais --policy cache-retention.yaml --apply`,
     )
     .action(async (opts: DataOptions & GcRetentionFlags & { dryRun?: boolean; grace?: string; json?: boolean }) => {
-      let index: SqliteIndex | undefined;
+      let index: CacheIndex | undefined;
       try {
         const config = await resolveData(opts);
         if (config.storage.driver !== 'filesystem') {
-          throw new RelaisError('CONFIG_INVALID', `relais gc works on the filesystem driver; storage.driver is ${config.storage.driver}`, { status: 500, hint: 'the online gc of a running relais covers other drivers (storage.gcInterval)' });
+          throw errors.gcNeedsFilesystem(config.storage.driver);
         }
         const dataDir = resolve(config.dataDir);
-        index = openIndex(config);
+        index = await openIndex(config);
         const live = await liveServerPid(dataDir);
         let graceMs = live !== undefined ? config.storage.gcGrace : 0;
         if (opts.grace !== undefined) {
           const g = parseDuration(opts.grace);
-          if (g === undefined) throw new RelaisError('CONFIG_INVALID', `--grace: expected a duration like 15m, got "${opts.grace}"`, { status: 500 });
+          if (g === undefined) throw errors.gcGraceInvalid(opts.grace);
           graceMs = g;
         }
         const storage = new FilesystemDriver(join(dataDir, 'storage'));
         const retention = retentionOptions(opts);
         if (wantsRetention(retention)) {
-          if (opts.dryRun === true && opts.apply === true) throw new RelaisError('CONFIG_INVALID', '--dry-run and --apply contradict each other', { status: 400, hint: 'with a retention policy gc only plans unless --apply is given' });
+          if (opts.dryRun === true && opts.apply === true) throw errors.gcDryRunAndApply();
           const run = await runCacheRetention(index, storage, retention, { graceMs });
           const gcReport = opts.apply === true ? await runGc({ index, storage, tmpDir: storage.tmpDir, dryRun: false, graceMs }) : null;
           if (opts.json === true) process.stdout.write(`${JSON.stringify({ retention: cacheRetentionJson(run), gc: gcReport, liveServerPid: live ?? null, graceMs }, null, 2)}\n`);
@@ -186,7 +192,7 @@ Examples:
           return;
         }
         if (retention.apply || retention.protect !== undefined || retention.defaultBranch !== undefined || retention.maxDeleteShare !== undefined || retention.repos !== undefined || retention.age !== undefined)
-          throw new RelaisError('CONFIG_INVALID', 'these options need a retention policy', { status: 400, hint: 'add --policy FILE, --keep-last N, --older-than DURATION or --live-branches SOURCE' });
+          throw errors.gcNeedsPolicy();
         const report = await runGc({ index, storage, tmpDir: storage.tmpDir, dryRun: opts.dryRun === true, graceMs });
         if (opts.json === true) process.stdout.write(`${JSON.stringify({ ...report, liveServerPid: live ?? null, graceMs }, null, 2)}\n`);
         else {
@@ -208,10 +214,10 @@ Examples:
       .option('--upstream <name>', 'only this upstream')
       .option('--json', 'print JSON'),
   ).action(async (opts: DataOptions & { upstream?: string; json?: boolean }) => {
-    let index: SqliteIndex | undefined;
+    let index: CacheIndex | undefined;
     try {
       const config = await resolveData(opts);
-      index = openIndex(config);
+      index = await openIndex(config);
       const rows = (await listImages(index, pinsOf(config))).filter((r) => opts.upstream === undefined || r.upstream === opts.upstream);
       if (opts.json === true) {
         process.stdout.write(`${JSON.stringify(rows.map((r) => ({ ...r, lastUsed: new Date(r.lastUsed).toISOString() })), null, 2)}\n`);
@@ -238,10 +244,10 @@ Examples:
 
   dataOptions(program.command('stats').description('Cache totals: size against the budget, items, upstreams, largest images').option('--json', 'print JSON')).action(
     async (opts: DataOptions & { json?: boolean }) => {
-      let index: SqliteIndex | undefined;
+      let index: CacheIndex | undefined;
       try {
         const config = await resolveData(opts);
-        index = openIndex(config);
+        index = await openIndex(config);
         const s = await cacheStats(index, pinsOf(config));
         const max = config.storage.maxSize;
         if (opts.json === true) {

@@ -24,6 +24,7 @@ import type { Logger } from '../observability/logger.js';
 import type { BlobHandle, BlobSource, Fetched, LocalBlobSource } from '../registry/blob-source.js';
 import type { BlobService } from '../registry/blobs.js';
 import type { UpstreamRoute } from '../registry/routing.js';
+import { contentRange, parseByteRange, rangeHeader } from '../storage/byte-range.js';
 import { blobKey, type ByteRange, type StorageDriver } from '../storage/driver.js';
 import type { LeaseManager } from './leases.js';
 
@@ -144,7 +145,7 @@ export class ClusterPeers {
   private headers(range?: ByteRange): Record<string, string> {
     return {
       authorization: `Bearer ${this.opts.secret}`,
-      ...(range ? { range: `bytes=${range.start}-${range.end}` } : {}),
+      ...(range ? { range: rangeHeader(range) } : {}),
     };
   }
 
@@ -227,17 +228,6 @@ function secretMatches(header: string | undefined, secret: string): boolean {
   return got.length === want.length && timingSafeEqual(got, want);
 }
 
-/** Single byte range of a Range header ("bytes=A-B" or "bytes=A-"), or undefined for the whole blob. */
-function parseRange(header: string | undefined, size: number | undefined): ByteRange | undefined | 'invalid' {
-  if (header === undefined) return undefined;
-  const m = /^bytes=(\d+)-(\d*)$/.exec(header.trim());
-  if (!m?.[1]) return 'invalid';
-  const start = Number(m[1]);
-  const end = m[2] ? Number(m[2]) : size !== undefined ? size - 1 : NaN;
-  if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || end < start) return 'invalid';
-  return { start, end };
-}
-
 /**
  * The owner's side: GET/HEAD /_relais/cluster/spool/<digest> streams a download in flight on this replica
  * (404 when there is none: the asking replica then looks again). Runs before access control: it has its
@@ -269,13 +259,13 @@ export function createClusterHandler(opts: { secret: string; blobs: Pick<BlobSer
     } catch {
       return reply(404, 'the download failed');
     }
-    const range = parseRange(req.headers.range, dl.size);
+    const range = req.headers.range === undefined ? undefined : parseByteRange(req.headers.range, dl.size);
     if (range === 'invalid') return reply(416, 'bad range');
     res.setHeader('content-type', 'application/octet-stream');
     if (range) {
       res.statusCode = 206;
       res.setHeader('content-length', range.end - range.start + 1);
-      res.setHeader('content-range', `bytes ${range.start}-${range.end}/${dl.size ?? '*'}`);
+      res.setHeader('content-range', contentRange(range, dl.size));
     } else {
       res.statusCode = 200;
       if (dl.size !== undefined) res.setHeader('content-length', dl.size);

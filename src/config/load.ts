@@ -3,7 +3,7 @@
 import { readFile } from 'node:fs/promises';
 import { parse as parseYaml, YAMLParseError } from 'yaml';
 import type { ZodError } from 'zod';
-import { RelaisError } from '../errors.js';
+import { errors, type RelaisError } from '../errors.js';
 import { configSchema, type RelaisConfig, type UpstreamConfig } from './schema.js';
 
 export interface CliOverrides {
@@ -18,10 +18,7 @@ export interface ResolvedConfig extends RelaisConfig {
 }
 
 function configError(source: string, message: string, hint?: string): RelaisError {
-  return new RelaisError('CONFIG_INVALID', `${source}: ${message}`, {
-    status: 500,
-    hint: hint ?? 'fix the configuration; see "Configuration reference" in README.md',
-  });
+  return errors.configInvalid(source, message, hint);
 }
 
 function pathToString(path: readonly PropertyKey[]): string {

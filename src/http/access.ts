@@ -5,7 +5,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { IncomingMessage } from 'node:http';
 import bcrypt from 'bcryptjs';
-import { errors, RelaisError } from '../errors.js';
+import { errors } from '../errors.js';
 import type { AuthConfig } from '../config/schema.js';
 
 export type Principal = { readonly kind: 'anonymous' } | { readonly kind: 'user' | 'token'; readonly name: string };
@@ -36,7 +36,7 @@ export function parseHtpasswd(text: string, file: string): Map<string, string> {
     const user = l.slice(0, colon);
     const hash = l.slice(colon + 1);
     if (colon <= 0 || !/^\$2[aby]\$\d\d\$/.test(hash)) {
-      throw new RelaisError('CONFIG_INVALID', `${file}:${i + 1}: only bcrypt entries are supported`, { status: 500, hint: 'create users with `htpasswd -B FILE USER`' });
+      throw errors.htpasswdNotBcrypt(file, i + 1);
     }
     users.set(user, hash);
   });
@@ -47,7 +47,7 @@ function readHtpasswd(file: string): string {
   try {
     return readFileSync(file, 'utf8');
   } catch (e) {
-    throw new RelaisError('CONFIG_INVALID', `auth.htpasswd: cannot read ${file} (${(e as NodeJS.ErrnoException).code ?? 'error'})`, { status: 500 });
+    throw errors.htpasswdUnreadable(file, (e as NodeJS.ErrnoException).code ?? 'error');
   }
 }
 
@@ -72,10 +72,7 @@ export function createAccessControl(cfg: AuthConfig | undefined): AccessControl 
   const users = cfg.htpasswd === undefined ? new Map<string, string>() : parseHtpasswd(readHtpasswd(cfg.htpasswd), cfg.htpasswd);
   const tokens = Object.entries(cfg.tokens).map(([name, secret]) => ({ name, digest: sha(secret) }));
   const verified = new Map<string, { name: string; until: number }>();
-  const challenge = new RelaisError('UNAUTHORIZED', 'authentication required', {
-    status: 401,
-    headers: { 'www-authenticate': `Basic realm="${cfg.realm.replace(/"/g, '')}"` },
-  });
+  const challenge = errors.unauthorized(cfg.realm.replace(/"/g, ''));
   const allows = (list: readonly string[] | undefined, upstream: string): boolean => list !== undefined && (list.includes('*') || list.includes(upstream));
 
   return {

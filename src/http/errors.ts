@@ -1,10 +1,10 @@
 // The edge: every error becomes the OCI spec's JSON error body here, and only here.
 import type { ServerResponse } from 'node:http';
-import { isRelaisError, RelaisError } from '../errors.js';
+import { errors, isRelaisError, type RelaisError } from '../errors.js';
 
 export function toRelaisError(e: unknown): RelaisError {
   if (isRelaisError(e)) return e;
-  return new RelaisError('INTERNAL', 'internal error', { status: 500, cause: e });
+  return errors.internal('internal error', e);
 }
 
 /** Writes the error response, or destroys the connection if the response had already started. */

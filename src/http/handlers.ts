@@ -1,13 +1,13 @@
 // The registry API handlers: parse, call a service, stream. No caching logic lives here.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { pipeline } from 'node:stream/promises';
-import parseRange from 'range-parser';
 import { errors } from '../errors.js';
 import type { BlobService } from '../registry/blobs.js';
 import type { ListingService } from '../registry/listing.js';
 import type { ManifestService } from '../registry/manifests.js';
 import { validateDigest, validateReference } from '../registry/reference.js';
 import { resolveRoute, type RoutingTable, type UpstreamRoute } from '../registry/routing.js';
+import { contentRange, MAX_RANGE_HEADER, parseByteRange } from '../storage/byte-range.js';
 import type { ByteRange } from '../storage/driver.js';
 import { ANONYMOUS, type AccessControl } from './access.js';
 import { HotManifests, prepare } from './hot-manifests.js';
@@ -158,7 +158,7 @@ export function createRegistryHandler(deps: RegistryHandlerDeps): RegistryHandle
     common();
     if (range) {
       res.statusCode = 206;
-      res.setHeader('content-range', `bytes ${range.start}-${range.end}/${handle.size ?? '*'}`);
+      res.setHeader('content-range', contentRange(range, handle.size));
       res.setHeader('content-length', range.end - range.start + 1);
       ctx.bytes = range.end - range.start + 1;
     } else {
@@ -271,14 +271,8 @@ export function createRegistryHandler(deps: RegistryHandlerDeps): RegistryHandle
 }
 
 /** One satisfiable range of the blob, or a 416. Several ranges are refused: relais does not send multipart/byteranges. */
-export function byteRange(header: string, size: number): ByteRange | undefined {
-  if (header.length > 256) throw errors.rangeInvalid(header.slice(0, 64) + '…', size);
-  const parsed = parseRange(size, header, { combine: true });
-  if (parsed === -2) throw errors.rangeInvalid(header, size); // malformed
-  if (parsed === -1) throw errors.rangeInvalid(header, size); // unsatisfiable
-  if (parsed.type !== 'bytes') throw errors.rangeInvalid(header, size);
-  if (parsed.length !== 1) throw errors.rangeInvalid(header, size);
-  const first = parsed[0];
-  if (!first) return undefined;
-  return { start: first.start, end: first.end };
+export function byteRange(header: string, size: number): ByteRange {
+  const range = parseByteRange(header, size);
+  if (range === 'invalid') throw errors.rangeInvalid(header.length > MAX_RANGE_HEADER ? header.slice(0, 64) + '…' : header, size);
+  return range;
 }

@@ -1,5 +1,5 @@
 // Parses the registry API's URL space. Names contain slashes, so the operation is found from the right.
-import { errors, RelaisError } from '../errors.js';
+import { errors } from '../errors.js';
 
 export type ApiRoute =
   | { readonly kind: 'base' }
@@ -40,7 +40,7 @@ export function parseApiPath(rawPath: string): ApiRoute | undefined {
   const path = decodePath(rawPath.slice(4));
   if (path === '_catalog') return { kind: 'catalog' };
   const m = OPS.exec(path);
-  if (!m?.[1] || !m[2]) throw new RelaisError('NAME_UNKNOWN', 'no such registry API endpoint', { status: 404 });
+  if (!m?.[1] || !m[2]) throw errors.endpointUnknown();
   const name = m[1];
   const op = m[2];
   if (op.startsWith('manifests/')) return { kind: 'manifest', name, reference: op.slice('manifests/'.length) };

@@ -1,7 +1,7 @@
 // Builds the cache index a config asks for: SQLite in dataDir (one node) or PostgreSQL (shared by a cluster).
 import { join } from 'node:path';
 import type { IndexConfig } from '../config/schema.js';
-import { RelaisError } from '../errors.js';
+import { errors } from '../errors.js';
 import type { CacheIndex } from './index.js';
 // The PostgreSQL driver (pg) is loaded only when configured: a single node never pays for it.
 import type { PostgresIndex } from './postgres.js';
@@ -18,7 +18,7 @@ export interface IndexSetup {
 export async function openIndex(cfg: IndexConfig, dataDir: string): Promise<IndexSetup> {
   if (cfg.driver === 'postgres') {
     const url = cfg.postgres?.url;
-    if (url === undefined) throw new RelaisError('CONFIG_INVALID', 'index.driver postgres needs index.postgres.url', { status: 500 });
+    if (url === undefined) throw errors.postgresUrlMissing();
     let index: PostgresIndex;
     try {
       const { PostgresIndex } = await import('./postgres.js');
@@ -32,11 +32,7 @@ export async function openIndex(cfg: IndexConfig, dataDir: string): Promise<Inde
           return 'the configured URL';
         }
       })();
-      throw new RelaisError('STORAGE_ERROR', `cannot use the PostgreSQL index at ${where} (${(e as Error).message})`, {
-        status: 500,
-        cause: e,
-        hint: 'check index.postgres.url (host, database, user, password) and that PostgreSQL is up',
-      });
+      throw errors.postgresUnusable.with({ cause: e }, where, (e as Error).message);
     }
     return { index, postgres: index, ready: () => index.ping() };
   }

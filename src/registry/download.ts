@@ -11,6 +11,7 @@ import { RelaisError, errors } from '../errors.js';
 import type { UpstreamClient } from '../upstream/client.js';
 import { discard, header } from '../upstream/client.js';
 import { isAbort, isTransient, toUpstreamError } from '../upstream/errors.js';
+import { parseContentRange, rangeHeader } from '../storage/byte-range.js';
 
 export type DownloadState = 'running' | 'committed' | 'failed';
 
@@ -179,7 +180,7 @@ export class BlobDownload {
       const resumeAt = this.written;
       try {
         const headers: Record<string, string> = { accept: '*/*' };
-        if (resumeAt > 0) headers.range = `bytes=${resumeAt}-`;
+        if (resumeAt > 0) headers.range = rangeHeader({ start: resumeAt });
         const res = await this.opts.upstream.send({ method: 'GET', repo: this.repo, path: `/v2/${this.repo}/blobs/${this.digest}`, headers, signal });
         if (res.status === 404) {
           discard(res.body);
@@ -188,12 +189,12 @@ export class BlobDownload {
         // Bytes of this response to drop: a resume the upstream answered with the whole blob.
         let skip = 0;
         if (res.status === 206 && resumeAt > 0) {
-          const cr = /^bytes (\d+)-\d+\/(\d+|\*)$/.exec(header(res.headers, 'content-range') ?? '');
-          if (cr?.[1] === undefined || Number(cr[1]) !== resumeAt) {
+          const cr = parseContentRange(header(res.headers, 'content-range'));
+          if (cr?.start !== resumeAt) {
             discard(res.body);
             throw new RelaisError('UPSTREAM_ERROR', `upstream ${this.upstreamName} answered a resume with the wrong range`, { status: 502 });
           }
-          if (cr[2] !== undefined && cr[2] !== '*') this.size ??= Number(cr[2]);
+          if (cr.size !== undefined) this.size ??= cr.size;
         } else if (res.status === 200) {
           skip = resumeAt;
           const len = header(res.headers, 'content-length');

@@ -54,14 +54,14 @@ export class ListingService {
       }
       if (res.status !== 200) {
         discard(res.body);
-        throw new RelaisError('UPSTREAM_ERROR', `upstream ${route.upstream} answered ${res.status} to tags/list`, { status: 502 });
+        throw errors.upstreamUnexpected(route.upstream, res.status, 'to tags/list');
       }
       const text = await readLimited(res.body as AsyncIterable<Buffer>, MAX_TAGS_BODY);
       let parsed: { tags?: unknown };
       try {
         parsed = JSON.parse(text) as { tags?: unknown };
       } catch {
-        throw new RelaisError('UPSTREAM_ERROR', `upstream ${route.upstream} sent an invalid tag list`, { status: 502 });
+        throw errors.upstreamTagListInvalid(route.upstream);
       }
       const tags = Array.isArray(parsed.tags) ? parsed.tags.filter((t): t is string => typeof t === 'string').sort() : [];
       const link = header(res.headers, 'link');
@@ -107,11 +107,11 @@ export class ListingService {
     });
     if (res.status === 404) {
       discard(res.body);
-      throw new RelaisError('NAME_UNKNOWN', `upstream ${route.upstream} has no referrers API for ${route.repo}`, { status: 404 });
+      throw errors.upstreamNoReferrers(route.upstream, route.repo);
     }
     if (res.status !== 200) {
       discard(res.body);
-      throw new RelaisError('UPSTREAM_ERROR', `upstream ${route.upstream} answered ${res.status} to referrers`, { status: 502 });
+      throw errors.upstreamUnexpected(route.upstream, res.status, 'to referrers');
     }
     const body = Buffer.from(await readLimited(res.body as AsyncIterable<Buffer>, MAX_TAGS_BODY));
     return { status: 200, contentType: header(res.headers, 'content-type') ?? 'application/vnd.oci.image.index.v1+json', body };
@@ -123,7 +123,7 @@ async function readLimited(body: AsyncIterable<Buffer>, max: number): Promise<st
   let total = 0;
   for await (const c of body) {
     total += c.byteLength;
-    if (total > max) throw new RelaisError('UPSTREAM_ERROR', 'upstream response too large', { status: 502 });
+    if (total > max) throw errors.upstreamResponseTooLarge();
     chunks.push(c);
   }
   return Buffer.concat(chunks).toString('utf8');

@@ -242,7 +242,7 @@ export class ManifestService {
         this.rememberNotFound(route, tag);
         throw errors.manifestUnknown(route.repo, tag);
       }
-      if (res.status !== 200) throw new RelaisError('UPSTREAM_ERROR', `upstream ${route.upstream} answered ${res.status} to HEAD manifest`, { status: 502 });
+      if (res.status !== 200) throw errors.upstreamUnexpected(route.upstream, res.status, 'to HEAD manifest');
       const upstreamDigest = header(res.headers, 'docker-content-digest');
       if (upstreamDigest === entry.digest) {
         const local = await this.load(entry.digest);
@@ -325,16 +325,14 @@ export class ManifestService {
     }
     if (res.status !== 200) {
       discard(res.body);
-      throw new RelaisError('UPSTREAM_ERROR', `upstream ${route.upstream} answered ${res.status} for manifest ${route.repo}:${reference}`, { status: 502 });
+      throw errors.upstreamUnexpected(route.upstream, res.status, `for manifest ${route.repo}:${reference}`);
     }
     const body = await this.readCapped(route.upstream, res);
     const expected = isDigest(reference) ? reference : header(res.headers, 'docker-content-digest');
     const alg = expected?.startsWith('sha512:') === true ? 'sha512' : 'sha256';
     const digest = `${alg}:${createHash(alg).update(body).digest('hex')}`;
     if (expected !== undefined && expected !== digest) {
-      throw new RelaisError('UPSTREAM_DIGEST_MISMATCH', `upstream ${route.upstream} sent a manifest for ${route.repo}:${reference} whose digest is ${digest}, expected ${expected}`, {
-        status: 502,
-      });
+      throw errors.upstreamManifestDigestMismatch(route.upstream, `${route.repo}:${reference}`, digest, expected);
     }
     let doc: unknown;
     try {

@@ -4,7 +4,7 @@
 import { mkdir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { StorageConfig } from '../config/schema.js';
-import { RelaisError } from '../errors.js';
+import { errors } from '../errors.js';
 import type { StorageDriver } from './driver.js';
 import { FilesystemDriver } from './fs.js';
 
@@ -23,7 +23,7 @@ const READY_CACHE_MS = 2000;
 export async function openStorage(cfg: StorageConfig, dataDir: string): Promise<StorageSetup> {
   if (cfg.driver === 's3') {
     const s3 = cfg.s3;
-    if (!s3) throw new RelaisError('CONFIG_INVALID', 'storage.driver s3 needs a storage.s3 section', { status: 500 });
+    if (!s3) throw errors.s3SectionMissing();
     // The AWS SDK is loaded only when configured (it adds tens of MB to a process that does not use it).
     const { S3Driver } = await import('./s3.js');
     const driver = new S3Driver({ ...s3 });
@@ -32,11 +32,7 @@ export async function openStorage(cfg: StorageConfig, dataDir: string): Promise<
     } catch (e) {
       driver.close();
       const detail = (e as { name?: string; message?: string }).name ?? String(e);
-      throw new RelaisError('STORAGE_ERROR', `cannot use S3 bucket ${s3.bucket} at ${s3.endpoint ?? 'AWS'} (${detail})`, {
-        status: 500,
-        cause: e,
-        hint: 'check storage.s3 (bucket exists, endpoint, credentials) and that the S3 service is up',
-      });
+      throw errors.s3Unusable.with({ cause: e }, s3.bucket, s3.endpoint ?? 'AWS', detail);
     }
     const spoolDir = join(dataDir, 'spool');
     await rm(spoolDir, { recursive: true, force: true });

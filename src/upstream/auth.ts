@@ -2,7 +2,7 @@
 // auth.token) and Basic auth. Tokens are cached per scope until they expire. Credentials and tokens never
 // appear in logs or errors.
 import { request, type Dispatcher } from 'undici';
-import { RelaisError } from '../errors.js';
+import { errors, type RelaisError } from '../errors.js';
 import type { Challenge } from './challenge.js';
 
 export interface Credentials {
@@ -116,10 +116,7 @@ export class TokenService {
     }
     const text = await res.body.text();
     if (res.statusCode === 401 || res.statusCode === 403) {
-      throw new RelaisError('UNAUTHORIZED', `upstream ${this.opts.upstream}: token service refused the ${this.opts.credentials ? 'configured credentials' : 'anonymous request'} for ${scope}`, {
-        status: 502,
-        hint: `check upstreams.${this.opts.upstream}.username/password`,
-      });
+      throw errors.tokenRefused(this.opts.upstream, this.opts.credentials !== undefined, scope);
     }
     if (res.statusCode !== 200) throw tokenError(this.opts.upstream, `token service answered ${res.statusCode}`, res.statusCode >= 500 ? 503 : 502);
     let body: { token?: unknown; access_token?: unknown; expires_in?: unknown; issued_at?: unknown };
@@ -138,5 +135,5 @@ export class TokenService {
 }
 
 function tokenError(upstream: string, message: string, status = 502, cause?: unknown): RelaisError {
-  return new RelaisError(status === 503 ? 'UPSTREAM_UNAVAILABLE' : 'UPSTREAM_ERROR', `upstream ${upstream}: ${message}`, { status, cause });
+  return (status === 503 ? errors.tokenServiceUnavailable : errors.tokenServiceFailed).with({ cause }, upstream, message);
 }

@@ -4,7 +4,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { lookup, type LookupAddress } from 'node:dns';
 import { Agent, request, type Dispatcher } from 'undici';
-import { RelaisError } from '../errors.js';
+import { errors, RelaisError, upstreamAnswered } from '../errors.js';
 import { CircuitBreaker, parseRetryAfter } from '../policy/circuit-breaker.js';
 import type { UpstreamConfig } from '../config/schema.js';
 import { isPrivateHost } from './address.js';
@@ -108,14 +108,11 @@ export class UpstreamClient {
   /** Refuses hosts an upstream may not send relais to (private ranges), unless it is the upstream itself. */
   checkTarget(u: URL): void {
     if (u.protocol !== 'http:' && u.protocol !== 'https:') {
-      throw new RelaisError('UPSTREAM_ERROR', `upstream ${this.name} redirected to a non-HTTP URL`, { status: 502 });
+      throw errors.upstreamRedirectScheme(this.name);
     }
     if (u.hostname === this.baseUrl.hostname || this.cfg.allowPrivateRedirects) return;
     if (isPrivateHost(u.hostname)) {
-      throw new RelaisError('UPSTREAM_ERROR', `upstream ${this.name} sent relais to a private address (${u.hostname}); refused`, {
-        status: 502,
-        hint: `set upstreams.${this.name}.allowPrivateRedirects: true if this is intended`,
-      });
+      throw errors.upstreamRedirectPrivate(this.name, u.hostname);
     }
   }
 
@@ -129,11 +126,7 @@ export class UpstreamClient {
     let lastError: unknown;
     for (let attempt = 1; attempt <= attempts; attempt++) {
       if (!this.breaker.tryAcquire()) {
-        const wait = this.breaker.retryAfterMs();
-        throw new RelaisError('UPSTREAM_UNAVAILABLE', `upstream ${this.name} is failing; circuit open, next try in ${Math.ceil(wait / 1000)}s`, {
-          status: 503,
-          headers: { 'retry-after': String(Math.max(1, Math.ceil(wait / 1000))) },
-        });
+        throw errors.upstreamCircuitOpen(this.name, this.breaker.retryAfterMs());
       }
       try {
         const res = await this.sendOnce(req);
@@ -219,7 +212,7 @@ export class UpstreamClient {
       if ([301, 302, 303, 307, 308].includes(res.statusCode)) {
         const location = header(res.headers, 'location');
         discard(res.body);
-        if (location === undefined) throw new RelaisError('UPSTREAM_ERROR', `upstream ${this.name} sent a redirect without Location`, { status: 502 });
+        if (location === undefined) throw errors.upstreamRedirectNoLocation(this.name);
         const next = new URL(location, url);
         this.checkTarget(next);
         url = next;
@@ -227,7 +220,7 @@ export class UpstreamClient {
       }
       return { status: res.statusCode, headers: res.headers, body: res.body };
     }
-    throw new RelaisError('UPSTREAM_ERROR', `upstream ${this.name}: too many redirects`, { status: 502 });
+    throw errors.upstreamTooManyRedirects(this.name);
   }
 
   async close(): Promise<void> {
@@ -237,27 +230,14 @@ export class UpstreamClient {
 
 function statusError(upstream: string, status: number, retryAfterMs: number | undefined): RelaisError {
   const headers = retryAfterMs === undefined ? undefined : { 'retry-after': String(Math.max(1, Math.ceil(retryAfterMs / 1000))) };
-  if (status === 429) {
-    return new RelaisError('TOOMANYREQUESTS', `upstream ${upstream} is rate-limiting relais (429)`, {
-      status: 503,
-      ...(headers ? { headers } : {}),
-      hint: 'configure credentials for this upstream to raise its limit, or wait',
-    });
-  }
-  return new RelaisError(status === 503 ? 'UPSTREAM_UNAVAILABLE' : 'UPSTREAM_ERROR', `upstream ${upstream} answered ${status}`, {
-    status: status === 503 || status === 504 ? status : 502,
-    ...(headers ? { headers } : {}),
-  });
+  if (status === 429) return errors.upstreamRateLimited.with(headers ? { headers } : {}, upstream);
+  return upstreamAnswered(upstream, status, headers);
 }
 
 function deniedError(upstream: string, repo: string, hasCredentials: boolean): RelaisError {
   // Registries answer 401 both for private and for missing repositories (Docker Hub does): to the client
   // this is "not found", with a hint for the operator.
-  return new RelaisError('NAME_UNKNOWN', `repository ${repo} not found at upstream ${upstream} (or access denied)`, {
-    status: 404,
-    detail: { name: repo },
-    hint: hasCredentials ? `the configured credentials for ${upstream} have no pull access to ${repo}` : `if ${repo} is private, configure upstreams.${upstream}.username/password`,
-  });
+  return errors.upstreamRepoNotFound(upstream, repo, hasCredentials);
 }
 
 export { classifyFailure };

@@ -1,5 +1,5 @@
 // Turns what can go wrong while talking to an upstream into RelaisErrors: 502, 503 or 504, never a bare 500.
-import { RelaisError } from '../errors.js';
+import { errors, RelaisError } from '../errors.js';
 import type { UpstreamFailureKind } from '../types.js';
 
 export type { UpstreamFailureKind };
@@ -51,13 +51,13 @@ export function toUpstreamError(upstream: string, e: unknown): RelaisError {
   const code = errorCode(e) ?? 'unknown error';
   switch (kind) {
     case 'timeout':
-      return new RelaisError('UPSTREAM_TIMEOUT', `upstream ${upstream} timed out (${code})`, { status: 504, cause: e });
+      return errors.upstreamTimeout.with({ cause: e }, upstream, code);
     case 'refused':
     case 'dns':
-      return new RelaisError('UPSTREAM_UNAVAILABLE', `upstream ${upstream} is unreachable (${code})`, { status: 503, cause: e });
+      return errors.upstreamUnreachable.with({ cause: e }, upstream, code);
     case 'reset':
-      return new RelaisError('UPSTREAM_ERROR', `upstream ${upstream} closed the connection (${code})`, { status: 502, cause: e });
+      return errors.upstreamReset.with({ cause: e }, upstream, code);
     default:
-      return new RelaisError('UPSTREAM_ERROR', `upstream ${upstream} failed (${code})`, { status: 502, cause: e });
+      return errors.upstreamFailed.with({ cause: e }, upstream, code);
   }
 }
