@@ -1,5 +1,5 @@
 // The architecture lint (`npm run lint:arch`, part of `npm test`): which parts of src/ may import which.
-// Layers import downward only (BRIEF / docs/architecture.md):
+// Layers import downward only (docs/architecture.md):
 //   entry     src/cli/, src/app.ts (the one composition root)          may import everything
 //   doors     src/http/, src/proxy/ (front doors)                      get the cluster and each other only from app.ts
 //   cluster   src/cluster/                                             wraps the core's blob source

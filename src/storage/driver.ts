@@ -34,8 +34,16 @@ export interface StorageDriver {
   putContent(key: string, data: Uint8Array, signal?: AbortSignal): Promise<void>;
   /** A stream of the object's bytes (or a range of them); throws StorageNotFound when absent. */
   reader(key: string, range?: ByteRange, signal?: AbortSignal): Promise<Readable>;
+  /**
+   * A streaming write. Blobs do not take this path today (see importFile): the shared driver suite checks it,
+   * and it is the way in once the driver's writer becomes the download spool.
+   */
   writer(key: string, signal?: AbortSignal): Promise<StorageWriter>;
-  /** Moves a complete local file in under the key (atomic); the local file is consumed. */
+  /**
+   * Moves a complete local file in under the key (atomic); the local file is consumed. How every blob enters
+   * storage: a download is spooled to a local file (storage/create.ts's spoolDir) that clients follow while it
+   * grows, verified, then moved in here (a rename on the filesystem, a multipart upload to S3).
+   */
   importFile(key: string, localPath: string, signal?: AbortSignal): Promise<void>;
   /** Deletes the key; absent keys are not an error. */
   delete(key: string, signal?: AbortSignal): Promise<void>;
