@@ -54,6 +54,11 @@ export interface StartOptions {
   readonly logger?: Logger;
   /** Where request lines go (default: stdout, in batches; src/observability/request-log.ts). */
   readonly requestLog?: RequestLog;
+  /**
+   * ms since the epoch for the upstreams' circuit breakers and token caches and the storage's readiness
+   * cache (default Date.now): tests advance it instead of sleeping through a cooldown.
+   */
+  readonly clock?: () => number;
 }
 
 function splitListen(listen: string): { host: string; port: number } {
@@ -68,7 +73,7 @@ export async function startRelais(config: ResolvedConfig, opts: StartOptions = {
   const dataDir = resolve(config.dataDir);
   await mkdir(dataDir, { recursive: true });
   // Filesystem or S3 (storage.driver); spool files left by a crash are removed before serving.
-  const storageSetup = await openStorage(config.storage, dataDir);
+  const storageSetup = await openStorage(config.storage, dataDir, { now: opts.clock });
   const { storage, spoolDir } = storageSetup;
   // SQLite in dataDir, or PostgreSQL shared by a cluster (index.driver).
   const indexSetup = await openIndex(config.index, dataDir);
@@ -91,7 +96,7 @@ export async function startRelais(config: ResolvedConfig, opts: StartOptions = {
     onExchange: metrics.upstreamExchange.bind(metrics),
     onHeaders: metrics.upstreamHeaders.bind(metrics),
   };
-  for (const [name, cfg] of Object.entries(config.upstreams)) upstreams.set(name, new UpstreamClient(name, cfg, upstreamObserver));
+  for (const [name, cfg] of Object.entries(config.upstreams)) upstreams.set(name, new UpstreamClient(name, cfg, upstreamObserver, { now: opts.clock }));
   const upstreamCfg = (name: string) => {
     const u = config.upstreams[name];
     if (!u) throw new Error(`upstream ${name} is not configured`);

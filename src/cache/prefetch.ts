@@ -5,13 +5,8 @@
 import { arch } from 'node:os';
 import { request } from 'undici';
 import { errors, type RelaisError } from '../errors.js';
+import { ACCEPT_IMAGES } from '../upstream/media-types.js';
 
-const ACCEPT = [
-  'application/vnd.oci.image.index.v1+json',
-  'application/vnd.docker.distribution.manifest.list.v2+json',
-  'application/vnd.oci.image.manifest.v1+json',
-  'application/vnd.docker.distribution.manifest.v2+json',
-].join(', ');
 
 export interface PrefetchTarget {
   readonly image: string;
@@ -200,7 +195,7 @@ async function failure(res: { statusCode: number; body: { text(): Promise<string
 }
 
 async function getManifest(opts: PrefetchOptions, name: string, reference: string): Promise<{ doc: ManifestDoc }> {
-  const res = await request(`${opts.server}/v2/${name}/manifests/${reference}`, { headers: headers(opts, { accept: ACCEPT }), signal: opts.signal });
+  const res = await request(`${opts.server}/v2/${name}/manifests/${reference}`, { headers: headers(opts, { accept: ACCEPT_IMAGES }), signal: opts.signal });
   if (res.statusCode !== 200) throw await failure(res, `manifest ${name}:${reference}`);
   return { doc: (await res.body.json()) as ManifestDoc };
 }

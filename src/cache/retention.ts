@@ -15,7 +15,7 @@
 //   6. apply: the tag rows go, the index is read again and step 5 recomputed on it (a client may have pulled
 //      a tag since), then the content rows and their files go.
 import { mapLimit } from '../cleanup/limit.js';
-import { INDEX_TYPES } from '../cleanup/backend.js';
+import { INDEX_TYPES, MT } from '../upstream/media-types.js';
 import { ATTACHMENT_TAG, type LiveBranch } from '../cleanup/families.js';
 import { annotationCreated, buildkitCreated, configCreated, kindOf, parseManifest, wantsConfig, type ParsedManifest } from '../cleanup/manifest.js';
 import { planRepository, type RepoPlan } from '../cleanup/plan.js';
@@ -46,7 +46,7 @@ const KANIKO_KEY = /^[0-9a-f]{64}$/;
 function kindOfMediaType(mediaType: string | undefined): ImageKind {
   if (mediaType === undefined) return 'unknown';
   if (INDEX_TYPES.has(mediaType)) return 'index';
-  if (mediaType === 'application/vnd.oci.artifact.manifest.v1+json') return 'artifact';
+  if (mediaType === MT.ociArtifact) return 'artifact';
   return 'image';
 }
 

@@ -4,6 +4,7 @@
 import { spawn } from 'node:child_process';
 import { Agent, type Dispatcher, interceptors, request } from 'undici';
 import { errors } from '../errors.js';
+import { ACCEPT_IMAGES } from '../upstream/media-types.js';
 import {
   type BuildOutputStats,
   type BuildSummary,
@@ -145,12 +146,6 @@ export function parseImageRef(ref: string): ParsedRef {
   return { host, name: rest, reference };
 }
 
-const MANIFEST_ACCEPT = [
-  'application/vnd.docker.distribution.manifest.v2+json',
-  'application/vnd.oci.image.manifest.v1+json',
-  'application/vnd.docker.distribution.manifest.list.v2+json',
-  'application/vnd.oci.image.index.v1+json',
-].join(', ');
 
 function isLoopback(host: string): boolean {
   const h = host.replace(/:\d+$/, '');
@@ -162,7 +157,7 @@ export async function imageLayers(ref: string, creds: { user: string; password: 
   const p = parseImageRef(ref);
   const base = `${isLoopback(p.host) ? 'http' : 'https'}://${p.host}/v2/${p.name}`;
   const client = new RegistryClient(creds);
-  let manifest = await client.getJson(`${base}/manifests/${p.reference}`, MANIFEST_ACCEPT);
+  let manifest = await client.getJson(`${base}/manifests/${p.reference}`, ACCEPT_IMAGES);
   const list = field(manifest, 'manifests');
   if (Array.isArray(list)) {
     const pick = list.find((m) => {
@@ -171,7 +166,7 @@ export async function imageLayers(ref: string, creds: { user: string; password: 
     }) as unknown;
     const digest = field(pick ?? list[0], 'digest');
     if (typeof digest !== 'string') return [];
-    manifest = await client.getJson(`${base}/manifests/${digest}`, MANIFEST_ACCEPT);
+    manifest = await client.getJson(`${base}/manifests/${digest}`, ACCEPT_IMAGES);
   }
   const configDigest = field(field(manifest, 'config'), 'digest');
   const layers = field(manifest, 'layers');

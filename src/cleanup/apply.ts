@@ -9,7 +9,8 @@
 // collector can free their blobs).
 import { randomUUID } from 'node:crypto';
 import { errors, RelaisError } from '../errors.js';
-import { MT, type DeleteOutcome, type RegistryBackend } from './backend.js';
+import { MT } from '../upstream/media-types.js';
+import type { DeleteOutcome, RegistryBackend } from './backend.js';
 import { Limiter, mapLimit } from './limit.js';
 import { parseManifest } from './manifest.js';
 import type { RepoPlan } from './plan.js';

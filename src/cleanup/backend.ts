@@ -1,42 +1,6 @@
 // The registry operations cleanup needs, behind one small interface with two implementations:
 // any OCI distribution registry (oci.ts) and GitLab's container registry API (gitlab.ts).
 
-export const MT = {
-  ociIndex: 'application/vnd.oci.image.index.v1+json',
-  ociManifest: 'application/vnd.oci.image.manifest.v1+json',
-  dockerList: 'application/vnd.docker.distribution.manifest.list.v2+json',
-  dockerManifest: 'application/vnd.docker.distribution.manifest.v2+json',
-  dockerSchema1Signed: 'application/vnd.docker.distribution.manifest.v1+prettyjws',
-  dockerSchema1: 'application/vnd.docker.distribution.manifest.v1+json',
-  ociArtifact: 'application/vnd.oci.artifact.manifest.v1+json',
-  ociConfig: 'application/vnd.oci.image.config.v1+json',
-  dockerConfig: 'application/vnd.docker.container.image.v1+json',
-  buildkitCacheConfig: 'application/vnd.buildkit.cacheconfig.v0',
-  ociEmpty: 'application/vnd.oci.empty.v1+json',
-} as const;
-
-/** Every manifest type a HEAD or GET must accept, or registries answer with a converted manifest or 404. */
-export const MANIFEST_ACCEPT = [
-  MT.ociIndex,
-  MT.dockerList,
-  MT.ociManifest,
-  MT.dockerManifest,
-  MT.ociArtifact,
-  MT.dockerSchema1Signed,
-  MT.dockerSchema1,
-].join(', ');
-
-export const INDEX_TYPES: ReadonlySet<string> = new Set([MT.ociIndex, MT.dockerList]);
-export const MANIFEST_TYPES: ReadonlySet<string> = new Set([
-  MT.ociIndex,
-  MT.dockerList,
-  MT.ociManifest,
-  MT.dockerManifest,
-  MT.ociArtifact,
-  MT.dockerSchema1Signed,
-  MT.dockerSchema1,
-]);
-
 export interface Descriptor {
   readonly mediaType: string;
   readonly digest: string;

@@ -1,6 +1,7 @@
 // Reading manifests and image configs for retention: what kind of thing a tag points to, what it
 // references, and how old it is (config `created`, flagged when missing or the epoch).
-import { INDEX_TYPES, MANIFEST_TYPES, MT, type Descriptor } from './backend.js';
+import { INDEX_TYPES, MANIFEST_TYPES, MT } from '../upstream/media-types.js';
+import type { Descriptor } from './backend.js';
 import type { CreatedFlag, ImageKind } from './types.js';
 
 export interface ParsedManifest {

@@ -8,7 +8,8 @@ import { errors, isRelaisError, type RelaisError } from '../errors.js';
 import { parseRetryAfter } from '../policy/circuit-breaker.js';
 import { TokenService, type Credentials } from '../upstream/auth.js';
 import { parseChallenges } from '../upstream/challenge.js';
-import { MANIFEST_ACCEPT, type DeleteOutcome, type Descriptor, type FetchedManifest, type ManifestRef, type RegistryBackend } from './backend.js';
+import { ACCEPT_ALL_MANIFESTS, ACCEPT_REFERRERS } from '../upstream/media-types.js';
+import type { DeleteOutcome, Descriptor, FetchedManifest, ManifestRef, RegistryBackend } from './backend.js';
 import { Limiter } from './limit.js';
 
 export interface OciRegistryOptions {
@@ -201,7 +202,7 @@ export class OciRegistry implements RegistryBackend {
   }
 
   async headManifest(repo: string, ref: string): Promise<ManifestRef | null> {
-    const res = await this.send('HEAD', repo, this.url(`/v2/${repo}/manifests/${ref}`), { accept: MANIFEST_ACCEPT });
+    const res = await this.send('HEAD', repo, this.url(`/v2/${repo}/manifests/${ref}`), { accept: ACCEPT_ALL_MANIFESTS });
     if (res.status === 404) return null;
     if (res.status !== 200) throw this.fail(res, `HEAD ${repo}:${ref}`, repo);
     const digest = h(res.headers, 'docker-content-digest');
@@ -215,7 +216,7 @@ export class OciRegistry implements RegistryBackend {
   }
 
   async getManifest(repo: string, ref: string): Promise<FetchedManifest | null> {
-    const res = await this.send('GET', repo, this.url(`/v2/${repo}/manifests/${ref}`), { accept: MANIFEST_ACCEPT });
+    const res = await this.send('GET', repo, this.url(`/v2/${repo}/manifests/${ref}`), { accept: ACCEPT_ALL_MANIFESTS });
     if (res.status === 404) return null;
     if (res.status !== 200) throw this.fail(res, `GET manifest ${repo}:${ref}`, repo);
     const computed = sha256(res.body);
@@ -248,7 +249,7 @@ export class OciRegistry implements RegistryBackend {
 
   async referrers(repo: string, digest: string): Promise<Descriptor[] | null> {
     if (this.referrersSupported === false) return null;
-    const res = await this.send('GET', repo, this.url(`/v2/${repo}/referrers/${digest}`), { accept: 'application/vnd.oci.image.index.v1+json' });
+    const res = await this.send('GET', repo, this.url(`/v2/${repo}/referrers/${digest}`), { accept: ACCEPT_REFERRERS });
     // A registry that supports the API never answers 404 (the spec says so): 404/405/400 mean "not supported".
     if (res.status !== 200) {
       if (res.status === 404 || res.status === 405 || res.status === 400 || res.status === 501) {

@@ -4,6 +4,7 @@ import { errors, RelaisError } from '../errors.js';
 import type { CacheIndex } from '../index/index.js';
 import { isStaleEligibleFailure } from '../policy/freshness.js';
 import { discard, header, type UpstreamClient } from '../upstream/client.js';
+import { ACCEPT_REFERRERS } from '../upstream/media-types.js';
 import type { CacheResult } from './blobs.js';
 import type { UpstreamRoute } from './routing.js';
 
@@ -102,7 +103,7 @@ export class ListingService {
       method: 'GET',
       repo: route.repo,
       path: `/v2/${route.repo}/referrers/${digest}${suffix}`,
-      headers: { accept: 'application/vnd.oci.image.index.v1+json' },
+      headers: { accept: ACCEPT_REFERRERS },
       signal,
     });
     if (res.status === 404) {
@@ -114,7 +115,7 @@ export class ListingService {
       throw errors.upstreamUnexpected(route.upstream, res.status, 'to referrers');
     }
     const body = Buffer.from(await readLimited(res.body as AsyncIterable<Buffer>, MAX_TAGS_BODY));
-    return { status: 200, contentType: header(res.headers, 'content-type') ?? 'application/vnd.oci.image.index.v1+json', body };
+    return { status: 200, contentType: header(res.headers, 'content-type') ?? ACCEPT_REFERRERS, body };
   }
 }
 

@@ -9,19 +9,12 @@ import type { CacheIndex, TagEntry } from '../index/index.js';
 import { isStaleEligibleFailure, mayServeStale, tagFreshness, type FreshnessSettings } from '../policy/freshness.js';
 import { blobKey, type StorageDriver } from '../storage/driver.js';
 import { discard, header, type UpstreamClient, type UpstreamResponse } from '../upstream/client.js';
+import { ACCEPT_CACHED_MANIFESTS, MT } from '../upstream/media-types.js';
 import type { CacheResult } from './blobs.js';
 import { asStorageFull } from './download.js';
 import { isDigest, validateDigest } from './reference.js';
 import type { UpstreamRoute } from './routing.js';
 
-/** Every manifest type relais caches, best first. */
-export const MANIFEST_ACCEPT = [
-  'application/vnd.oci.image.index.v1+json',
-  'application/vnd.docker.distribution.manifest.list.v2+json',
-  'application/vnd.oci.image.manifest.v1+json',
-  'application/vnd.docker.distribution.manifest.v2+json',
-  'application/vnd.oci.artifact.manifest.v1+json',
-].join(', ');
 
 /** Tag mappings kept in memory. */
 const MAX_MEMORY_TAGS = 10_000;
@@ -233,7 +226,7 @@ export class ManifestService {
         method: 'HEAD',
         repo: route.repo,
         path: `/v2/${route.repo}/manifests/${tag}`,
-        headers: { accept: MANIFEST_ACCEPT },
+        headers: { accept: ACCEPT_CACHED_MANIFESTS },
       });
       discard(res.body);
       if (res.status === 404) {
@@ -315,7 +308,7 @@ export class ManifestService {
       method: 'GET',
       repo: route.repo,
       path: `/v2/${route.repo}/manifests/${reference}`,
-      headers: { accept: MANIFEST_ACCEPT },
+      headers: { accept: ACCEPT_CACHED_MANIFESTS },
       signal,
     });
     if (res.status === 404) {
@@ -342,7 +335,7 @@ export class ManifestService {
     }
     const declared = doc !== null && typeof doc === 'object' ? (doc as { mediaType?: unknown }).mediaType : undefined;
     const contentType = header(res.headers, 'content-type')?.split(';')[0]?.trim();
-    const mediaType = contentType !== undefined && contentType !== '' && contentType !== 'application/json' ? contentType : typeof declared === 'string' ? declared : 'application/vnd.oci.image.manifest.v1+json';
+    const mediaType = contentType !== undefined && contentType !== '' && contentType !== 'application/json' ? contentType : typeof declared === 'string' ? declared : MT.ociManifest;
     try {
       await this.opts.storage.putContent(blobKey(digest), body);
       await this.opts.index.putManifest({

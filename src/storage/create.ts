@@ -20,7 +20,9 @@ export interface StorageSetup {
 /** How long a readiness answer from a remote backend is reused (probes come every few seconds). */
 const READY_CACHE_MS = 2000;
 
-export async function openStorage(cfg: StorageConfig, dataDir: string): Promise<StorageSetup> {
+/** `now`: the clock of the readiness cache (tests advance one instead of waiting it out). */
+export async function openStorage(cfg: StorageConfig, dataDir: string, clock: { readonly now?: () => number } = {}): Promise<StorageSetup> {
+  const now = clock.now ?? Date.now;
   if (cfg.driver === 's3') {
     const s3 = cfg.s3;
     if (!s3) throw errors.s3SectionMissing();
@@ -42,7 +44,7 @@ export async function openStorage(cfg: StorageConfig, dataDir: string): Promise<
       storage: driver,
       spoolDir,
       ready: async () => {
-        if (last && Date.now() - last.at < READY_CACHE_MS) return last.ok;
+        if (last && now() - last.at < READY_CACHE_MS) return last.ok;
         let ok = true;
         try {
           await readdir(spoolDir);
@@ -50,7 +52,7 @@ export async function openStorage(cfg: StorageConfig, dataDir: string): Promise<
         } catch {
           ok = false;
         }
-        last = { at: Date.now(), ok };
+        last = { at: now(), ok };
         return ok;
       },
       close: () => {

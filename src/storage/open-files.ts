@@ -37,7 +37,7 @@ export class OpenFiles {
     private readonly opts: OpenFilesOptions,
   ) {
     this.now = opts.now ?? Date.now;
-    this.timer = setInterval(() => this.sweep(), Math.max(1000, Math.floor(opts.idleMs / 2)));
+    this.timer = setInterval(() => void this.sweep(), Math.max(1000, Math.floor(opts.idleMs / 2)));
     this.timer.unref();
   }
 
@@ -135,10 +135,13 @@ export class OpenFiles {
     await Promise.all(closing);
   }
 
-  private sweep(): void {
+  /** Closes the fds idle for idleMs or longer (the timer runs this every max(1 s, idleMs / 2)). */
+  async sweep(): Promise<void> {
     const cutoff = this.now() - this.opts.idleMs;
+    const closing: Promise<void>[] = [];
     for (const [key, e] of this.entries) {
-      if (e.refs === 0 && e.idleSince <= cutoff) void this.invalidate(key).catch(() => undefined);
+      if (e.refs === 0 && e.idleSince <= cutoff) closing.push(this.invalidate(key).catch(() => undefined));
     }
+    await Promise.all(closing);
   }
 }

@@ -112,13 +112,13 @@ export class TokenService {
         signal,
       });
     } catch (e) {
-      throw tokenError(this.opts.upstream, `token service ${url.host} unreachable (${(e as { code?: string }).code ?? 'error'})`, 503, e);
+      throw tokenError(this.opts.upstream, `token service ${url.host} unreachable (${(e as { code?: string }).code ?? 'error'})`, 'unavailable', e);
     }
     const text = await res.body.text();
     if (res.statusCode === 401 || res.statusCode === 403) {
       throw errors.tokenRefused(this.opts.upstream, this.opts.credentials !== undefined, scope);
     }
-    if (res.statusCode !== 200) throw tokenError(this.opts.upstream, `token service answered ${res.statusCode}`, res.statusCode >= 500 ? 503 : 502);
+    if (res.statusCode !== 200) throw tokenError(this.opts.upstream, `token service answered ${res.statusCode}`, res.statusCode >= 500 ? 'unavailable' : 'failed');
     let body: { token?: unknown; access_token?: unknown; expires_in?: unknown; issued_at?: unknown };
     try {
       body = JSON.parse(text) as typeof body;
@@ -134,6 +134,7 @@ export class TokenService {
   }
 }
 
-function tokenError(upstream: string, message: string, status = 502, cause?: unknown): RelaisError {
-  return (status === 503 ? errors.tokenServiceUnavailable : errors.tokenServiceFailed).with({ cause }, upstream, message);
+/** The token service is down or failing (503, the client may retry), or answered something unusable (502). */
+function tokenError(upstream: string, message: string, kind: 'unavailable' | 'failed' = 'failed', cause?: unknown): RelaisError {
+  return (kind === 'unavailable' ? errors.tokenServiceUnavailable : errors.tokenServiceFailed).with({ cause }, upstream, message);
 }

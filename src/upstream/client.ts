@@ -57,7 +57,8 @@ export class UpstreamClient {
   private readonly cfg: UpstreamConfig;
   private readonly observer: UpstreamObserver;
 
-  constructor(name: string, cfg: UpstreamConfig, observer: UpstreamObserver = {}) {
+  /** `now`: the clock of the circuit breaker and the token cache (tests advance one instead of sleeping). */
+  constructor(name: string, cfg: UpstreamConfig, observer: UpstreamObserver = {}, clock: { readonly now?: () => number } = {}) {
     this.name = name;
     this.cfg = cfg;
     this.observer = observer;
@@ -88,7 +89,7 @@ export class UpstreamClient {
       keepAliveTimeout: 30_000,
       connections: 64,
     });
-    this.breaker = new CircuitBreaker({ failures: cfg.circuitBreaker.failures, cooldownMs: cfg.circuitBreaker.cooldown });
+    this.breaker = new CircuitBreaker({ failures: cfg.circuitBreaker.failures, cooldownMs: cfg.circuitBreaker.cooldown, ...(clock.now ? { now: clock.now } : {}) });
     const credentials = cfg.username !== undefined && cfg.password !== undefined ? { username: cfg.username, password: cfg.password } : undefined;
     this.tokens = new TokenService({
       upstream: name,
@@ -97,6 +98,7 @@ export class UpstreamClient {
       headersTimeout: cfg.timeouts.headers,
       bodyTimeout: cfg.timeouts.idle,
       checkUrl: (u) => this.checkTarget(u),
+      ...(clock.now ? { now: clock.now } : {}),
     });
   }
 

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createHash } from 'node:crypto';
 import { request } from 'undici';
+import { testClock, type TestClock } from '../peers/clock.js';
 import { startFaultProxy, type FaultProxy } from '../peers/fault-proxy.js';
 import { pushRandomImage } from '../peers/images.js';
 import { startRegistry, type RegistryPeer } from '../peers/registry.js';
@@ -29,8 +30,8 @@ after(async () => {
   await up.close();
 });
 
-async function relaisFor(t: TestContext, url: string, upstreamExtra: Record<string, unknown> = {}): Promise<RelaisPeer> {
-  const r = await startRelais({ upstreams: { 'docker.io': url }, config: { upstreams: { 'docker.io': { ...FAST_UPSTREAM, ...upstreamExtra } } } });
+async function relaisFor(t: TestContext, url: string, upstreamExtra: Record<string, unknown> = {}, clock?: TestClock): Promise<RelaisPeer> {
+  const r = await startRelais({ upstreams: { 'docker.io': url }, config: { upstreams: { 'docker.io': { ...FAST_UPSTREAM, ...upstreamExtra } } }, ...(clock ? { clock: () => clock.now() } : {}) });
   t.after(() => r.close());
   return r;
 }
@@ -418,7 +419,8 @@ test('5 429 with a short Retry-After: relais waits that long, then retries once;
 test('5 429 with a long Retry-After: stale-if-error serves cached tags; the upstream sees nothing until Retry-After passed', async (t) => {
   const cached = await pushRandomImage(up.host, 'library/rl:v1', { layers: [20_000] });
   await pushRandomImage(up.host, 'library/rl:v2', { layers: [1000] });
-  const relais = await relaisFor(t, px.url, { tagTtl: '100ms' });
+  const clock = testClock();
+  const relais = await relaisFor(t, px.url, { tagTtl: '100ms' }, clock);
   await skopeoPull(relais.host, 'library/rl:v1');
   await sleep(150);
   px.setRules([{ path: ANY_MANIFEST, action: { status: 429, headers: { 'retry-after': '3' } } }]);
@@ -427,12 +429,13 @@ test('5 429 with a long Retry-After: stale-if-error serves cached tags; the upst
   assert.equal(first.status, 200, 'stale-if-error: the cached tag is served');
   assert.equal(first.headers['docker-content-digest'], cached.manifestDigest);
   assert.equal(px.count('*', ANY_MANIFEST), 1);
+  // The back-off started at the 429 (relais's clock had not been moved yet).
   const t0 = px.requests()[0]?.at ?? Date.now();
   // During the back-off: stale tags keep serving, uncached ones fail fast with Retry-After; nothing goes out.
   let uncachedStatus = 0;
   let retryAfter: string | string[] | undefined;
   let staleServed = 0;
-  while (Date.now() - t0 < 2700) {
+  for (let round = 0; round < 3 && clock.now() - t0 < 2500; round++) {
     const s = await undiciGet(`${relais.url}/v2/library/rl/manifests/v1`);
     assert.equal(s.status, 200);
     staleServed++;
@@ -443,12 +446,11 @@ test('5 429 with a long Retry-After: stale-if-error serves cached tags; the upst
     assert.ok(u.ms < 1000, `failed fast (${u.ms} ms)`);
     const pulled = await skopeoPull(relais.host, 'library/rl:v1');
     assert.ok(pulled.files.has(cached.layers[0]?.digest ?? ''));
-    await sleep(200);
   }
   assert.equal(px.count('*', /.*/), 1, 'the proxy saw no request during the back-off');
   assert.ok(retryAfter !== undefined, 'the 503 tells the client when to come back');
   px.setRules([]);
-  while (Date.now() - t0 < 3100) await sleep(50);
+  clock.advance(Math.max(0, t0 + 3100 - clock.now())); // Retry-After (3 s) has passed, for relais
   const after = await undiciGet(`${relais.url}/v2/library/rl/manifests/v2`);
   assert.equal(after.status, 200);
   assert.ok(px.count('*', ANY_MANIFEST) >= 2, 'after Retry-After, relais asks again');
@@ -466,7 +468,8 @@ test('5 429 with a long Retry-After: stale-if-error serves cached tags; the upst
 test('5 5xx: the circuit breaker stops hammering a failing upstream, stale tags keep serving, one probe after the cooldown, then recovery', async (t) => {
   const cached = await pushRandomImage(up.host, 'library/cb:v1', { layers: [1000] });
   for (let i = 0; i < 6; i++) await pushRandomImage(up.host, `library/cb:u${i}`, { layers: [1000] });
-  const relais = await relaisFor(t, px.url, { tagTtl: '100ms' });
+  const clock = testClock();
+  const relais = await relaisFor(t, px.url, { tagTtl: '100ms' }, clock);
   const warm = await undiciGet(`${relais.url}/v2/library/cb/manifests/v1`);
   assert.equal(warm.status, 200);
   await sleep(150);
@@ -482,13 +485,13 @@ test('5 5xx: the circuit breaker stops hammering a failing upstream, stale tags 
   assert.equal(stale.headers['docker-content-digest'], cached.manifestDigest);
   assert.equal(px.count('*', /.*/), 5);
   // After the cooldown, one probe; it fails, the circuit opens again.
-  await sleep(2100);
+  clock.advance(2100);
   const probes = await Promise.all([0, 1, 2, 3].map((i) => undiciGet(`${relais.url}/v2/library/cb/manifests/u${i}`)));
   assert.ok(probes.every((p) => p.status >= 500));
   assert.equal(px.count('*', /.*/), 6, 'half-open: exactly one probe for four concurrent requests');
   // Upstream healthy again: after the cooldown the probe succeeds and the circuit closes.
   px.setRules([]);
-  await sleep(2100);
+  clock.advance(2100);
   const ok = await undiciGet(`${relais.url}/v2/library/cb/manifests/u5`);
   assert.equal(ok.status, 200);
   const more = await Promise.all([0, 1, 2].map((i) => undiciGet(`${relais.url}/v2/library/cb/manifests/u${i}`)));
@@ -506,12 +509,13 @@ test('5 5xx: the circuit breaker stops hammering a failing upstream, stale tags 
 
 test('5 a half-open probe answered 401 settles the breaker: the next request reaches the upstream', async (t) => {
   const img = await pushRandomImage(up.host, 'library/probe:v1', { layers: [1000] });
-  const relais = await relaisFor(t, px.url);
+  const clock = testClock();
+  const relais = await relaisFor(t, px.url, {}, clock);
   px.setRules([{ path: /^\/v2\/.+/, action: { status: 500 } }]);
   px.clear();
   for (const ref of ['a', 'b']) assert.ok((await undiciGet(`${relais.url}/v2/library/probe/manifests/${ref}`)).status >= 502);
   assert.equal(px.count('*', /.*/), 5, 'the circuit opened');
-  await sleep(2100);
+  clock.advance(2100);
   // The probe meets a registry that refuses anonymous access (no credentials configured): a 404 to the client.
   px.setRules([{ path: /^\/v2\/.+/, times: 1, action: { status: 401 } }]);
   const probe = await undiciGet(`${relais.url}/v2/library/probe/manifests/v1`);

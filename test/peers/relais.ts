@@ -33,6 +33,8 @@ export interface RelaisPeerOptions {
   readonly config?: Record<string, unknown>;
   readonly dataDir?: string;
   readonly port?: number;
+  /** The clock of the upstreams' circuit breakers and the readiness cache (src/app.ts StartOptions.clock). */
+  readonly clock?: () => number;
 }
 
 export async function startRelais(opts: RelaisPeerOptions): Promise<RelaisPeer> {
@@ -68,6 +70,7 @@ export async function startRelais(opts: RelaisPeerOptions): Promise<RelaisPeer> 
     logger: createLogger(process.env.RELAIS_TEST_LOG_LEVEL ?? 'info', sink),
     // Every request line at once (not batched): tests read the log right after their requests.
     requestLog: new RequestLog({ write: (chunk: string) => sink.write(chunk) }, { bufferBytes: 0, flushMs: 0 }),
+    ...(opts.clock ? { clock: opts.clock } : {}),
   });
   const peer: RelaisPeer = {
     url: instance.url,

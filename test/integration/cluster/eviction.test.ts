@@ -79,14 +79,17 @@ test('one shared budget, evicted by one replica at a time (the holder of the job
   const usage = await r0.instance.index.usage();
   assert.ok(usage.bytes > 3_000_000, `over budget: ${usage.bytes}`);
 
-  // Several eviction intervals pass: both replicas want to run, neither may.
-  await sleep(2000);
+  // Eviction runs come and go: both replicas want to run, neither may (awaited: two stand-backs each).
+  const skippedNow = (): number[] =>
+    replicas.map((r) => {
+      const ev = r.instance.evictor;
+      return ev instanceof ClusterEvictor ? ev.skipped.evict : 0;
+    });
+  const standBack = Date.now() + 15_000;
+  while (!skippedNow().every((n) => n >= 2) && Date.now() < standBack) await sleep(50);
   assert.equal(evictions(), 0, 'no eviction while another replica holds the job');
-  const skipped = replicas.map((r) => {
-    const ev = r.instance.evictor;
-    return ev instanceof ClusterEvictor ? ev.skipped.evict : 0;
-  });
-  assert.ok(skipped.every((n) => n > 0), `both replicas tried and stood back: ${skipped.join(',')}`);
+  const skipped = skippedNow();
+  assert.ok(skipped.every((n) => n >= 2), `both replicas tried (twice) and stood back: ${skipped.join(',')}`);
   for (const l of old.layers) assert.equal(await stored(l.digest), true);
 
   // The job is free: one replica evicts the least recently used image from the shared storage.

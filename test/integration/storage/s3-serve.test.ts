@@ -6,9 +6,9 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { blobKey } from '../../../src/storage/driver.js';
+import { testClock } from '../../peers/clock.js';
 import { pushRandomImage, type BuiltImage } from '../../peers/images.js';
 import { removeDir, tempDir } from '../../peers/proc.js';
 import { startRegistry, type RegistryPeer } from '../../peers/registry.js';
@@ -34,11 +34,13 @@ after(async () => {
   await Promise.all([upstream.close(), s3.close(), removeDir(dataDir)]);
 });
 
+const clock = testClock();
 const start = (): Promise<RelaisPeer> =>
   startRelais({
     upstreams: { 'docker.io': upstream.url },
     dataDir,
     config: { storage: { driver: 's3', s3: s3.storageConfig(bucket, 'cache/') } },
+    clock: () => clock.now(),
   });
 
 test('blobs pulled through relais are stored in S3 under the prefix, once, and served from there after a restart', async () => {
@@ -92,7 +94,7 @@ test('/readyz is 200 while S3 answers and 503 once it is gone', async () => {
   assert.ok(relais);
   assert.equal((await http(`${relais.url}/readyz`)).status, 200);
   await s3.close();
-  await sleep(2100); // readiness answers are reused for 2 s
+  clock.advance(2100); // readiness answers are reused for 2 s
   assert.equal((await http(`${relais.url}/readyz`)).status, 503);
   assert.equal((await http(`${relais.url}/healthz`)).status, 200, 'liveness does not depend on S3');
 });

@@ -113,12 +113,18 @@ test('bounded: beyond maxIdle the least recently used idle fds close; in-use fds
 
 test('an fd idle for idleMs is closed by the sweep', async () => {
   await writeFile(join(dir, 'd'), 'd');
-  const { files, stats } = counted({ idleMs: 50 });
+  let now = 1_000_000;
+  const { files, stats } = counted({ idleMs: 50, now: () => now });
   const busy = await files.acquire('d');
-  await new Promise((r) => setTimeout(r, 1200));
+  now += 10_000;
+  await files.sweep();
   assert.equal(stats.open, 1, 'in use: kept');
   await busy.close();
-  await new Promise((r) => setTimeout(r, 1200));
+  now += 49;
+  await files.sweep();
+  assert.equal(stats.open, 1, 'idle for less than idleMs: kept');
+  now += 1;
+  await files.sweep();
   assert.equal(stats.open, 0, 'idle past idleMs: closed');
   assert.equal(files.size, 0);
   await files.closeAll();
