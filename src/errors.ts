@@ -102,5 +102,24 @@ export const errors = {
       headers: { 'www-authenticate': `Basic realm="${realm}"` },
     }),
   denied: (what: string) => new RelaisError('DENIED', `requested access to the resource is denied: ${what}`, { status: 403 }),
+  /** The proxy door (src/proxy): a host relais neither intercepts nor tunnels. */
+  proxyRefused: (target: string, why: string) =>
+    new RelaisError('DENIED', `relais proxy: ${target.slice(0, 300)} refused: ${why}`, {
+      status: 403,
+      hint: 'relais is not an open proxy: name the host under upstreams.NAME.hosts (intercepted, cached) or proxy.tunnel (a plain TCP tunnel); see docs/proxy.md',
+    }),
+  proxyAuthRequired: (realm: string) =>
+    new RelaisError('UNAUTHORIZED', 'relais proxy: proxy authentication required', {
+      status: 407,
+      headers: { 'proxy-authenticate': `Basic realm="${realm}"` },
+      hint: 'put relais credentials in the proxy URL: HTTPS_PROXY=http://USER:PASSWORD@relais:3128',
+    }),
+  /** A request forwarded verbatim through the proxy door could not reach the upstream. */
+  forwardFailed: (upstream: string, cause: unknown) =>
+    new RelaisError('UPSTREAM_UNAVAILABLE', `upstream ${upstream} did not answer a forwarded request: ${cause instanceof Error ? cause.message : String(cause)}`, {
+      status: 502,
+      cause,
+      hint: `check that ${upstream} is reachable from relais (upstreams.${upstream}.url)`,
+    }),
   internal: (message: string, cause?: unknown) => new RelaisError('INTERNAL', message, { status: 500, cause }),
 } as const;
