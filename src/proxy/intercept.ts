@@ -77,6 +77,8 @@ export function createInterceptHandler(deps: InterceptDeps) {
     const method = req.method ?? 'GET';
     const url = req.url ?? '/';
     const path = url.split('?')[0] ?? '/';
+    // Only origin-form targets: an absolute URL (GET http://other/...) would name another host.
+    if (!url.startsWith('/')) throw errors.proxyRefused(`${method} ${url}`, `only paths of ${binding.target} are served on this connection`);
     if (isCachedRead(method, path)) return false;
     const up = deps.upstream(binding.upstream);
     const headers: Record<string, string | string[]> = {};
