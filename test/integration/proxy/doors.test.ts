@@ -6,7 +6,8 @@ import { createHash } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pushRandomImage, type BuiltImage } from '../../peers/images.js';
-import { runOk } from '../../peers/proc.js';
+import { run, runOk } from '../../peers/proc.js';
+import { mkdir } from 'node:fs/promises';
 import { startRegistry, type RegistryPeer } from '../../peers/registry.js';
 import { startRelais, type RelaisPeer } from '../../peers/relais.js';
 import { fetchThrough } from '../../peers/proxy-client.js';
@@ -51,4 +52,20 @@ test('the CA: GET /_relais/ca.crt (no admin needed) and `relais ca` print the sa
   const cli = await runOk(process.execPath, ['dist/src/cli/main.js', 'ca', '--config', cfg, '--data', relais.dataDir]);
   assert.equal(cli.stdout, p.ca.certPem);
   assert.doesNotMatch(served + cli.stdout, /PRIVATE KEY/);
+});
+
+test('skopeo through the same proxy (HTTPS_PROXY, relais CA in --src-cert-dir): copy verified, no extra upstream blob GET', async () => {
+  const p = relais.instance.proxy;
+  assert.ok(p);
+  const certs = join(relais.dataDir, 'skopeo-certs');
+  await mkdir(certs, { recursive: true });
+  await writeFile(join(certs, 'relais-ca.crt'), p.ca.certPem);
+  up.clearLog();
+  const out = join(relais.dataDir, 'skopeo-out');
+  const r = await run('skopeo', ['copy', '--src-cert-dir', certs, 'docker://ghcr.test/owner/big:1', `dir:${out}`], { timeoutMs: 120_000, extraEnv: { HTTPS_PROXY: p.url } });
+  assert.equal(r.code, 0, r.stderr);
+  const reqs = relais.logs().filter((l) => l.msg === 'request' && l.upstream === 'ghcr.io' && String(l.path) === '/v2/owner/big/manifests/1');
+  assert.ok(reqs.length > 0, 'skopeo came through the proxy door');
+  await up.settle();
+  assert.equal(up.blobGets(img.layers[0]?.digest ?? ''), 0, 'the layer was cached by the first test');
 });
