@@ -8,6 +8,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pushRunnableImage, type BuiltImage } from '../../peers/images.js';
 import { startDockerd, type Dockerd } from '../../peers/dockerd.js';
+import { ctrPull } from '../../peers/ctr.js';
 import { removeDir, run, tempDir } from '../../peers/proc.js';
 import { startRegistry, type RegistryPeer, type TokenIssuer } from '../../peers/registry.js';
 import { registryFetch, MANIFEST_ACCEPT } from '../../peers/registry-client.js';
@@ -122,4 +123,24 @@ test('docker login + docker push to an intercepted token-auth upstream pass thro
   // What was pushed is there for anyone with the upstream's credentials.
   const m = await registryFetch(`${gitlab.url}/v2/team/pushed/manifests/1`, { creds: { username: 'ci', password: 'secret' }, headers: { accept: MANIFEST_ACCEPT } });
   assert.equal(m.status, 200);
+});
+
+test("containerd's ctr through the same proxy (HTTPS_PROXY, relais CA in hosts.toml): pulled from relais's cache", async () => {
+  const proxy = relais.instance.proxy;
+  assert.ok(proxy);
+  const caFile = join(dir, 'ca-bundle.crt');
+  ghcr.clearLog();
+  const before = relais.logs().length;
+  const r = await ctrPull(dockerd.containerdSocket, 'ghcr.test/owner/base:1', {
+    mirrors: { 'ghcr.test': { url: 'https://ghcr.test', ca: caFile } },
+    servers: { 'ghcr.test': 'https://ghcr.test' },
+    unpack: false,
+    namespace: 'relais-proxy',
+    env: { HTTPS_PROXY: proxy.url },
+  });
+  assert.equal(r.code, 0, r.stderr);
+  const reqs = relais.logs().slice(before).filter((l) => l.msg === 'request' && l.upstream === 'ghcr.io');
+  assert.ok(reqs.some((l) => String(l.path).startsWith('/v2/owner/base/manifests/1')), 'ctr came through the proxy door');
+  await ghcr.settle();
+  assert.equal(ghcr.blobGets(), 0, 'cached: no blob from the upstream');
 });
