@@ -29,6 +29,12 @@ import type { RoutingTable } from './registry/routing.js';
 import { openStorage } from './storage/create.js';
 import type { StorageDriver } from './storage/driver.js';
 import { UpstreamClient } from './upstream/client.js';
+import { errors } from './errors.js';
+import { loadCa, type ProxyCa } from './proxy/ca.js';
+import { createProxyDoor, type ProxyBinding, type ProxyDoor } from './proxy/door.js';
+import { proxyHosts } from './proxy/hosts.js';
+import { createInterceptHandler, LearnedHosts } from './proxy/intercept.js';
+import { ANONYMOUS, type Principal } from './http/access.js';
 
 export interface RelaisInstance {
   readonly config: ResolvedConfig;
@@ -44,6 +50,8 @@ export interface RelaisInstance {
   readonly evictor: Evictor;
   /** Prepared responses for fresh manifests by tag (src/http/hot-manifests.ts). */
   readonly hotManifests: HotManifests;
+  /** The HTTPS proxy door (proxy.listen), when configured: its address and CA. */
+  readonly proxy?: { readonly url: string; readonly port: number; readonly ca: ProxyCa; readonly door: ProxyDoor } | undefined;
   /** Whether cached blobs go out with sendfile(2), and why not when they do not. */
   readonly sendfile: { readonly enabled: boolean; readonly reason?: string };
   /** Graceful stop: drain requests, cancel downloads, close the index. */
@@ -164,11 +172,39 @@ export async function startRelais(config: ResolvedConfig, opts: StartOptions = {
     topImages: config.metrics.topImages,
   });
   const access = createAccessControl(config.auth);
-  const registry = createRegistryHandler({ routing, manifests, blobs, listing, access, sendfile: sendfile.sender });
+  // The proxy door (docs/proxy.md): connections it decrypted are bound to the upstream whose host the client named.
+  const proxyOn = config.proxy.listen !== undefined;
+  const hosts = proxyHosts(config);
+  const ca = proxyOn ? await loadCa({ files: config.proxy.ca, dataDir, hosts: hosts.names }) : undefined;
+  const bindings = new WeakMap<object, ProxyBinding<Principal>>();
+  const binding = (req: { socket: object }): ProxyBinding<Principal> | undefined => bindings.get(req.socket);
+  const learned = new LearnedHosts();
+  const intercept = createInterceptHandler({
+    binding,
+    learned,
+    upstream: (name) => {
+      const client = upstreams.get(name);
+      if (!client) throw new Error(`upstream ${name} is not configured`);
+      return { name, baseUrl: client.baseUrl, allowPrivate: upstreamCfg(name).allowPrivateRedirects };
+    },
+    forward: (name, r) => {
+      const client = upstreams.get(name);
+      if (!client) throw new Error(`upstream ${name} is not configured`);
+      return client.forward(r);
+    },
+  });
+  const registry = createRegistryHandler({ routing, manifests, blobs, listing, access, sendfile: sendfile.sender, boundUpstream: (req) => binding(req)?.upstream });
   // Runs first: identifies the client, and keeps admin endpoints (status page, /_relais/*) to admins.
   const guard: RouteHandler = async (req, _res, ctx) => {
+    // On a proxy connection the Authorization header is the upstream's; the client was identified at CONNECT.
+    const bound = binding(req);
+    if (bound !== undefined) {
+      ctx.principal = bound.principal;
+      return false;
+    }
     ctx.principal = await access.authenticate(req);
     const path = (req.url ?? '/').split('?')[0] ?? '/';
+    if (path === '/_relais/ca.crt') return false;
     if (path === '/' || path.startsWith('/_relais/') || (path === '/metrics' && !access.publicMetrics)) {
       if (access.enabled) access.checkAdmin(ctx.principal);
     }
@@ -177,6 +213,13 @@ export async function startRelais(config: ResolvedConfig, opts: StartOptions = {
 
   const health: RouteHandler = (req, res) => {
     const path = (req.url ?? '/').split('?')[0];
+    // The proxy door's CA certificate: public, what clients trust (its key is never served).
+    if (path === '/_relais/ca.crt' && ca !== undefined && (req.method === 'GET' || req.method === 'HEAD')) {
+      res.setHeader('content-type', 'application/x-pem-file');
+      res.setHeader('content-length', Buffer.byteLength(ca.certPem));
+      res.end(req.method === 'HEAD' ? undefined : ca.certPem);
+      return Promise.resolve(true);
+    }
     if (path === '/healthz') {
       res.setHeader('content-type', 'text/plain');
       res.end('ok\n');
@@ -203,7 +246,7 @@ export async function startRelais(config: ResolvedConfig, opts: StartOptions = {
     requestLog,
     fast: registry.fast,
     // registry.label parses the URL once, before the guard: the metrics' labels even for a refused request.
-    handlers: [...(cluster ? [cluster.handler(blobs)] : []), registry.label, guard, registry.handle, health, ops],
+    handlers: [intercept, ...(cluster ? [cluster.handler(blobs)] : []), registry.label, guard, registry.handle, health, ops],
     onRequestEnd: (info) => metrics.request(info),
   });
   const { host, port } = splitListen(config.listen);
@@ -219,6 +262,54 @@ export async function startRelais(config: ResolvedConfig, opts: StartOptions = {
   const url = `${config.tls ? 'https' : 'http'}://${shownHost}:${addr.port}`;
   cluster?.setUrl(url);
   logger.info({ listen: `${host}:${addr.port}`, dataDir, upstreams: Object.fromEntries(Object.entries(config.upstreams).map(([n, u]) => [n, u.url])), defaultUpstream: config.defaultUpstream }, 'relais serving');
+
+  let proxy: RelaisInstance['proxy'];
+  if (ca !== undefined && config.proxy.listen !== undefined) {
+    const door = createProxyDoor<Principal>({
+      ca,
+      intercepted: hosts.intercepted,
+      tunnels: hosts.tunnels,
+      learned,
+      logger,
+      connectTimeout: 10_000,
+      authorize: async (header, upstream) => {
+        if (!access.enabled) return ANONYMOUS;
+        let principal: Principal;
+        try {
+          principal = await access.authenticateHeader(header);
+        } catch {
+          throw errors.proxyAuthRequired(config.auth?.realm ?? 'relais');
+        }
+        if (upstream === undefined) {
+          if (principal.kind === 'anonymous' && !access.anonymousPullsAnything) throw errors.proxyAuthRequired(config.auth?.realm ?? 'relais');
+          return principal;
+        }
+        try {
+          access.checkPull(principal, upstream);
+        } catch (e) {
+          if (principal.kind === 'anonymous') throw errors.proxyAuthRequired(config.auth?.realm ?? 'relais');
+          throw e;
+        }
+        return principal;
+      },
+      accept: (socket, b) => {
+        bindings.set(socket, b);
+        http.accept(socket);
+      },
+    });
+    const p = splitListen(config.proxy.listen);
+    await new Promise<void>((resolveListen, reject) => {
+      door.server.once('error', reject);
+      door.server.listen(p.port, p.host, () => {
+        door.server.off('error', reject);
+        resolveListen();
+      });
+    });
+    const paddr = door.server.address() as AddressInfo;
+    const pHost = p.host === '0.0.0.0' || p.host === '::' ? '127.0.0.1' : p.host.includes(':') ? `[${p.host}]` : p.host;
+    proxy = { url: `http://${pHost}:${paddr.port}`, port: paddr.port, ca, door };
+    logger.info({ listen: `${p.host}:${paddr.port}`, intercepted: Object.fromEntries(hosts.intercepted), tunnels: [...hosts.tunnels] }, 'relais proxy door serving (HTTPS_PROXY)');
+  }
 
   evictor.start();
   const removePidFile = await writePidFile(dataDir);
@@ -240,12 +331,13 @@ export async function startRelais(config: ResolvedConfig, opts: StartOptions = {
     metrics,
     evictor,
     hotManifests: registry.hot,
+    proxy,
     sendfile: sendfile.status,
     close: () => {
       closing ??= (async () => {
         // A scheduled prefetch is a client of this relais: stop it before draining.
         await prefetcher.stop();
-        await http.drain(config.server.drainTimeout);
+        await Promise.all([proxy?.door.close(), http.drain(config.server.drainTimeout)]);
         await evictor.stop();
         await blobs.cancelAll();
         await cluster?.close();

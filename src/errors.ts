@@ -302,6 +302,26 @@ export const errors = {
   gitlabFailed: entry('UPSTREAM_ERROR', 502, (answer: string) => answer, { hint: "GitLab answered something relais cleanup does not expect; GitLab's log says more" }),
   gitlabNoRepository: entry('NAME_UNKNOWN', 404, (gitlab: string, repo: string, _known: string) => `${gitlab} has no container repository ${repo}`, { hint: (_g: string, _r: string, known: string) => `known: ${known}` }),
   gitlabPushUnsupported: entry('UNSUPPORTED', 405, (gitlab: string) => `${gitlab}: pushing manifests is not done through the GitLab API`),
+
+  // --- The proxy door (src/proxy) ---
+  /** A host relais neither intercepts nor tunnels. */
+  proxyRefused: entry('DENIED', 403, (target: string, why: string) => `relais proxy: ${cut(target, 300)} refused: ${why}`, {
+    hint: 'relais is not an open proxy: name the host under upstreams.NAME.hosts (intercepted, cached) or proxy.tunnel (a plain TCP tunnel); see docs/proxy.md',
+  }),
+  proxyAuthRequired: entry('UNAUTHORIZED', 407, (_realm: string) => 'relais proxy: proxy authentication required', {
+    headers: (realm) => ({ 'proxy-authenticate': `Basic realm="${realm}"` }),
+    hint: 'put relais credentials in the proxy URL: HTTPS_PROXY=http://USER:PASSWORD@relais:3128',
+  }),
+  proxyBadTarget: entry('DENIED', 400, (target: string) => `relais proxy: CONNECT ${cut(target, 200)} refused: expected host:port`),
+  proxyTunnelFailed: entry('UPSTREAM_UNAVAILABLE', 502, (target: string, why: string) => `relais proxy: cannot reach ${target}: ${why}`, {
+    hint: 'the tunnelled host is down or unreachable from relais (DNS, firewall)',
+  }),
+  caUnusable: entry('CONFIG_INVALID', 500, (message: string, _hint: string) => message, { hint: (_m: string, hint: string) => hint }),
+  /** A request forwarded verbatim through the proxy door could not reach the upstream. */
+  forwardFailed: entry('UPSTREAM_UNAVAILABLE', 502, (upstream: string, cause: unknown) => `upstream ${upstream} did not answer a forwarded request: ${cause instanceof Error ? cause.message : String(cause)}`, {
+    cause: (_u: string, cause: unknown) => cause,
+    hint: (upstream: string) => `check that ${upstream} is reachable from relais (upstreams.${upstream}.url)`,
+  }),
 } as const;
 
 /** The upstream answered an error status relais does not handle itself: 503 and 504 pass through, the rest is a 502. */

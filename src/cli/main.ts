@@ -12,6 +12,7 @@ type Register = (program: Command) => void;
 const groups: readonly { readonly names: readonly string[]; readonly load: () => Promise<Register> }[] = [
   { names: ['serve'], load: async () => (await import('./serve.js')).registerServeCommand },
   { names: ['gc', 'prefetch', 'ls', 'stats'], load: async () => (await import('./ops.js')).registerOpsCommands },
+  { names: ['ca'], load: async () => (await import('./ca.js')).registerCaCommand },
   { names: ['ci'], load: async () => (await import('../ci/command.js')).registerCiCommands },
   { names: ['cleanup'], load: async () => (await import('../cleanup/command.js')).registerCleanupCommand },
 ];

@@ -131,3 +131,21 @@ export function resolveConfig(raw: Record<string, unknown>, overrides: CliOverri
 export function usesLibraryPrefix(name: string, up: UpstreamConfig): boolean {
   return up.libraryPrefix ?? name === 'docker.io';
 }
+
+/** Docker Hub's host names, as clients write them (what dockerd CONNECTs to for docker.io images). */
+const DOCKER_HUB_HOSTS = ['registry-1.docker.io', 'docker.io', 'index.docker.io'];
+
+/**
+ * The host names (host or host:port) clients use for an upstream through the proxy door, lowercased:
+ * upstreams.NAME.hosts, or by default Docker Hub's names for docker.io and the upstream's own name otherwise.
+ */
+export function upstreamHosts(name: string, up: UpstreamConfig): readonly string[] {
+  if (up.hosts !== undefined) return up.hosts;
+  if (name === 'docker.io') return DOCKER_HUB_HOSTS;
+  return /[a-z]/.test(name.replace(/:\d+$/, '')) ? [name] : [];
+}
+
+/** A host entry as CONNECT names it: "host:port", port 443 when none is written. */
+export function hostKey(entry: string): string {
+  return /:\d+$/.test(entry) ? entry : `${entry}:443`;
+}

@@ -195,6 +195,31 @@ const httpUrl = z.string().refine((v) => {
 
 const hostPort = z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/, 'expected HOST:PORT, e.g. 0.0.0.0:5000');
 
+/** A DNS host name (not an IP literal), optionally with a port: what a client names in CONNECT host:port. */
+export const registryHostName = z
+  .string()
+  .transform((v) => v.toLowerCase())
+  .refine(
+    (v) => /^(?=[^:]*[a-z])[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:\d{1,5})?$/.test(v),
+    'expected a DNS host name like "ghcr.io" or "registry.gitlab.example:5050" (no IP literals)',
+  );
+
+/**
+ * The HTTPS forward-proxy door (docs/proxy.md): off unless listen is set.
+ *   listen     unset    e.g. "0.0.0.0:3128"; clients set HTTPS_PROXY=http://relais:3128
+ *   tunnel     []       hosts (host or host:port, default port 443) passed through as plain TCP tunnels,
+ *                       never intercepted; every other host that is not an upstream's is refused
+ *   ca.cert    unset    the operator's CA (PEM); default: generated at first start into <dataDir>/ca/
+ *   ca.key     unset    its private key (PEM), never served
+ */
+export const proxySchema = z
+  .object({
+    listen: hostPort.optional(),
+    tunnel: z.array(registryHostName).default([]),
+    ca: z.object({ cert: z.string().min(1), key: z.string().min(1) }).strict().optional(),
+  })
+  .strict();
+
 /** Upstream names are what clients write as a path prefix or in ?ns=: registry host names. */
 export const upstreamName = z
   .string()
@@ -241,6 +266,12 @@ export const upstreamSchema = z
       .prefault({}),
     /** Allow the upstream to redirect to loopback/private addresses (other than its own host). */
     allowPrivateRedirects: z.boolean().default(false),
+    /**
+     * Host names clients use for this upstream through the proxy door (proxy.listen; docs/proxy.md), each
+     * optionally with a port (default 443). Default: registry-1.docker.io, docker.io, index.docker.io for
+     * docker.io; the upstream's own name for the others.
+     */
+    hosts: z.array(registryHostName).optional(),
   })
   .strict();
 
@@ -307,6 +338,7 @@ export const configSchema = z
     cluster: clusterSchema.optional(),
     metrics: metricsSchema.prefault({}),
     prefetch: prefetchSchema.prefault({}),
+    proxy: proxySchema.prefault({}),
   })
   .strict()
   .refine((c) => c.cluster === undefined || (c.index.driver === 'postgres' && c.storage.driver === 's3'), {
@@ -318,3 +350,4 @@ export type RelaisConfigInput = z.input<typeof configSchema>;
 export type RelaisConfig = z.output<typeof configSchema>;
 export type UpstreamConfig = z.output<typeof upstreamSchema>;
 export type AuthConfig = z.output<typeof authSchema>;
+export type ProxyConfig = z.output<typeof proxySchema>;

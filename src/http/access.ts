@@ -17,6 +17,8 @@ export interface AccessControl {
   readonly enabled: boolean;
   /** Who sent the request; throws 401 for wrong credentials. */
   authenticate(req: IncomingMessage): Promise<Principal>;
+  /** The same, from an Authorization-style header value (the proxy door's Proxy-Authorization). */
+  authenticateHeader(value: string | undefined): Promise<Principal>;
   /** Throws 401 (anonymous) or 403 (authenticated) unless the principal may pull from the upstream. */
   checkPull(p: Principal, upstream: string): void;
   /** Throws unless the principal may use admin endpoints. */
@@ -63,6 +65,7 @@ export function createAccessControl(cfg: AuthConfig | undefined): AccessControl 
     return {
       enabled: false,
       authenticate: () => Promise.resolve(ANONYMOUS),
+      authenticateHeader: () => Promise.resolve(ANONYMOUS),
       checkPull: () => undefined,
       checkAdmin: () => undefined,
       anonymousPullsAnything: true,
@@ -75,12 +78,12 @@ export function createAccessControl(cfg: AuthConfig | undefined): AccessControl 
   const challenge = errors.unauthorized(cfg.realm.replace(/"/g, ''));
   const allows = (list: readonly string[] | undefined, upstream: string): boolean => list !== undefined && (list.includes('*') || list.includes(upstream));
 
-  return {
+  const control: AccessControl = {
     enabled: true,
     anonymousPullsAnything: cfg.anonymous.length > 0,
     publicMetrics: cfg.publicMetrics,
-    async authenticate(req) {
-      const h = req.headers.authorization;
+    authenticate: (req) => control.authenticateHeader(req.headers.authorization),
+    async authenticateHeader(h) {
       if (h === undefined || h === '') return ANONYMOUS;
       const space = h.indexOf(' ');
       const scheme = h.slice(0, space).toLowerCase();
@@ -126,4 +129,5 @@ export function createAccessControl(cfg: AuthConfig | undefined): AccessControl 
       if (!cfg.admins.includes(p.name)) throw errors.denied(`${p.name} is not an admin`);
     },
   };
+  return control;
 }

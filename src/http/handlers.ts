@@ -6,7 +6,7 @@ import type { BlobService } from '../registry/blobs.js';
 import type { ListingService } from '../registry/listing.js';
 import type { ManifestService } from '../registry/manifests.js';
 import { validateDigest, validateReference } from '../registry/reference.js';
-import { resolveRoute, type RoutingTable, type UpstreamRoute } from '../registry/routing.js';
+import { resolveBoundRoute, resolveRoute, type RoutingTable, type UpstreamRoute } from '../registry/routing.js';
 import { contentRange, MAX_RANGE_HEADER, parseByteRange } from '../storage/byte-range.js';
 import type { ByteRange } from '../storage/driver.js';
 import { ANONYMOUS, type AccessControl } from './access.js';
@@ -32,6 +32,11 @@ export interface RegistryHandlerDeps {
   readonly access: AccessControl;
   /** Zero-copy blob bodies (sendfile(2)); streamed when absent. */
   readonly sendfile?: Sendfile | undefined;
+  /**
+   * The upstream a request's connection is bound to (the proxy door: a connection to ghcr.io's host is
+   * ghcr.io's, whatever the path says), or undefined for the HTTP door's routing by name and ?ns=.
+   */
+  readonly boundUpstream?: ((req: IncomingMessage) => string | undefined) | undefined;
 }
 
 const API_VERSION = 'registry/2.0';
@@ -74,9 +79,15 @@ export function createRegistryHandler(deps: RegistryHandlerDeps): RegistryHandle
       return false;
     }
   };
+  /** Prepared responses are per URL, and per bound upstream on proxy connections (the same path on two hosts). */
+  const hotKey = (req: IncomingMessage, url: string): string => {
+    const bound = deps.boundUpstream?.(req);
+    return bound === undefined ? url : `${bound} ${url}`;
+  };
   /** Resolves the upstream and checks the client may pull from it. */
-  const route = (ctx: RequestContext, name: string, query: URLSearchParams | undefined): UpstreamRoute => {
-    const up = resolveRoute(deps.routing, name, query?.get('ns') ?? undefined);
+  const route = (req: IncomingMessage, ctx: RequestContext, name: string, query: URLSearchParams | undefined): UpstreamRoute => {
+    const bound = deps.boundUpstream?.(req);
+    const up = bound === undefined ? resolveRoute(deps.routing, name, query?.get('ns') ?? undefined) : resolveBoundRoute(deps.routing, bound, name);
     ctx.upstream = up.upstream;
     deps.access.checkPull(ctx.principal ?? ANONYMOUS, up.upstream);
     return up;
@@ -84,7 +95,7 @@ export function createRegistryHandler(deps: RegistryHandlerDeps): RegistryHandle
 
   async function manifest(req: IncomingMessage, res: ServerResponse, ctx: RequestContext, r: Extract<ApiRoute, { kind: 'manifest' }>, query: URLSearchParams | undefined): Promise<void> {
     validateReference(r.reference);
-    const up = route(ctx, r.name, query);
+    const up = route(req, ctx, r.name, query);
     // A manifest by tag is a pull (the status page's top images); by digest, a layer of one.
     if (!r.reference.includes(':')) ctx.image = `${up.upstream}/${up.repo}:${r.reference}`;
     const m = await deps.manifests.get(up, r.reference);
@@ -104,7 +115,7 @@ export function createRegistryHandler(deps: RegistryHandlerDeps): RegistryHandle
     // A tag served from memory without asking the upstream: the next requests for this URL get the same
     // answer from the prepared response until the tag's freshness ends.
     if (m.freshUntil !== undefined && req.url !== undefined && anonymousMayPull(up.upstream)) {
-      hot.set(req.url, prepare({ digest: m.digest, upstream: up.upstream, image: ctx.image, freshUntil: m.freshUntil, headers, body: m.body }));
+      hot.set(hotKey(req, req.url), prepare({ digest: m.digest, upstream: up.upstream, image: ctx.image, freshUntil: m.freshUntil, headers, body: m.body }));
     }
     ctx.bytes = req.method === 'HEAD' ? 0 : m.body.byteLength;
     res.writeHead(200, headers);
@@ -114,7 +125,7 @@ export function createRegistryHandler(deps: RegistryHandlerDeps): RegistryHandle
   function fast(req: IncomingMessage, res: ServerResponse): FastAnswer | undefined {
     const method = req.method;
     if ((method !== 'GET' && method !== 'HEAD') || req.url === undefined || req.headers.authorization !== undefined) return undefined;
-    const e = hot.get(req.url, Date.now());
+    const e = hot.get(hotKey(req, req.url), Date.now());
     if (e === undefined) return undefined;
     deps.manifests.touch(e.digest);
     res.writeHead(200, e.headers as string[]);
@@ -128,7 +139,7 @@ export function createRegistryHandler(deps: RegistryHandlerDeps): RegistryHandle
 
   async function blob(req: IncomingMessage, res: ServerResponse, ctx: RequestContext, r: Extract<ApiRoute, { kind: 'blob' }>, query: URLSearchParams | undefined): Promise<void> {
     validateDigest(r.digest);
-    const up = route(ctx, r.name, query);
+    const up = route(req, ctx, r.name, query);
     const common = (): void => {
       res.setHeader('content-type', 'application/octet-stream');
       res.setHeader('docker-content-digest', r.digest);
@@ -171,7 +182,7 @@ export function createRegistryHandler(deps: RegistryHandlerDeps): RegistryHandle
   }
 
   async function tags(req: IncomingMessage, res: ServerResponse, ctx: RequestContext, r: Extract<ApiRoute, { kind: 'tags' }>, query: URLSearchParams | undefined): Promise<void> {
-    const up = route(ctx, r.name, query);
+    const up = route(req, ctx, r.name, query);
     const nRaw = query?.get('n');
     let n: number | undefined;
     if (nRaw !== null && nRaw !== undefined) {
@@ -194,7 +205,7 @@ export function createRegistryHandler(deps: RegistryHandlerDeps): RegistryHandle
 
   async function referrers(req: IncomingMessage, res: ServerResponse, ctx: RequestContext, r: Extract<ApiRoute, { kind: 'referrers' }>, query: URLSearchParams | undefined): Promise<void> {
     validateDigest(r.digest);
-    const up = route(ctx, r.name, query);
+    const up = route(req, ctx, r.name, query);
     const out = await deps.listing.referrers(up, r.digest, query?.get('artifactType') ?? undefined);
     ctx.result = 'miss';
     res.statusCode = out.status;

@@ -2,6 +2,7 @@
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import { readFileSync } from 'node:fs';
+import type { Duplex } from 'node:stream';
 import { RelaisError } from '../errors.js';
 import type { Logger } from '../observability/logger.js';
 import type { RequestLog } from '../observability/request-log.js';
@@ -34,6 +35,8 @@ export interface ServerOptions {
 export interface RunningServer {
   readonly server: Server;
   readonly active: () => number;
+  /** Serves HTTP on a connection that arrived another way (a TLS connection the proxy door decrypted). */
+  accept(socket: Duplex): void;
   /** Stops accepting, waits for in-flight requests up to `timeoutMs`, then closes what is left. */
   drain(timeoutMs: number): Promise<void>;
 }
@@ -71,7 +74,9 @@ export function createServer(opts: ServerOptions): RunningServer {
     active++;
     const ctx: RequestContext = {};
     let failure: { code: string; message: string } | undefined;
-    const socketBytesAtStart = req.socket.bytesWritten;
+    // Kept: a response relayed from a stream may leave req.socket unset by the time it is reported.
+    const socket = req.socket;
+    const socketBytesAtStart = socket.bytesWritten;
     // Reported once the response is closed AND its handler is done: a sendfile body's bytes are only
     // known when its transfer ends, which can be just after a client that had everything hung up.
     let closed = false;
@@ -87,7 +92,7 @@ export function createServer(opts: ServerOptions): RunningServer {
           result: ctx.result,
           bytes: ctx.bytes,
           finished: res.writableFinished,
-          sentBytes: req.socket.bytesWritten - socketBytesAtStart + (ctx.zeroCopyBytes ?? 0),
+          sentBytes: socket.bytesWritten - socketBytesAtStart + (ctx.zeroCopyBytes ?? 0),
           error: failure,
         }),
       );
@@ -160,24 +165,33 @@ export function createServer(opts: ServerOptions): RunningServer {
   const server = opts.tls
     ? createHttpsServer({ ...serverOptions, cert: readFileSync(opts.tls.cert), key: readFileSync(opts.tls.key) }, onRequest)
     : createHttpServer(serverOptions, onRequest);
-  server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
+  // Connections decrypted elsewhere (the proxy door) are plain HTTP to this server, whatever `tls` says.
+  const plain = opts.tls ? createHttpServer(serverOptions, onRequest) : server;
+  const onClientError = (err: NodeJS.ErrnoException, socket: Duplex): void => {
     if (err.code === 'ECONNRESET' || !socket.writable) {
       socket.destroy();
       return;
     }
     const status = err.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : '400 Bad Request';
     socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
-  });
+  };
+  server.on('clientError', onClientError);
+  if (plain !== server) plain.on('clientError', onClientError);
   return {
     server,
     active: () => active,
+    accept: (socket) => {
+      plain.emit('connection', socket);
+    },
     drain: async (timeoutMs) => {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeIdleConnections();
+      if (plain !== server) plain.closeIdleConnections();
       if (active > 0) {
         await Promise.race([new Promise<void>((r) => idleWaiters.push(r)), new Promise<void>((r) => setTimeout(r, timeoutMs).unref())]);
       }
       server.closeAllConnections();
+      if (plain !== server) plain.closeAllConnections();
       await closed;
     },
   };

@@ -56,3 +56,16 @@ export function resolveRoute(table: RoutingTable, name: string, ns: string | und
   validateName(repo);
   return { upstream, repo };
 }
+
+/**
+ * The route of a request on a connection bound to an upstream (the proxy door): the name is the repository
+ * at that upstream as the client wrote it, with Docker Hub's library/ rule where it applies.
+ */
+export function resolveBoundRoute(table: RoutingTable, upstream: string, name: string): UpstreamRoute {
+  validateName(name);
+  const opts = table.upstreams.get(upstream);
+  if (opts === undefined) throw errors.nameUnknown(name, `upstream "${upstream.slice(0, 100)}" is not configured`, 'add it under upstreams: in the config');
+  const repo = opts.libraryPrefix && !name.includes('/') ? `library/${name}` : name;
+  validateName(repo);
+  return { upstream, repo };
+}

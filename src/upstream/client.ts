@@ -1,6 +1,7 @@
 // The upstream client: one per configured upstream. It owns the connection pool, authentication,
 // redirects, timeouts, retries and the circuit breaker (each a separate, named setting), and reports
 // failures as RelaisErrors (502/503/504). It knows the registry HTTP API paths, nothing about caching.
+import type { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { lookup, type LookupAddress } from 'node:dns';
 import { Agent, request, type Dispatcher } from 'undici';
@@ -225,9 +226,42 @@ export class UpstreamClient {
     throw errors.upstreamTooManyRedirects(this.name);
   }
 
+  /**
+   * One exchange passed through verbatim for the proxy door (pushes, token endpoints, other paths): the
+   * client's method, path, headers and streamed body; no relais credential, no retry, no redirect followed,
+   * nothing cached. The caller relays the answer as it is and must consume or destroy its body.
+   */
+  async forward(req: ForwardRequest): Promise<UpstreamResponse> {
+    const started = performance.now();
+    try {
+      const res = await request(this.url(req.path), {
+        method: req.method,
+        headers: { ...req.headers, host: this.baseUrl.host },
+        body: req.body ?? null,
+        dispatcher: this.dispatcher,
+        signal: req.signal,
+      });
+      this.observer.onExchange?.(this.name, req.method, res.statusCode, (performance.now() - started) / 1000);
+      return { status: res.statusCode, headers: res.headers, body: res.body };
+    } catch (e) {
+      this.observer.onExchange?.(this.name, req.method, classifyFailure(e), (performance.now() - started) / 1000);
+      throw e;
+    }
+  }
+
   async close(): Promise<void> {
     await this.dispatcher.close();
   }
+}
+
+export interface ForwardRequest {
+  readonly method: string;
+  /** Path and query, as the client sent it (origin form). */
+  readonly path: string;
+  /** The client's headers, hop-by-hop ones removed. */
+  readonly headers: Readonly<Record<string, string | string[]>>;
+  readonly body?: Readable | undefined;
+  readonly signal?: AbortSignal | undefined;
 }
 
 function statusError(upstream: string, status: number, retryAfterMs: number | undefined): RelaisError {

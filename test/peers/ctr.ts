@@ -35,6 +35,8 @@ export interface CtrPullOptions extends CtrHostsOptions {
   /** Snapshotter for unpacking; default containerd's default (overlayfs). */
   snapshotter?: string;
   timeoutMs?: number;
+  /** Extra environment of ctr (e.g. HTTPS_PROXY: ctr fetches in its own process). */
+  env?: Record<string, string>;
 }
 
 function tomlString(s: string): string {
@@ -89,7 +91,7 @@ export async function ctrPull(containerdSocket: string, ref: string, opts: CtrPu
     if (opts.platform !== undefined) args.push('--platform', opts.platform);
     if (opts.snapshotter !== undefined && opts.unpack !== false) args.push('--snapshotter', opts.snapshotter);
     args.push(ref);
-    const r = await run('ctr', args, { timeoutMs: opts.timeoutMs ?? 180_000 });
+    const r = await run('ctr', args, { timeoutMs: opts.timeoutMs ?? 180_000, ...(opts.env ? { extraEnv: opts.env } : {}) });
     const written: Record<string, string> = {};
     for (const [registry, mirror] of Object.entries(opts.mirrors)) written[registry] = hostsToml(registry, mirror, opts.servers?.[registry]);
     return { ...r, hostsToml: written };

@@ -17,6 +17,8 @@ export interface DockerdOptions {
   insecureRegistries?: string[];
   /** More daemon.json keys. */
   extraConfig?: Record<string, unknown>;
+  /** Extra environment of the daemon, e.g. HTTPS_PROXY and SSL_CERT_FILE (the proxy door's tests). */
+  env?: Record<string, string>;
   /** How long to wait for `docker version` to answer; default 60 s. */
   startTimeoutMs?: number;
 }
@@ -85,7 +87,7 @@ export async function startDockerd(opts: DockerdOptions = {}): Promise<Dockerd> 
   const proc = await startProcess(
     'dockerd',
     ['--config-file', configFile, '--data-root', dataRoot, '--exec-root', execRoot, '-H', `unix://${sock}`, '--pidfile', join(dir, 'docker.pid')],
-    { name: 'dockerd', logDir: dir },
+    { name: 'dockerd', logDir: dir, ...(opts.env ? { extraEnv: opts.env } : {}) },
   );
   const host = `unix://${sock}`;
   const env = { DOCKER_HOST: host, DOCKER_CONFIG: dockerConfig };
