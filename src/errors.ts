@@ -28,6 +28,9 @@ export type OciErrorCode =
   | 'STORAGE_FULL'
   | 'STORAGE_ERROR'
   | 'CONFIG_INVALID'
+  | 'DATA_DIR_IN_USE'
+  | 'STARTUP_FAILED'
+  | 'UPSTREAM_CHECK_FAILED'
   | 'INTERNAL';
 
 export interface RelaisErrorOptions {
@@ -103,4 +106,72 @@ export const errors = {
     }),
   denied: (what: string) => new RelaisError('DENIED', `requested access to the resource is denied: ${what}`, { status: 403 }),
   internal: (message: string, cause?: unknown) => new RelaisError('INTERNAL', message, { status: 500, cause }),
+  // Operator-facing runtime errors (start-up, data directory): what happened, and what to do.
+  dataDirInUse: (dir: string, holder: { readonly pid: number; readonly command: string; readonly since: string }) =>
+    new RelaisError('DATA_DIR_IN_USE', `the data directory ${dir} is in use by relais ${holder.command} (pid ${holder.pid}, since ${holder.since})`, {
+      status: 500,
+      detail: { dir, pid: holder.pid, command: holder.command },
+      hint: `stop that process first (kill ${holder.pid}), or give this one its own --data directory; two relais on one directory would corrupt each other's downloads`,
+    }),
+  listenInUse: (address: string, cause: unknown) =>
+    new RelaisError('STARTUP_FAILED', `cannot listen on ${address}: the address is already in use (EADDRINUSE)`, {
+      status: 500,
+      cause,
+      hint: 'another process listens there (another relais? `ss -ltnp` names it): stop it, or choose another port with --listen HOST:PORT',
+    }),
+  listenDenied: (address: string, cause: unknown) =>
+    new RelaisError('STARTUP_FAILED', `cannot listen on ${address}: permission denied (EACCES)`, {
+      status: 500,
+      cause,
+      hint: 'ports below 1024 need root or CAP_NET_BIND_SERVICE: use a port like 5000, or grant the capability',
+    }),
+  listenUnavailable: (address: string, cause: unknown) =>
+    new RelaisError('STARTUP_FAILED', `cannot listen on ${address}: no such local address (EADDRNOTAVAIL)`, {
+      status: 500,
+      cause,
+      hint: 'listen on an address of this machine (`ip addr`), or 0.0.0.0 for all of them',
+    }),
+  dataDirUnusable: (dir: string, code: string, cause: unknown) =>
+    new RelaisError('STARTUP_FAILED', `cannot use the data directory ${dir} (${code})`, {
+      status: 500,
+      cause,
+      hint:
+        code === 'EACCES' || code === 'EPERM'
+          ? `the user running relais (uid ${process.getuid?.() ?? '?'}) may not write there: choose another --data directory or change its owner (chown)`
+          : code === 'ENOSPC'
+            ? 'the disk is full: free space or choose another --data directory'
+            : code === 'EROFS'
+              ? 'the filesystem is read-only: choose a writable --data directory'
+              : 'choose another --data directory',
+    }),
+  storageUnusable: (what: string, cause: unknown) => {
+    const why = describeCause(cause);
+    return new RelaisError('STARTUP_FAILED', `cannot use ${what}${why === '' ? '' : ` (${why})`}`, {
+      status: 500,
+      cause,
+      hint: 'check storage.s3 (endpoint, bucket, region, credentials), that the bucket exists and that the S3 service is reachable from here',
+    });
+  },
+  upstreamCheckFailed: (problems: readonly string[], hint: string) =>
+    new RelaisError('UPSTREAM_CHECK_FAILED', `upstream check failed:\n${problems.map((p) => `  ${p}`).join('\n')}`, { status: 500, hint }),
 } as const;
+
+/**
+ * What really went wrong, in a few words, for errors that wrap others: the AWS SDK's named errors and HTTP
+ * status, Node's errno codes, and the first of an AggregateError's errors (a refused connection to every
+ * address of a host), instead of a bare "Error".
+ */
+export function describeCause(e: unknown, depth = 0): string {
+  if (e === null || e === undefined || depth > 3) return '';
+  if (typeof e !== 'object') return typeof e === 'string' || typeof e === 'number' ? String(e) : '';
+  const c = e as { name?: unknown; code?: unknown; message?: unknown; cause?: unknown; errors?: unknown; $metadata?: { httpStatusCode?: unknown } };
+  const parts: string[] = [];
+  if (typeof c.code === 'string') parts.push(c.code);
+  else if (typeof c.name === 'string' && c.name !== 'Error' && c.name !== 'AggregateError') parts.push(c.name);
+  if (typeof c.$metadata?.httpStatusCode === 'number') parts.push(`HTTP ${c.$metadata.httpStatusCode}`);
+  if (typeof c.message === 'string' && c.message !== '' && c.message !== c.code && c.message !== c.name) parts.push(c.message);
+  const own = parts.join(': ');
+  const inner = Array.isArray(c.errors) && c.errors.length > 0 ? describeCause(c.errors[0], depth + 1) : describeCause(c.cause, depth + 1);
+  if (inner === '' || own.includes(inner)) return own;
+  return own === '' ? inner : `${own} (${inner})`;
+}

@@ -4,7 +4,7 @@
 import { mkdir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { StorageConfig } from '../config/schema.js';
-import { RelaisError } from '../errors.js';
+import { errors, RelaisError } from '../errors.js';
 import type { StorageDriver } from './driver.js';
 import { FilesystemDriver } from './fs.js';
 
@@ -31,12 +31,7 @@ export async function openStorage(cfg: StorageConfig, dataDir: string): Promise<
       await driver.check(AbortSignal.timeout(15_000));
     } catch (e) {
       driver.close();
-      const detail = (e as { name?: string; message?: string }).name ?? String(e);
-      throw new RelaisError('STORAGE_ERROR', `cannot use S3 bucket ${s3.bucket} at ${s3.endpoint ?? 'AWS'} (${detail})`, {
-        status: 500,
-        cause: e,
-        hint: 'check storage.s3 (bucket exists, endpoint, credentials) and that the S3 service is up',
-      });
+      throw errors.storageUnusable(`S3 bucket ${s3.bucket} at ${s3.endpoint ?? 'AWS'}`, e);
     }
     const spoolDir = join(dataDir, 'spool');
     await rm(spoolDir, { recursive: true, force: true });
