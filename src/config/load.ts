@@ -9,8 +9,9 @@ import { configSchema, upstreamUrlProblem, type RelaisConfig, type UpstreamConfi
 export interface CliOverrides {
   readonly listen?: string | undefined;
   readonly dataDir?: string | undefined;
-  /** `NAME=URL` pairs; the first is the default upstream. */
+  /** `NAME=URL` pairs; docker.io (else the first) is the default upstream. */
   readonly upstreams?: readonly string[] | undefined;
+  readonly startupChecks?: string | undefined;
 }
 
 export interface ResolvedConfig extends RelaisConfig {
@@ -123,6 +124,7 @@ export function resolveConfig(raw: Record<string, unknown>, overrides: CliOverri
   if (overrides.listen !== undefined) merged.listen = overrides.listen;
   if (merged.listen !== undefined) merged.listen = normalizeListen(merged.listen);
   if (overrides.dataDir !== undefined) merged.dataDir = overrides.dataDir;
+  if (overrides.startupChecks !== undefined) merged.startupChecks = overrides.startupChecks;
   if (overrides.upstreams !== undefined && overrides.upstreams.length > 0) {
     const fromFile = (raw.upstreams ?? {}) as Record<string, unknown>;
     const ups: Record<string, unknown> = { ...fromFile };

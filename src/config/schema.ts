@@ -304,6 +304,8 @@ export const configSchema = z
         level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
         /** One JSON line per request. */
         requests: z.boolean().default(true),
+        /** "auto": a start banner and human lines on a terminal, JSON lines otherwise; or always "json" / "human". */
+        format: z.enum(['auto', 'json', 'human']).default('auto'),
       })
       .strict()
       .prefault({}),
