@@ -17,6 +17,8 @@ export const LOCK_FILE = 'relais.lock';
 const TAKEOVER_FILE = 'relais.lock.takeover';
 /** A takeover file older than this was left by a process that died while taking over. */
 const TAKEOVER_STALE_MS = 10_000;
+/** An empty lock file younger than this may be being written by the process that created it. */
+const HALF_WRITTEN_STALE_MS = 2000;
 
 export interface LockHolder {
   readonly pid: number;
@@ -119,18 +121,26 @@ export async function acquireDataLock(dataDir: string, command: string): Promise
     const now = await readFile(file, 'utf8').catch(() => '');
     if (now === content) await rm(file, { force: true });
   };
-  for (let attempt = 0; attempt < 5; attempt++) {
+  for (let attempt = 0; attempt < 50; attempt++) {
     if (await createExclusive(file, content)) return { holder, release };
     const text = await readFile(file, 'utf8').catch(() => undefined);
     if (text === undefined) continue; // released meanwhile: try again
     const current = parseHolder(text);
     if (current && holderAlive(current)) throw errors.dataDirInUse(dataDir, current);
+    if (!current) {
+      // Empty or unreadable: another process may be between creating and writing it. Stale only when old.
+      const age = await stat(file).then((s) => Date.now() - s.mtimeMs, () => Infinity);
+      if (age < HALF_WRITTEN_STALE_MS) {
+        await new Promise((r) => setTimeout(r, 20));
+        continue;
+      }
+    }
     // Stale (or half-written by a process that died): take it over, one process at a time.
     const takeover = join(dataDir, TAKEOVER_FILE);
     if (!(await createExclusive(takeover, content))) {
       const age = await stat(takeover).then((s) => Date.now() - s.mtimeMs, () => 0);
       if (age > TAKEOVER_STALE_MS) await rm(takeover, { force: true });
-      else await new Promise((r) => setTimeout(r, 50 * (attempt + 1)));
+      else await new Promise((r) => setTimeout(r, 20 + 10 * Math.min(attempt, 10)));
       continue;
     }
     try {
