@@ -196,8 +196,9 @@ export function upstreamUrlProblem(v: string): string | undefined {
   } catch {
     return `"${v}" is not a URL`;
   }
-  if (u.protocol !== 'http:' && u.protocol !== 'https:') return `"${v}": expected an http:// or https:// URL`;
-  if (u.username !== '' || u.password !== '') return `"${v}" has credentials in it: give them as username and password`;
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') return `expected an http:// or https:// URL, got "${v}"`;
+  // (the URL is not repeated: it holds a secret)
+  if (u.username !== '' || u.password !== '') return 'expected a URL without credentials in it: give them as username and password';
   if (u.search !== '' || u.hash !== '') return `"${v}": a registry base URL has no ?query or #fragment`;
   if (/\/v2\/?$/.test(u.pathname)) {
     return `"${v}" ends in /v2, but relais adds /v2/ itself (requests would go to .../v2/v2/...): write ${u.protocol}//${u.host}${u.pathname.replace(/\/v2\/?$/, '')}`;

@@ -84,8 +84,8 @@ test('upstream URLs: a missing scheme and a /v2 suffix are refused with what to 
   assert.match(configError(() => resolveConfig({}, { upstreams: ['ghcr.io=ghcr.io'] })), /"ghcr\.io" has no scheme: write https:\/\/ghcr\.io \(or http:\/\/ghcr\.io/);
   assert.match(configError(() => resolveConfig({}, { upstreams: ['x=http://127.0.0.1:5000/v2'] })), /ends in \/v2, but relais adds \/v2\/ itself .*: write http:\/\/127\.0\.0\.1:5000$/m);
   assert.match(configError(() => resolveConfig({ upstreams: { x: { url: 'https://r.example/mirror/v2/' } } })), /upstreams\.x\.url: .*write https:\/\/r\.example\/mirror/);
-  assert.match(configError(() => resolveConfig({ upstreams: { x: { url: 'https://u:p@r.example' } } })), /has credentials in it: give them as username and password/);
-  assert.match(configError(() => resolveConfig({ upstreams: { x: { url: 'ftp://r.example' } } })), /expected an http:\/\/ or https:\/\/ URL/);
+  assert.match(configError(() => resolveConfig({ upstreams: { x: { url: 'https://u:p@r.example' } } })), /expected a URL without credentials in it: give them as username and password/);
+  assert.match(configError(() => resolveConfig({ upstreams: { x: { url: 'ftp://r.example' } } })), /expected an http:\/\/ or https:\/\/ URL, got "ftp/);
   // Fine: a base URL, with or without a trailing slash, or a path prefix that is not /v2.
   for (const url of ['https://ghcr.io', 'http://127.0.0.1:5000/', 'https://r.example/mirror', 'https://r.example/v2x']) {
     assert.equal(resolveConfig({ upstreams: { x: { url } } }).upstreams.x?.url, url);
