@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtemp, readFile, rm, utimes, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, utimes, writeFile } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { acquireDataLock, holderAlive, liveServerPid, LOCK_FILE, processStartTicks, readLock } from '../../../src/cache/pidfile.js';
@@ -285,4 +285,34 @@ test('health in words, causes named, log lines and the banner for a terminal', (
   const local = renderBanner({ version: '1', listen: '127.0.0.1:5000', port: 5000, tls: true, dataDir: '/d', upstreams: { 'docker.io': 'https://registry-1.docker.io' }, defaultUpstream: 'docker.io', auth: true, statusPage: true });
   assert.doesNotMatch(local, /warning|insecure/);
   assert.match(local, /status page {5}https:\/\/127\.0\.0\.1:5000\/ {3}\(admins only\)/);
+});
+
+test('npm start compiles only when a source is newer than dist/ (scripts/build-if-stale.mjs --check)', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'relais-stale-'));
+  const script = join(process.cwd(), 'scripts', 'build-if-stale.mjs');
+  const check = (): Promise<{ code: number | null; out: string }> =>
+    new Promise((r) => {
+      const c = spawn(process.execPath, [script, '--check'], { cwd: dir, stdio: ['ignore', 'pipe', 'inherit'] });
+      let out = '';
+      c.stdout.on('data', (b: Buffer) => (out += b.toString()));
+      c.once('exit', (code) => r({ code, out }));
+    });
+  try {
+    await mkdir(join(dir, 'src', 'cli'), { recursive: true });
+    await mkdir(join(dir, 'dist', 'src', 'cli'), { recursive: true });
+    assert.deepEqual(await check(), { code: 1, out: 'stale: dist/src/cli/main.js is missing\n' });
+    const past = new Date(Date.now() - 3600_000);
+    await writeFile(join(dir, 'src', 'cli', 'main.ts'), '');
+    await utimes(join(dir, 'src', 'cli', 'main.ts'), past, past);
+    await utimes(join(dir, 'src', 'cli'), past, past);
+    await utimes(join(dir, 'src'), past, past);
+    await writeFile(join(dir, 'dist', 'src', 'cli', 'main.js'), '');
+    assert.deepEqual(await check(), { code: 0, out: 'current\n' });
+    await writeFile(join(dir, 'src', 'cli', 'serve.ts'), '');
+    const future = new Date(Date.now() + 60_000);
+    await utimes(join(dir, 'src', 'cli', 'serve.ts'), future, future);
+    assert.deepEqual(await check(), { code: 1, out: 'stale: sources changed since the last build\n' });
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 });
