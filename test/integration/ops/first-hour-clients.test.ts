@@ -116,6 +116,10 @@ test('the status page in Chromium counts dockerd and ctr pulls once each', async
   const requests = logLines(mirror).filter((l) => l.msg === 'request' && /\/manifests\//.test(String(l.path)));
   assert.ok(requests.some((l) => l.method === 'HEAD' && /\/manifests\/v1(\?|$)/.test(String(l.path))), JSON.stringify(requests));
 
+  // An upstream that is down: after one failure the breaker refuses calls for a minute; the page says so in words.
+  const down = await startRelais({ upstreams: { 'docker.io': 'http://127.0.0.1:1' }, config: { upstreams: { 'docker.io': { circuitBreaker: { failures: 1, cooldown: '60s' }, retries: { attempts: 1 } } } } });
+  const failed = await http(`${down.url}/v2/library/gone/manifests/v1`);
+  assert.equal(failed.status, 503);
   const profile = await tempDir('chromium-profile');
   const browser = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,
@@ -132,7 +136,16 @@ test('the status page in Chromium counts dockerd and ctr pulls once each', async
     assert.ok(rows.some((r) => /^ghcr\.io\/owner\/tool:v1 2 /.test(r)), JSON.stringify(rows));
     assert.equal(rows.length, 2, JSON.stringify(rows));
     assert.match(await page.locator('tr[data-upstream="docker.io"] .pill').innerText(), /^healthy$/);
+    const downPage = await browser.newPage();
+    await downPage.goto(`${down.url}/`);
+    const pill = downPage.locator('tr[data-upstream="docker.io"] .pill');
+    await pill.waitFor({ timeout: 15_000 });
+    const words = /^failing, retrying in (\d+) s$/.exec(await pill.innerText());
+    assert.ok(words, await pill.innerText());
+    const seconds = Number(words[1]);
+    assert.ok(seconds >= 1 && seconds <= 60, `within the 60 s cooldown: ${seconds}`);
   } finally {
+    await down.close();
     await browser.close();
     await removeDir(profile);
   }
