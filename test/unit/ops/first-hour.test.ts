@@ -232,7 +232,10 @@ test('pulls: dockerd/containerd (HEAD tag, GET digest), skopeo/podman (GET tag),
   // failures are not pulls
   req(m, 'HEAD', '/v2/library/alpine/manifests/3.20', 404);
   assert.deepEqual(
-    m.topImages(10).map((t) => [t.image, t.pulls]),
+    m
+      .topImages(10)
+      .map((t) => [t.image, t.pulls])
+      .sort(),
     [
       ['docker.io/library/alpine:3.20', 2],
       ['ghcr.io/owner/tool:v1', 2],
