@@ -5,10 +5,11 @@ import { mkdir } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { resolve } from 'node:path';
 import { Evictor } from './cache/evictor.js';
-import { writePidFile } from './cache/pidfile.js';
+import { acquireDataLock, type DataLock } from './cache/pidfile.js';
 import { PrefetchScheduler } from './cache/schedule.js';
 import type { ResolvedConfig } from './config/load.js';
-import { usesLibraryPrefix } from './config/load.js';
+import { defaultUpstreamWarning, usesLibraryPrefix } from './config/load.js';
+import { errors, isRelaisError } from './errors.js';
 import { createAccessControl } from './http/access.js';
 import { createRegistryHandler } from './http/handlers.js';
 import type { HotManifests } from './http/hot-manifests.js';
@@ -29,7 +30,6 @@ import type { RoutingTable } from './registry/routing.js';
 import { openStorage } from './storage/create.js';
 import type { StorageDriver } from './storage/driver.js';
 import { UpstreamClient } from './upstream/client.js';
-import { errors } from './errors.js';
 import { loadCa, type ProxyCa } from './proxy/ca.js';
 import { createProxyDoor, type ProxyBinding, type ProxyDoor } from './proxy/door.js';
 import { proxyHosts } from './proxy/hosts.js';
@@ -67,6 +67,8 @@ export interface StartOptions {
    * cache (default Date.now): tests advance it instead of sleeping through a cooldown.
    */
   readonly clock?: () => number;
+  /** What holds the data directory's lock (src/cache/pidfile.ts): "serve" (default), "prefetch"... */
+  readonly lockCommand?: string;
 }
 
 function splitListen(listen: string): { host: string; port: number } {
@@ -79,12 +81,33 @@ export async function startRelais(config: ResolvedConfig, opts: StartOptions = {
   // Request lines are info lines: none when the level is above info or log.requests is off.
   const requestLog = config.log.requests && logger.isLevelEnabled('info') ? (opts.requestLog ?? createRequestLog()) : undefined;
   const dataDir = resolve(config.dataDir);
-  await mkdir(dataDir, { recursive: true });
+  try {
+    await mkdir(dataDir, { recursive: true });
+  } catch (e) {
+    throw errors.dataDirUnusable(dataDir, (e as NodeJS.ErrnoException).code ?? 'error', e);
+  }
+  // One relais per data directory: a second one would remove the first one's spool files (below).
+  const lock = await acquireDataLock(dataDir, opts.lockCommand ?? 'serve').catch((e: unknown) => {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw isRelaisError(e) || code === undefined ? e : errors.dataDirUnusable(dataDir, code, e);
+  });
+  try {
+    return await startLocked(config, opts, logger, requestLog, dataDir, lock);
+  } catch (e) {
+    await lock.release();
+    throw e;
+  }
+}
+
+async function startLocked(config: ResolvedConfig, opts: StartOptions, logger: Logger, requestLog: RequestLog | undefined, dataDir: string, lock: DataLock): Promise<RelaisInstance> {
   // Filesystem or S3 (storage.driver); spool files left by a crash are removed before serving.
   const storageSetup = await openStorage(config.storage, dataDir, { now: opts.clock });
   const { storage, spoolDir } = storageSetup;
   // SQLite in dataDir, or PostgreSQL shared by a cluster (index.driver).
-  const indexSetup = await openIndex(config.index, dataDir);
+  const indexSetup = await openIndex(config.index, dataDir).catch((e: unknown) => {
+    storageSetup.close();
+    throw e;
+  });
   const { index } = indexSetup;
   // Cluster mode: one upstream fetch per blob across replicas (leases in PostgreSQL; docs/cluster.md).
   const cluster = config.cluster && indexSetup.postgres ? startCluster(config.cluster, { postgres: indexSetup.postgres, index, storage, logger }) : undefined;
@@ -250,13 +273,21 @@ export async function startRelais(config: ResolvedConfig, opts: StartOptions = {
     onRequestEnd: (info) => metrics.request(info),
   });
   const { host, port } = splitListen(config.listen);
-  await new Promise<void>((resolveListen, reject) => {
-    http.server.once('error', reject);
-    http.server.listen(port, host, () => {
-      http.server.off('error', reject);
-      resolveListen();
+  try {
+    await new Promise<void>((resolveListen, reject) => {
+      http.server.once('error', reject);
+      http.server.listen(port, host, () => {
+        http.server.off('error', reject);
+        resolveListen();
+      });
     });
-  });
+  } catch (e) {
+    await Promise.all([...upstreams.values()].map((u) => u.close()));
+    await cluster?.close();
+    await index.close();
+    storageSetup.close();
+    throw listenError(config.listen, e);
+  }
   const addr = http.server.address() as AddressInfo;
   const shownHost = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host.includes(':') ? `[${host}]` : host;
   const url = `${config.tls ? 'https' : 'http'}://${shownHost}:${addr.port}`;
@@ -311,8 +342,13 @@ export async function startRelais(config: ResolvedConfig, opts: StartOptions = {
     logger.info({ listen: `${p.host}:${paddr.port}`, intercepted: Object.fromEntries(hosts.intercepted), tunnels: [...hosts.tunnels] }, 'relais proxy door serving (HTTPS_PROXY)');
   }
 
+  const defaultWarning = defaultUpstreamWarning(config);
+  if (defaultWarning !== undefined) logger.warn({ defaultUpstream: config.defaultUpstream, hint: defaultWarning.hint }, defaultWarning.message);
+  if (config.auth === undefined && (host === '0.0.0.0' || host === '::' || host === '')) {
+    logger.warn({ listen: config.listen, hint: 'fine on a private CI network; otherwise listen on a private address (--listen 10.0.0.5:5000) or add an auth: section' }, 'listening on all interfaces without authentication: anyone who reaches this port can pull through relais');
+  }
+
   evictor.start();
-  const removePidFile = await writePidFile(dataDir);
   // Warming before the CI rush (prefetch: in the config), through this relais like any client.
   const prefetcher = new PrefetchScheduler(config.prefetch, { server: url, logger, metrics });
   prefetcher.start();
@@ -343,7 +379,7 @@ export async function startRelais(config: ResolvedConfig, opts: StartOptions = {
         await cluster?.close();
         await Promise.all([...upstreams.values()].map((u) => u.close()));
         await index.close();
-        await removePidFile();
+        await lock.release();
         storageSetup.close();
         logger.info('relais stopped');
         requestLog?.close();
@@ -352,6 +388,21 @@ export async function startRelais(config: ResolvedConfig, opts: StartOptions = {
       return closing;
     },
   };
+}
+
+/** A listen failure with its cause named and a hint (EADDRINUSE, EACCES, EADDRNOTAVAIL). */
+function listenError(address: string, e: unknown): unknown {
+  switch ((e as NodeJS.ErrnoException).code) {
+    case 'EADDRINUSE':
+      return errors.listenInUse(address, e);
+    case 'EACCES':
+      return errors.listenDenied(address, e);
+    case 'EADDRNOTAVAIL':
+    case 'ENOTFOUND':
+      return errors.listenUnavailable(address, e);
+    default:
+      return e;
+  }
 }
 
 /** The zero-copy sender, when configured and the native addon loads; says so in the log either way. */

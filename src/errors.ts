@@ -33,6 +33,9 @@ export type OciErrorCode =
   | 'STORAGE_FULL'
   | 'STORAGE_ERROR'
   | 'CONFIG_INVALID'
+  | 'DATA_DIR_IN_USE'
+  | 'STARTUP_FAILED'
+  | 'UPSTREAM_CHECK_FAILED'
   | 'INTERNAL';
 
 export interface RelaisErrorOptions {
@@ -322,10 +325,71 @@ export const errors = {
     cause: (_u: string, cause: unknown) => cause,
     hint: (upstream: string) => `check that ${upstream} is reachable from relais (upstreams.${upstream}.url)`,
   }),
+
+  // --- Operator-facing runtime errors (start-up, data directory): what happened, and what to do ---
+  dataDirInUse: entry('DATA_DIR_IN_USE', 500, (dir: string, holder: { readonly pid: number; readonly command: string; readonly since: string }) => `the data directory ${dir} is in use by relais ${holder.command} (pid ${holder.pid}, since ${holder.since})`, {
+    detail: (dir, holder) => ({ dir, pid: holder.pid, command: holder.command }),
+    hint: (_dir, holder) => `stop that process first (kill ${holder.pid}), or give this one its own --data directory; two relais on one directory would corrupt each other's downloads`,
+  }),
+  prefetchBesideServer: entry('DATA_DIR_IN_USE', 500, (pid: number, dir: string) => `relais (pid ${pid}) serves ${dir}: prefetch cannot open the directory beside it`, {
+    hint: 'prefetch through it: relais prefetch --server http://HOST:PORT IMAGE...',
+  }),
+  listenInUse: entry('STARTUP_FAILED', 500, (address: string, _cause: unknown) => `cannot listen on ${address}: the address is already in use (EADDRINUSE)`, {
+    cause: (_a: string, cause: unknown) => cause,
+    hint: 'another process listens there (another relais? `ss -ltnp` names it): stop it, or choose another port with --listen HOST:PORT',
+  }),
+  listenDenied: entry('STARTUP_FAILED', 500, (address: string, _cause: unknown) => `cannot listen on ${address}: permission denied (EACCES)`, {
+    cause: (_a: string, cause: unknown) => cause,
+    hint: 'ports below 1024 need root or CAP_NET_BIND_SERVICE: use a port like 5000, or grant the capability',
+  }),
+  listenUnavailable: entry('STARTUP_FAILED', 500, (address: string, _cause: unknown) => `cannot listen on ${address}: no such local address (EADDRNOTAVAIL)`, {
+    cause: (_a: string, cause: unknown) => cause,
+    hint: 'listen on an address of this machine (`ip addr`), or 0.0.0.0 for all of them',
+  }),
+  dataDirUnusable: entry('STARTUP_FAILED', 500, (dir: string, code: string, _cause: unknown) => `cannot use the data directory ${dir} (${code})`, {
+    cause: (_d: string, _c: string, cause: unknown) => cause,
+    hint: (_dir: string, code: string) =>
+      code === 'EACCES' || code === 'EPERM'
+        ? `the user running relais (uid ${process.getuid?.() ?? '?'}) may not write there: choose another --data directory or change its owner (chown)`
+        : code === 'ENOSPC'
+          ? 'the disk is full: free space or choose another --data directory'
+          : code === 'EROFS'
+            ? 'the filesystem is read-only: choose a writable --data directory'
+            : 'choose another --data directory',
+  }),
+  storageUnusable: entry('STARTUP_FAILED', 500, (what: string, cause: unknown) => {
+    const why = describeCause(cause);
+    return `cannot use ${what}${why === '' ? '' : ` (${why})`}`;
+  }, {
+    cause: (_w: string, cause: unknown) => cause,
+    hint: 'check storage.s3 (endpoint, bucket, region, credentials), that the bucket exists and that the S3 service is reachable from here',
+  }),
+  upstreamCheckFailed: entry('UPSTREAM_CHECK_FAILED', 500, (problems: readonly string[], _hint: string) => `upstream check failed:\n${problems.map((p) => `  ${p}`).join('\n')}`, { hint: (_p, hint: string) => hint }),
 } as const;
 
 /** The upstream answered an error status relais does not handle itself: 503 and 504 pass through, the rest is a 502. */
 export function upstreamAnswered(upstream: string, status: number, headers?: Readonly<Record<string, string>>): RelaisError {
   const e = status === 503 ? errors.upstreamAnsweredUnavailable : status === 504 ? errors.upstreamAnsweredTimeout : errors.upstreamAnswered;
   return e.with(headers ? { headers } : {}, upstream, status);
+}
+
+
+/**
+ * What really went wrong, in a few words, for errors that wrap others: the AWS SDK's named errors and HTTP
+ * status, Node's errno codes, and the first of an AggregateError's errors (a refused connection to every
+ * address of a host), instead of a bare "Error".
+ */
+export function describeCause(e: unknown, depth = 0): string {
+  if (e === null || e === undefined || depth > 3) return '';
+  if (typeof e !== 'object') return typeof e === 'string' || typeof e === 'number' ? String(e) : '';
+  const c = e as { name?: unknown; code?: unknown; message?: unknown; cause?: unknown; errors?: unknown; $metadata?: { httpStatusCode?: unknown } };
+  const parts: string[] = [];
+  if (typeof c.code === 'string') parts.push(c.code);
+  else if (typeof c.name === 'string' && c.name !== 'Error' && c.name !== 'AggregateError') parts.push(c.name);
+  if (typeof c.$metadata?.httpStatusCode === 'number') parts.push(`HTTP ${c.$metadata.httpStatusCode}`);
+  if (typeof c.message === 'string' && c.message !== '' && c.message !== c.code && c.message !== c.name) parts.push(c.message);
+  const own = parts.join(': ');
+  const inner = Array.isArray(c.errors) && c.errors.length > 0 ? describeCause(c.errors[0], depth + 1) : describeCause(c.cause, depth + 1);
+  if (inner === '' || own.includes(inner)) return own;
+  return own === '' ? inner : `${own} (${inner})`;
 }

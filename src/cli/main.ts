@@ -11,6 +11,7 @@ type Register = (program: Command) => void;
 /** Command name -> the module that registers it (several names may share one module). */
 const groups: readonly { readonly names: readonly string[]; readonly load: () => Promise<Register> }[] = [
   { names: ['serve'], load: async () => (await import('./serve.js')).registerServeCommand },
+  { names: ['check'], load: async () => (await import('./check.js')).registerCheckCommand },
   { names: ['gc', 'prefetch', 'ls', 'stats'], load: async () => (await import('./ops.js')).registerOpsCommands },
   { names: ['ca'], load: async () => (await import('./ca.js')).registerCaCommand },
   { names: ['ci'], load: async () => (await import('../ci/command.js')).registerCiCommands },

@@ -11,11 +11,11 @@ import { cacheStats, listImages } from '../cache/inspect.js';
 import { gcFoundNothing, runGc, type GcReport } from '../cache/gc.js';
 import { cacheRetentionJson, renderCacheRetention, runCacheRetention, wantsRetention, type CacheRetentionOptions } from '../cache/retention-run.js';
 import { parseShare } from '../cleanup/command.js';
-import { liveServerPid } from '../cache/pidfile.js';
+import { acquireDataLock, liveServerPid, type DataLock } from '../cache/pidfile.js';
 import { clientAuthorization, hostPlatform, prefetch, type PrefetchSummary, type PrefetchTarget } from '../cache/prefetch.js';
 import { loadConfig, usesLibraryPrefix, type ResolvedConfig } from '../config/load.js';
 import { formatBytes, parseDuration } from '../config/units.js';
-import { errors } from '../errors.js';
+import { errors, isRelaisError } from '../errors.js';
 import { openIndex as openConfiguredIndex } from '../index/create.js';
 import type { CacheIndex } from '../index/index.js';
 import { createLogger } from '../observability/logger.js';
@@ -161,6 +161,7 @@ Examples:
     )
     .action(async (opts: DataOptions & GcRetentionFlags & { dryRun?: boolean; grace?: string; json?: boolean }) => {
       let index: CacheIndex | undefined;
+      let lock: DataLock | undefined;
       try {
         const config = await resolveData(opts);
         if (config.storage.driver !== 'filesystem') {
@@ -168,7 +169,16 @@ Examples:
         }
         const dataDir = resolve(config.dataDir);
         index = await openIndex(config);
-        const live = await liveServerPid(dataDir);
+        // The data directory's lock: taken when nobody serves it (no relais can start under this gc);
+        // alongside a serving relais, gc works with the grace period. Another gc or prefetch: refused.
+        let live: number | undefined;
+        try {
+          lock = await acquireDataLock(dataDir, 'gc');
+        } catch (e) {
+          const holder = isRelaisError(e) && e.code === 'DATA_DIR_IN_USE' ? (e.detail as { pid: number; command: string }) : undefined;
+          if (holder?.command !== 'serve') throw e;
+          live = holder.pid;
+        }
         let graceMs = live !== undefined ? config.storage.gcGrace : 0;
         if (opts.grace !== undefined) {
           const g = parseDuration(opts.grace);
@@ -203,6 +213,7 @@ Examples:
         printError(e);
         process.exitCode = 1;
       } finally {
+        await lock?.release();
         await index?.close();
       }
     });
@@ -311,9 +322,12 @@ Examples:
           if (server === undefined) {
             const config = await loadConfig(opts.config, { dataDir: opts.data, upstreams: opts.upstream, listen: '127.0.0.1:0' });
             const live = await liveServerPid(resolve(config.dataDir));
-            if (live !== undefined) process.stderr.write(`note: relais (pid ${live}) serves ${config.dataDir}; --server would go through it\n`);
+            if (live !== undefined) {
+              throw errors.prefetchBesideServer(live, resolve(config.dataDir));
+            }
             const relais = await startRelais({ ...config, log: { ...config.log, level: 'warn', requests: false }, prefetch: { ...config.prefetch, images: [], onStart: false, at: [], every: undefined } }, {
               logger: createLogger('warn', process.stderr),
+              lockCommand: 'prefetch',
             });
             stop = () => relais.close();
             server = relais.url;

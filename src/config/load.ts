@@ -4,17 +4,46 @@ import { readFile } from 'node:fs/promises';
 import { parse as parseYaml, YAMLParseError } from 'yaml';
 import type { ZodError } from 'zod';
 import { errors, type RelaisError } from '../errors.js';
-import { configSchema, type RelaisConfig, type UpstreamConfig } from './schema.js';
+import { configSchema, upstreamUrlProblem, type RelaisConfig, type UpstreamConfig } from './schema.js';
 
 export interface CliOverrides {
   readonly listen?: string | undefined;
   readonly dataDir?: string | undefined;
-  /** `NAME=URL` pairs; the first is the default upstream. */
+  /** `NAME=URL` pairs; docker.io (else the first) is the default upstream. */
   readonly upstreams?: readonly string[] | undefined;
+  readonly startupChecks?: string | undefined;
 }
 
 export interface ResolvedConfig extends RelaisConfig {
   readonly defaultUpstream: string;
+  /** Whether defaultUpstream was chosen by the config (`defaultUpstream:`) rather than by the docker.io/first-upstream rule. */
+  readonly defaultUpstreamExplicit?: boolean;
+}
+
+/**
+ * The upstream that serves requests with no prefix and no ?ns= (dockerd's registry-mirrors, which only ever
+ * carry Docker Hub images): docker.io when configured, else the first upstream.
+ */
+export function pickDefaultUpstream(names: readonly string[]): string | undefined {
+  return names.includes('docker.io') ? 'docker.io' : names[0];
+}
+
+/** A warning when dockerd's mirror traffic (Docker Hub images) would go to a registry that is not Docker Hub. */
+export function defaultUpstreamWarning(cfg: ResolvedConfig): { message: string; hint: string } | undefined {
+  if (cfg.defaultUpstream === 'docker.io' || cfg.defaultUpstreamExplicit === true) return undefined;
+  return {
+    message: `unprefixed requests (dockerd's registry-mirrors, which carry Docker Hub images) go to ${cfg.defaultUpstream}, which is not Docker Hub: dockerd will get "manifest unknown" and pull from Docker Hub directly, bypassing the cache`,
+    hint: `add a docker.io upstream (--upstream docker.io=https://registry-1.docker.io), or set defaultUpstream: ${cfg.defaultUpstream} in the config if that registry really mirrors Docker Hub`,
+  };
+}
+
+/** "--listen :5743" and "5743" mean every interface, as in Go programs (dockerd, registry). */
+export function normalizeListen(v: unknown): unknown {
+  if (typeof v === 'number') return `0.0.0.0:${v}`;
+  if (typeof v !== 'string') return v;
+  if (/^:\d{1,5}$/.test(v)) return `0.0.0.0${v}`;
+  if (/^\d{1,5}$/.test(v)) return `0.0.0.0:${v}`;
+  return v;
 }
 
 function configError(source: string, message: string, hint?: string): RelaisError {
@@ -57,6 +86,8 @@ export function interpolateEnv(value: unknown, env: NodeJS.ProcessEnv, source: s
 export function parseUpstreamFlag(flag: string): { name: string; url: string } {
   const eq = flag.indexOf('=');
   if (eq <= 0) throw configError('--upstream', `expected NAME=URL, got "${flag}"`, 'e.g. --upstream docker.io=https://registry-1.docker.io');
+  const problem = upstreamUrlProblem(flag.slice(eq + 1));
+  if (problem !== undefined) throw configError('--upstream', problem, 'e.g. --upstream ghcr.io=https://ghcr.io');
   return { name: flag.slice(0, eq), url: flag.slice(eq + 1) };
 }
 
@@ -88,16 +119,17 @@ export async function loadConfig(file: string | undefined, overrides: CliOverrid
 export function resolveConfig(raw: Record<string, unknown>, overrides: CliOverrides = {}, source = 'configuration'): ResolvedConfig {
   const merged: Record<string, unknown> = { ...raw };
   if (overrides.listen !== undefined) merged.listen = overrides.listen;
+  if (merged.listen !== undefined) merged.listen = normalizeListen(merged.listen);
   if (overrides.dataDir !== undefined) merged.dataDir = overrides.dataDir;
+  if (overrides.startupChecks !== undefined) merged.startupChecks = overrides.startupChecks;
   if (overrides.upstreams !== undefined && overrides.upstreams.length > 0) {
     const fromFile = (raw.upstreams ?? {}) as Record<string, unknown>;
     const ups: Record<string, unknown> = { ...fromFile };
-    overrides.upstreams.forEach((flag, i) => {
+    for (const flag of overrides.upstreams) {
       const { name, url } = parseUpstreamFlag(flag);
       const prev = fromFile[name];
       ups[name] = { ...(prev !== null && typeof prev === 'object' ? prev : {}), url };
-      if (i === 0) merged.defaultUpstream = name;
-    });
+    }
     merged.upstreams = ups;
   }
   const parsed = configSchema.safeParse(merged);
@@ -105,7 +137,7 @@ export function resolveConfig(raw: Record<string, unknown>, overrides: CliOverri
   const cfg = parsed.data;
   const names = Object.keys(cfg.upstreams);
   if (names.length === 0) throw configError(source, 'upstreams: at least one upstream is required');
-  const defaultUpstream = cfg.defaultUpstream ?? names[0];
+  const defaultUpstream = cfg.defaultUpstream ?? pickDefaultUpstream(names);
   if (defaultUpstream === undefined || !(defaultUpstream in cfg.upstreams)) {
     throw configError(source, `defaultUpstream: "${String(defaultUpstream)}" is not one of the upstreams (${names.join(', ')})`);
   }
@@ -124,7 +156,7 @@ export function resolveConfig(raw: Record<string, unknown>, overrides: CliOverri
       throw configError(source, 'auth: no htpasswd, no tokens and no anonymous upstreams: nobody could pull', 'add auth.htpasswd, auth.tokens or auth.anonymous');
     }
   }
-  return { ...cfg, defaultUpstream };
+  return { ...cfg, defaultUpstream, defaultUpstreamExplicit: cfg.defaultUpstream !== undefined };
 }
 
 /** Docker Hub's library/ rule applies to docker.io unless configured otherwise. */

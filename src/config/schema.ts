@@ -184,14 +184,32 @@ export type ClusterConfig = z.output<typeof clusterSchema>;
 export type MetricsConfig = z.output<typeof metricsSchema>;
 export type PrefetchConfig = z.output<typeof prefetchSchema>;
 
-const httpUrl = z.string().refine((v) => {
-  try {
-    const u = new URL(v);
-    return (u.protocol === 'http:' || u.protocol === 'https:') && u.username === '' && u.password === '';
-  } catch {
-    return false;
+/** An upstream's base URL: scheme and host, optionally a path prefix, never the /v2 relais adds itself. */
+export function upstreamUrlProblem(v: string): string | undefined {
+  if (!/^[a-zA-Z][a-zA-Z0-9+.-]*:\/\//.test(v)) {
+    const host = v.replace(/^\/+/, '');
+    return `"${v}" has no scheme: write https://${host} (or http://${host} for a registry without TLS)`;
   }
-}, 'expected an http:// or https:// URL without credentials in it (use username/password)');
+  let u: URL;
+  try {
+    u = new URL(v);
+  } catch {
+    return `"${v}" is not a URL`;
+  }
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') return `expected an http:// or https:// URL, got "${v}"`;
+  // (the URL is not repeated: it holds a secret)
+  if (u.username !== '' || u.password !== '') return 'expected a URL without credentials in it: give them as username and password';
+  if (u.search !== '' || u.hash !== '') return `"${v}": a registry base URL has no ?query or #fragment`;
+  if (/\/v2\/?$/.test(u.pathname)) {
+    return `"${v}" ends in /v2, but relais adds /v2/ itself (requests would go to .../v2/v2/...): write ${u.protocol}//${u.host}${u.pathname.replace(/\/v2\/?$/, '')}`;
+  }
+  return undefined;
+}
+
+const httpUrl = z.string().superRefine((v, ctx) => {
+  const problem = upstreamUrlProblem(v);
+  if (problem !== undefined) ctx.addIssue({ code: 'custom', message: problem });
+});
 
 const hostPort = z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/, 'expected HOST:PORT, e.g. 0.0.0.0:5000');
 
@@ -308,11 +326,18 @@ export const configSchema = z
       'docker.io': upstreamSchema.parse({ url: 'https://registry-1.docker.io' }),
     }),
     auth: authSchema.optional(),
+    /**
+     * What relais does at start when an upstream does not answer /v2/ like a registry (docs/operations.md):
+     * "warn" (log and serve), "refuse" (exit), "off" (no probe). URL shape errors always refuse.
+     */
+    startupChecks: z.enum(['warn', 'refuse', 'off']).default('warn'),
     log: z
       .object({
         level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
         /** One JSON line per request. */
         requests: z.boolean().default(true),
+        /** "auto": a start banner and human lines on a terminal, JSON lines otherwise; or always "json" / "human". */
+        format: z.enum(['auto', 'json', 'human']).default('auto'),
       })
       .strict()
       .prefault({}),

@@ -19,7 +19,10 @@ export interface AccessControl {
   authenticate(req: IncomingMessage): Promise<Principal>;
   /** The same, from an Authorization-style header value (the proxy door's Proxy-Authorization). */
   authenticateHeader(value: string | undefined): Promise<Principal>;
-  /** Throws 401 (anonymous) or 403 (authenticated) unless the principal may pull from the upstream. */
+  /**
+   * Throws 401 (anonymous) or 403 (authenticated) unless the principal may pull from the upstream. An
+   * authenticated principal may pull what anonymous clients may, plus its own permissions and those of "*".
+   */
   checkPull(p: Principal, upstream: string): void;
   /** Throws unless the principal may use admin endpoints. */
   checkAdmin(p: Principal): void;
@@ -121,7 +124,8 @@ export function createAccessControl(cfg: AuthConfig | undefined): AccessControl 
         if (allows(cfg.anonymous, upstream)) return;
         throw challenge;
       }
-      if (allows(cfg.permissions[p.name], upstream) || allows(cfg.permissions['*'], upstream)) return;
+      // Rights add up: logging in never takes away what an anonymous client may pull.
+      if (allows(cfg.anonymous, upstream) || allows(cfg.permissions[p.name], upstream) || allows(cfg.permissions['*'], upstream)) return;
       throw errors.denied(`${p.name} may not pull from ${upstream}`);
     },
     checkAdmin(p) {

@@ -6,6 +6,7 @@ import type { RelaisMetrics } from '../observability/metrics.js';
 import type { Evictor } from '../cache/evictor.js';
 import type { BlobService } from '../registry/blobs.js';
 import type { UpstreamClient } from '../upstream/client.js';
+import { describeHealth } from '../policy/circuit-breaker.js';
 import type { RequestContext } from './context.js';
 import { STATUS_PAGE_HTML } from './status-page.js';
 
@@ -44,6 +45,8 @@ export interface UpstreamStatus {
   readonly fetchedBytes: number;
   readonly upstreamErrors: Record<string, number>;
   readonly circuit: string;
+  /** The circuit in words: "healthy", "failing, retrying in 12 s", "failing, trying again now". */
+  readonly health: string;
   readonly rateLimit: { readonly credential: string; readonly remaining: number; readonly limit: number | null } | null;
 }
 
@@ -127,6 +130,7 @@ export async function statusDocument(deps: OpsHandlerDeps): Promise<StatusDocume
       fetchedBytes: sumWhere(fetched, mine),
       upstreamErrors: errs,
       circuit: client.breaker.state,
+      health: describeHealth(client.breaker.state, client.breaker.retryAfterMs()),
       rateLimit: rl ? { credential: String(rl.labels.credential), remaining: rl.value, limit: rlLimit?.value ?? null } : null,
     });
   }

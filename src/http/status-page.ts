@@ -169,7 +169,7 @@ export const STATUS_PAGE_HTML = `<!doctype html>
       var name = cell(tr, u.name, 'mono');
       name.title = u.url;
       var h = document.createElement('td'); var p = document.createElement('span');
-      p.className = 'pill ' + u.circuit; p.textContent = u.circuit === 'closed' ? 'healthy' : u.circuit;
+      p.className = 'pill ' + u.circuit; p.textContent = u.health;
       h.appendChild(p); tr.appendChild(h);
       cell(tr, String(u.hits), 'n hits', u.hits);
       cell(tr, String(u.misses), 'n misses', u.misses);

@@ -86,7 +86,7 @@ export class RelaisMetrics {
 
   private sources: MetricSources | undefined;
   private readonly errors: RecentError[] = [];
-  private readonly pulls = new Map<string, { count: number; upstream: string; last: number }>();
+  private readonly pulls = new Map<string, { count: number; upstream: string; last: number; heads?: number[] }>();
   private readonly requestSeries = new Map<string, { count: CounterTally; duration: HistogramTally; served: CounterTally }>();
   readonly startedAt = Date.now();
 
@@ -132,7 +132,8 @@ export class RelaisMetrics {
     this.cacheMaxSize = new Gauge({
       name: 'relais_cache_max_size_bytes',
       help: 'The cache budget (storage.maxSize); absent when unbounded',
-      registers: [r],
+      // Registered by setSources() only when there is a budget: an unlabelled gauge always exports a value.
+      registers: [],
       collect() {
         const max = self().sources?.maxSize();
         this.reset();
@@ -239,6 +240,7 @@ export class RelaisMetrics {
 
   setSources(s: MetricSources): void {
     this.sources = s;
+    if (s.maxSize() !== undefined && this.registry.getSingleMetric('relais_cache_max_size_bytes') === undefined) this.registry.registerMetric(this.cacheMaxSize);
   }
 
   // --- hooks --------------------------------------------------------------------------------------
@@ -309,7 +311,7 @@ export class RelaisMetrics {
     if (delivered && info.status < 400 && info.bytes !== undefined && info.bytes > 0 && info.method !== 'HEAD') {
       series.served.value += info.bytes;
     }
-    if (info.image !== undefined && info.method === 'GET' && info.status < 400) this.countPull(info.image, upstream);
+    if (info.image !== undefined && (info.method === 'GET' || info.method === 'HEAD') && info.status < 400) this.countPull(info.image, upstream, info.method);
     if (info.status >= 500 || (info.status >= 400 && info.status !== 404 && info.status !== 401)) {
       this.remember({
         time: Date.now(),
@@ -322,18 +324,32 @@ export class RelaisMetrics {
     }
   }
 
-  private countPull(image: string, upstream: string): void {
+  /**
+   * One pull per pull, whatever the client sends: skopeo and podman GET the manifest by tag; dockerd and
+   * containerd send HEAD by tag, then GET by digest (not counted: not a tag); some clients HEAD and then GET
+   * the same tag, counted once (a GET within PULL_PAIR_MS of an unpaired HEAD of the tag is its pair).
+   */
+  private countPull(image: string, upstream: string, method: 'GET' | 'HEAD'): void {
+    const now = Date.now();
     const e = this.pulls.get(image);
     if (e) {
+      if (e.heads !== undefined) {
+        while (e.heads.length > 0 && (e.heads[0] ?? 0) < now - PULL_PAIR_MS) e.heads.shift();
+        if (method === 'GET' && e.heads.length > 0) {
+          e.heads.shift();
+          return;
+        }
+      }
+      if (method === 'HEAD') (e.heads ??= []).push(now);
       e.count++;
-      e.last = Date.now();
+      e.last = now;
     } else {
       if (this.pulls.size >= 5000) {
         // Forget the least pulled half; the status page only shows the top.
         const sorted = [...this.pulls].sort((a, b) => a[1].count - b[1].count);
         for (const [k] of sorted.slice(0, 2500)) this.pulls.delete(k);
       }
-      this.pulls.set(image, { count: 1, upstream, last: Date.now() });
+      this.pulls.set(image, { count: 1, upstream, last: now, ...(method === 'HEAD' ? { heads: [now] } : {}) });
     }
   }
 
@@ -362,3 +378,6 @@ function leadingInt(v: string | string[] | undefined): number | undefined {
   const m = /^\s*(\d+)/.exec(s);
   return m ? Number(m[1]) : undefined;
 }
+
+/** A GET of a tag this soon after a HEAD of it is the same pull (HEAD to resolve, GET to fetch). */
+const PULL_PAIR_MS = 30_000;

@@ -76,3 +76,10 @@ export function parseRetryAfter(value: string | undefined, now: number = Date.no
   const t = Date.parse(v);
   return Number.isNaN(t) ? undefined : Math.max(0, t - now);
 }
+
+/** The breaker's state in words a person understands (the status page): no circuit jargon. */
+export function describeHealth(state: BreakerState, retryAfterMs: number): string {
+  if (state === 'closed') return 'healthy';
+  if (state === 'open') return `failing, retrying in ${Math.max(1, Math.ceil(retryAfterMs / 1000))} s`;
+  return 'failing, trying again now';
+}

@@ -33,8 +33,7 @@ export async function openStorage(cfg: StorageConfig, dataDir: string, clock: { 
       await driver.check(AbortSignal.timeout(15_000));
     } catch (e) {
       driver.close();
-      const detail = (e as { name?: string; message?: string }).name ?? String(e);
-      throw errors.s3Unusable.with({ cause: e }, s3.bucket, s3.endpoint ?? 'AWS', detail);
+      throw errors.storageUnusable(`S3 bucket ${s3.bucket} at ${s3.endpoint ?? 'AWS'}`, e);
     }
     const spoolDir = join(dataDir, 'spool');
     await rm(spoolDir, { recursive: true, force: true });

@@ -197,7 +197,7 @@ test('relais prefetch without --server fills a data directory with a relais of i
     assert.equal(upstream.blobGets(), 3);
     const ls = await relaisCli(['ls', '--data', data]);
     assert.match(ls.stdout, /^docker\.io\/library\/warm:v1\s+/m);
-    assert.ok(!existsSync(join(data, 'relais.pid')), 'the relais of the run stopped cleanly');
+    assert.ok(!existsSync(join(data, 'relais.lock')), 'the relais of the run stopped cleanly');
   } finally {
     await removeDir(data);
   }

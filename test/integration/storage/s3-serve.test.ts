@@ -90,6 +90,22 @@ test('a cold client gets its last byte once the digest verified, not after the u
   assert.equal(listed.Contents?.find((o) => o.Key === `cache/${blobKey(layer.digest)}`)?.Size, layer.size, 'then it is in the bucket');
 });
 
+test('a bucket that does not exist, or wrong credentials: relais refuses to start and names the real cause', async () => {
+  const tryStart = (s3cfg: Record<string, unknown>): Promise<RelaisPeer> =>
+    startRelais({ upstreams: { 'docker.io': upstream.url }, config: { storage: { driver: 's3', s3: s3cfg } } });
+  await assert.rejects(tryStart(s3.storageConfig('no-such-bucket-here', '')), (e: unknown) => {
+    assert.ok(e instanceof Error);
+    assert.match(e.message, /^cannot use S3 bucket no-such-bucket-here at http:\/\/\S+ \((NoSuchBucket|NotFound)[^)]*HTTP 404/);
+    assert.doesNotMatch(e.message, /\(Error\)/);
+    return true;
+  });
+  await assert.rejects(tryStart({ ...s3.storageConfig(bucket, ''), secretAccessKey: 'not-the-secret-key' }), (e: unknown) => {
+    assert.ok(e instanceof Error);
+    assert.match(e.message, /^cannot use S3 bucket relais-serve at http:\/\/\S+ \(\w+: HTTP 403/);
+    return true;
+  });
+});
+
 test('/readyz is 200 while S3 answers and 503 once it is gone', async () => {
   assert.ok(relais);
   assert.equal((await http(`${relais.url}/readyz`)).status, 200);

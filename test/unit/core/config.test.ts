@@ -17,10 +17,11 @@ test('embedded defaults: 0.0.0.0:5000, ./relais-data, Docker Hub as default upst
   assert.equal(c.upstreams['docker.io']?.timeouts.headers, 30_000);
 });
 
-test('--upstream flags replace the default upstream and the first is the default', () => {
+test('--upstream flags replace the default upstream; docker.io is the default when given, else the first', () => {
   const c = resolveConfig({}, { upstreams: ['ghcr.io=https://ghcr.io', 'docker.io=http://127.0.0.1:1'] });
   assert.deepEqual(Object.keys(c.upstreams).sort(), ['docker.io', 'ghcr.io']);
-  assert.equal(c.defaultUpstream, 'ghcr.io');
+  assert.equal(c.defaultUpstream, 'docker.io');
+  assert.equal(resolveConfig({}, { upstreams: ['ghcr.io=https://ghcr.io', 'quay.io=https://quay.io'] }).defaultUpstream, 'ghcr.io');
   assert.equal(c.upstreams['docker.io']?.url, 'http://127.0.0.1:1');
 });
 
