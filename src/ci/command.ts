@@ -472,8 +472,12 @@ export function registerCiCommands(program: Command): void {
         'cover (it serves Docker Hub only), DOCKER_HOST / service alias / TLS / port',
         'mismatches, --cache-from without BUILDKIT_INLINE_CACHE=1, hard-coded',
         '"master", a runner that is not privileged or does not share /certs/client,',
-        'and a mirror set twice. Prints each finding with its fix; exits 1 when',
-        'there is an error.',
+        'a mirror set twice, a mirror or proxy on localhost (inside dind: dind',
+        'itself), and proxy mode (HTTPS_PROXY on dind): images relais does not',
+        'intercept, no CA for dind, a job-level proxy that would carry the docker',
+        'connection. Runners judged: the privileged docker executors runner-config',
+        'configures. Prints each finding with its fix; exits 1 when there is an',
+        'error.',
       ].join('\n'),
     )
     .option('--gitlab-ci <file>', 'the pipeline file (default: .gitlab-ci.yml when present)')
