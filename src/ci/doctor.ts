@@ -377,8 +377,20 @@ export function checkGitlabCi(doc: Obj, runners: readonly RunnerFacts[] | undefi
       runnerDind.some((s) => s.command.some((a) => a.startsWith('--registry-mirror'))) ||
       relevant.some((r) => r.volumes.some((v) => v.split(':')[1] === '/etc/docker/daemon.json'));
     for (const arg of mirrorArgs) {
-      const lf = loopbackFinding('--registry-mirror', arg.slice(arg.indexOf('=') + 1), where);
+      const url = arg.slice(arg.indexOf('=') + 1);
+      const lf = loopbackFinding('--registry-mirror', url, where);
       if (lf !== undefined) findings.push(lf);
+      const u = /^http:\/\/([^/]+)\/?$/.exec(url);
+      const svc = dind.find((d) => d.command.includes(arg));
+      if (lf === undefined && u?.[1] !== undefined && svc !== undefined && !svc.command.includes(`--insecure-registry=${u[1]}`)) {
+        findings.push({
+          rule: 'mirror-insecure',
+          severity: 'warning',
+          where,
+          message: `the mirror ${url} is plain HTTP but not an insecure registry: images named through it (${u[1]}/ghcr.io/...) fail with "server gave HTTP response to HTTPS client"`,
+          fix: `add "--insecure-registry=${u[1]}" to the dind command (relais ci gitlab --mirror ${url} does)`,
+        });
+      }
     }
     if (proxy === undefined && dind.length > 0 && mirrorArgs.length === 0 && !runnerMirror && !dind.some((s) => !/^(docker(\.io)?\/)?(library\/)?docker:/.test(s.name))) {
       findings.push({

@@ -116,6 +116,16 @@ c: {image: node:20, script: [npm test]}
     assert.ok(!ci(generateGitlabCi({ mode: 'inline', mirror: 'http://relais.internal:5000' })).some((x) => x.rule === 'loopback-relais'));
   });
 
+  it('an http mirror without --insecure-registry (the README snippet\'s second flag forgotten) is a warning; the generated job has it', () => {
+    const job = generateGitlabCi({ mode: 'inline', mirror: 'http://relais.internal:5000' });
+    assert.deepEqual(ci(job), []);
+    const handWritten = job.replace(', "--insecure-registry=relais.internal:5000"', '');
+    assert.notEqual(handWritten, job);
+    const f = ci(handWritten);
+    assert.deepEqual(rules(f), ['warning:mirror-insecure']);
+    assert.match(f[0]?.fix ?? '', /--insecure-registry=relais\.internal:5000/);
+  });
+
   it('agrees with runner-config about which runners matter: an unprivileged runner it leaves alone is not an error', () => {
     // The user's fleet: a privileged build runner with dind, and an unprivileged one for tests.
     const toml = fixture('runner-config/existing-dind.toml');
