@@ -256,6 +256,13 @@ export const errors = {
     hint: (_c: string, _e: number | null, login: boolean) => (login ? 'check CI_REGISTRY and CI_JOB_TOKEN' : "docker's output above says why"),
   }),
 
+  /** relais ci: a flag or input that does not fit (the message says which, the hint what to write). */
+  ciUsage: entry('CONFIG_INVALID', 400, (message: string, _hint?: string) => message, { hint: (_m: string, hint?: string) => hint }),
+  ciWriteFailed: entry('CONFIG_INVALID', 500, (message: string, _hint?: string) => message, { hint: (_m: string, hint?: string) => hint }),
+  ciCaUnavailable: entry('UPSTREAM_UNAVAILABLE', 503, (message: string, _hint?: string) => message, {
+    hint: (_m: string, hint?: string) => hint ?? 'check that relais runs with proxy.listen set and is reachable from here, or pass --ca FILE',
+  }),
+
   // --- relais cleanup: its command line and policy ---
   cleanupRegistryMissing: entry('CONFIG_INVALID', 400, () => '--registry is required', { hint: 'e.g. --registry https://registry.example.com' }),
   cleanupPasswordStdinTty: entry('CONFIG_INVALID', 400, () => '--password-stdin reads the terminal, so --apply cannot ask for confirmation there', {

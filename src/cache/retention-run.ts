@@ -16,7 +16,11 @@ export interface CacheRetentionOptions extends PolicyFlags {
   readonly apply: boolean;
   /** Only these repositories: `UPSTREAM/REPO`, or `REPO` under any upstream. Empty: all. */
   readonly repos?: readonly string[];
-  /** What a tag's age is: when relais fetched it (default), or the image's own `created` where cached. */
+  /**
+   * What a tag's age is: the image's own `created` where its config is cached, else when relais fetched it
+   * (created, the default: a branch's newest build is never older than a build pulled after it), or only
+   * when relais fetched it (cached).
+   */
   readonly age?: 'cached' | 'created';
   /** Where `git ls-remote` runs for --live-branches git:REMOTE. */
   readonly cwd?: string;
@@ -52,7 +56,7 @@ export async function runCacheRetention(
   const liveBranches = policy.liveBranches === undefined ? null : await loadLiveBranches(policy.liveBranches, opts.cwd);
   const snap = await readCacheSnapshot(index);
   const manifests = await readTaggedManifests(snap, storage);
-  const ages = opts.age === 'created' ? await readCachedAges(snap, storage, manifests) : undefined;
+  const ages = opts.age !== 'cached' ? await readCachedAges(snap, storage, manifests) : undefined;
   const only = repoFilter(opts.repos);
   const plan = planCacheRetention(snap, policy, { now, liveBranches, manifests, ...(ages ? { ages } : {}), ...(only ? { only } : {}) });
   if (only && plan.plans.length === 0)

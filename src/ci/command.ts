@@ -1,6 +1,6 @@
 // `relais ci ...`: thin commander wrappers around the pure functions of src/ci.
 
-import { chmodSync, chownSync, existsSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { type Command, Option } from 'commander';
@@ -9,6 +9,7 @@ import { explainMissing, formatSummary, planBuild, readCiContext } from './build
 import { runBuild } from './build-run.js';
 import { checkGitlabCi, checkRunnerConfig, formatFindings, parseGitlabCi, runnerFacts, type Finding } from './doctor.js';
 import { buildkitdToml, type CacheMode, dindDockerfile, generateGitlabCi, normalizeMirror } from './gitlab-yaml.js';
+import { checkCaPem, defaultCaUrl, interceptHosts, interceptHostsFromConfig } from './proxy.js';
 import { describePlan, type MirrorVia, parseRunnerConfig, planRunnerConfig } from './runner-config.js';
 import { describeServiceAliases, serviceAliases } from './service-alias.js';
 
@@ -38,23 +39,61 @@ function readText(file: string, what: string): string {
 
 /**
  * Writes a file through a temporary sibling and a rename, so a crash never leaves half a file.
- * An existing file keeps its mode and owner (gitlab-runner's config.toml holds tokens: 0600).
+ * Creates the file's directory (`-o ci/build.yml` in a fresh clone). An existing file keeps its mode
+ * and owner (gitlab-runner's config.toml holds tokens: 0600). A failure names the file asked for,
+ * never the temporary sibling.
  */
-function writeAtomic(file: string, text: string, newMode = 0o644): void {
+export function writeAtomic(file: string, text: string, newMode = 0o644): void {
   const tmp = join(dirname(file), `.${Date.now().toString(36)}.relais.tmp`);
-  const before = existsSync(file) ? statSync(file) : undefined;
-  writeFileSync(tmp, text, { mode: before === undefined ? newMode : before.mode & 0o7777 });
   try {
+    mkdirSync(dirname(file), { recursive: true });
+    const before = existsSync(file) ? statSync(file) : undefined;
+    writeFileSync(tmp, text, { mode: before === undefined ? newMode : before.mode & 0o7777 });
     if (before !== undefined) {
       chmodSync(tmp, before.mode & 0o7777);
       if (process.getuid?.() === 0) chownSync(tmp, before.uid, before.gid);
     }
     renameSync(tmp, file);
   } catch (e) {
-    rmSync(tmp, { force: true });
-    throw e;
+    try {
+      rmSync(tmp, { force: true });
+    } catch {
+      // nothing was written there (e.g. a path component is a file)
+    }
+    const code = (e as NodeJS.ErrnoException).code;
+    throw errors.ciWriteFailed(`cannot write ${file}${code === undefined ? '' : ` (${code})`}`, code === 'EACCES' || code === 'EPERM'
+          ? `no permission to write in ${dirname(resolve(file))}: run as its owner (sudo for /etc/gitlab-runner) or pick another path`
+          : code === 'ENOTDIR' || code === 'EEXIST'
+            ? `a path component of ${file} is a file, not a directory`
+            : `check that ${dirname(resolve(file))} is a writable directory`);
   }
 }
+
+/** Reads relais's CA certificate from a file, or from relais's HTTP door (http(s)://.../_relais/ca.crt). */
+async function readCa(source: string): Promise<string> {
+  if (/^https?:\/\//.test(source)) {
+    let res: Response;
+    try {
+      res = await fetch(source, { signal: AbortSignal.timeout(10_000) });
+    } catch (e) {
+      throw errors.ciCaUnavailable(`cannot fetch the CA from ${source}: ${e instanceof Error ? (e.cause instanceof Error ? e.cause.message : e.message) : String(e)}`, 'is relais running with proxy.listen set? `relais ca > relais-ca.crt` on its host, then --ca relais-ca.crt');
+    }
+    if (!res.ok) {
+      throw errors.ciCaUnavailable(`cannot fetch the CA from ${source}: HTTP ${res.status}`, 'relais serves its CA at /_relais/ca.crt on its HTTP door when proxy.listen is set');
+    }
+    return checkCaPem(await res.text(), source);
+  }
+  return checkCaPem(readText(source, 'CA certificate'), source);
+}
+
+/** Intercepted hosts from --intercept and/or --relais-config (Docker Hub's when neither names any). */
+function interceptOption(intercept: readonly string[] | undefined, relaisConfig: string | undefined): string[] {
+  const hosts = [...(intercept ?? [])];
+  if (relaisConfig !== undefined) hosts.push(...interceptHostsFromConfig(readText(relaisConfig, 'relais config'), relaisConfig));
+  return interceptHosts(hosts);
+}
+
+const repeatable = (v: string, prev: string[] | undefined): string[] => [...(prev ?? []), v];
 
 const modeOption = (): Option =>
   new Option('--mode <mode>', 'cache mode: inline (cache metadata inside the pushed image) or registry (buildx cache tags)')
@@ -137,6 +176,10 @@ export function registerCiCommands(program: Command): void {
       (v: string, prev: string[] | undefined) => [...(prev ?? []), v],
     )
     .option('--include', 'write a file to include from .gitlab-ci.yml (no top-level stages:)')
+    .option('--proxy <url>', "proxy mode: relais's proxy door as dind sees it (HTTPS_PROXY of the dind service), e.g. http://relais:3128")
+    .option('--intercept <host>', 'proxy mode: a host relais intercepts (its upstreams\' hosts), repeatable; default Docker Hub\'s', repeatable)
+    .option('--relais-config <file>', 'proxy mode: take the intercepted hosts from this relais config (upstreams.NAME.hosts)')
+    .option('--ca <url|file>', 'proxy mode: relais\'s CA; a URL is fetched by dind at start (default http://<proxy host>:5000/_relais/ca.crt), a file is written into the job')
     .option('--dind-dockerfile', 'print a Dockerfile.dind that bakes the mirror into a dind image, instead of the job')
     .option('-o, --output <file>', 'write to FILE instead of stdout')
     .addHelpText(
@@ -148,6 +191,7 @@ export function registerCiCommands(program: Command): void {
         '  $ relais ci gitlab --mirror https://relais.example.com > .gitlab-ci.yml',
         '  $ relais ci gitlab --mirror https://relais.example.com --mode registry --include -o ci/build.yml',
         '  $ relais ci gitlab --mirror https://relais.example.com --dind-dockerfile > Dockerfile.dind',
+        '  $ relais ci gitlab --proxy http://relais.example.com:3128 --relais-config relais.yaml > .gitlab-ci.yml',
         '',
       ].join('\n'),
     )
@@ -169,9 +213,24 @@ export function registerCiCommands(program: Command): void {
         include?: boolean;
         dindDockerfile?: boolean;
         output?: string;
+        proxy?: string;
+        intercept?: string[];
+        relaisConfig?: string;
+        ca?: string;
       }) =>
         guarded(() => {
           let text: string;
+          if (opts.proxy === undefined && (opts.intercept !== undefined || opts.relaisConfig !== undefined || opts.ca !== undefined)) {
+            throw errors.ciUsage('--intercept, --relais-config and --ca belong to proxy mode', 'add --proxy http://<relais>:3128');
+          }
+          const proxy =
+            opts.proxy === undefined
+              ? undefined
+              : {
+                  url: opts.proxy,
+                  hosts: interceptOption(opts.intercept, opts.relaisConfig),
+                  ...(opts.ca === undefined || /^https?:\/\//.test(opts.ca) ? { caUrl: opts.ca } : { caPem: checkCaPem(readText(opts.ca, 'CA certificate'), opts.ca) }),
+                };
           if (opts.dindDockerfile === true) {
             if (opts.mirror === undefined) {
               throw errors.ciDindNeedsMirror();
@@ -193,6 +252,7 @@ export function registerCiCommands(program: Command): void {
               dockerfile: opts.dockerfile,
               buildOptions: opts.buildOption,
               include: opts.include === true,
+              proxy,
               generatedBy: `relais ci gitlab ${process.argv.slice(process.argv.indexOf('gitlab') + 1).join(' ')}`.trim(),
             });
           }
@@ -221,15 +281,28 @@ export function registerCiCommands(program: Command): void {
         '  --via service  a [[runners.docker.services]] docker:dind entry with alias',
         '                 "docker" and command ["--registry-mirror=URL"] (an existing',
         '                 dind entry gets the flag); jobs then declare no dind service',
+        '  --via proxy    every registry relais intercepts, not only Docker Hub: the',
+        '                 runner\'s dind service gets environment HTTPS_PROXY (relais\'s',
+        '                 proxy door) and NO_PROXY, and a certs.d directory written next',
+        '                 to config.toml (<host>/ca.crt = relais\'s CA, per intercepted',
+        '                 host) is mounted at /etc/docker/certs.d; jobs declare no dind',
+        '                 service (relais ci gitlab --no-service)',
         '',
+        'With an http:// mirror the dind command (or daemon.json) also marks relais',
+        'as an insecure registry, so images named through relais directly work.',
         'With TLS (the default) it also shares /certs/client with the job.',
         '--check reports what would change and exits 1 when something would, 0 when',
         'the file is up to date.',
       ].join('\n'),
     )
-    .requiredOption('--mirror <url>', "relais's URL as dind sees it")
+    .option('--mirror <url>', "relais's URL as dind sees it (--via service|volume)")
     .option('--file <path>', 'the runner config', '/etc/gitlab-runner/config.toml')
-    .addOption(new Option('--via <how>', 'how dind gets the mirror').choices(['service', 'volume']).default('volume'))
+    .addOption(new Option('--via <how>', 'how dind gets relais').choices(['service', 'volume', 'proxy']).default('volume'))
+    .option('--proxy <url>', "--via proxy: relais's proxy door as dind sees it, e.g. http://relais.example.com:3128")
+    .option('--intercept <host>', "--via proxy: a host relais intercepts, repeatable; default Docker Hub's", repeatable)
+    .option('--relais-config <file>', '--via proxy: take the intercepted hosts from this relais config (upstreams.NAME.hosts)')
+    .option('--ca <url|file>', "--via proxy: relais's CA certificate (default http://<proxy host>:5000/_relais/ca.crt)")
+    .option('--certs-dir <path>', '--via proxy: host path of the certs.d directory; default: relais-certs.d next to --file')
     .option('--daemon-json <path>', 'host path of the daemon.json (--via volume); default: relais-daemon.json next to --file')
     .option('--dind-image <ref>', 'image of a new dind service entry (--via service)', 'docker:27-dind')
     .option('--no-tls', 'do not add the /certs/client volume (jobs talk to dind on 2375 without TLS)')
@@ -241,25 +314,60 @@ export function registerCiCommands(program: Command): void {
         'Examples:',
         '  $ sudo relais ci runner-config --mirror https://relais.example.com --check',
         '  $ sudo relais ci runner-config --mirror https://relais.example.com --via service',
+        '  $ sudo relais ci runner-config --via proxy --proxy http://relais.example.com:3128 --relais-config relais.yaml',
         '',
         'gitlab-runner reloads config.toml by itself: no restart is needed.',
         '',
       ].join('\n'),
     )
     .action(
-      (opts: { mirror: string; file: string; via: MirrorVia; daemonJson?: string; dindImage: string; tls: boolean; check?: boolean }) =>
-        guarded(() => {
+      (opts: {
+        mirror?: string;
+        file: string;
+        via: MirrorVia;
+        daemonJson?: string;
+        dindImage: string;
+        tls: boolean;
+        check?: boolean;
+        proxy?: string;
+        intercept?: string[];
+        relaisConfig?: string;
+        ca?: string;
+        certsDir?: string;
+      }) =>
+        guarded(async () => {
+          if (opts.via !== 'proxy' && opts.mirror === undefined) {
+            throw errors.ciUsage(`--via ${opts.via} needs --mirror`, "add --mirror https://<relais>, or --via proxy --proxy http://<relais>:3128");
+          }
+          if (opts.via === 'proxy' && opts.proxy === undefined) {
+            throw errors.ciUsage('--via proxy needs --proxy', 'add --proxy http://<relais>:3128 (relais\'s proxy.listen as dind sees it)');
+          }
           const file = resolve(opts.file);
           const text = readText(file, 'runner config');
           const daemonJsonPath = opts.daemonJson ?? join(dirname(file), 'relais-daemon.json');
+          const certsDirPath = resolve(opts.certsDir ?? join(dirname(file), 'relais-certs.d'));
+          const proxy =
+            opts.via === 'proxy' && opts.proxy !== undefined
+              ? {
+                  url: opts.proxy,
+                  hosts: interceptOption(opts.intercept, opts.relaisConfig),
+                  certsDirPath,
+                  caPem: await readCa(opts.ca ?? defaultCaUrl(opts.proxy)),
+                }
+              : undefined;
           const plan = planRunnerConfig(text, {
             mirror: opts.mirror,
             via: opts.via,
             daemonJsonPath,
             tls: opts.tls,
             dindImage: opts.dindImage,
+            proxy,
           });
           const check = opts.check === true;
+          const staleCerts = (plan.certsFiles ?? []).filter((f) => {
+            const path = join(certsDirPath, f.path);
+            return !existsSync(path) || readFileSync(path, 'utf8') !== f.content;
+          });
           let daemonJsonChanged = false;
           if (plan.daemonJson !== undefined) {
             const current = existsSync(daemonJsonPath) ? readFileSync(daemonJsonPath, 'utf8') : undefined;
@@ -268,6 +376,7 @@ export function registerCiCommands(program: Command): void {
           if (!check) {
             if (plan.changed) writeAtomic(file, plan.output);
             if (plan.daemonJson !== undefined && daemonJsonChanged) writeAtomic(daemonJsonPath, plan.daemonJson);
+            for (const f of staleCerts) writeAtomic(join(certsDirPath, f.path), f.content);
           }
           process.stdout.write(`${describePlan(plan, file, check)}\n`);
           if (plan.daemonJson !== undefined) {
@@ -275,7 +384,12 @@ export function registerCiCommands(program: Command): void {
               `${daemonJsonPath}: ${daemonJsonChanged ? (check ? 'would be written' : 'written') : 'up to date'}\n`,
             );
           }
-          return check && (plan.changed || daemonJsonChanged) ? 1 : 0;
+          if (plan.certsFiles !== undefined) {
+            process.stdout.write(
+              `${certsDirPath}: ${staleCerts.length === 0 ? 'up to date' : `${check ? 'would write' : 'wrote'} ${staleCerts.map((f) => f.path).join(', ')}`}\n`,
+            );
+          }
+          return check && (plan.changed || daemonJsonChanged || staleCerts.length > 0) ? 1 : 0;
         }),
     );
 
@@ -342,8 +456,12 @@ export function registerCiCommands(program: Command): void {
         'cover (it serves Docker Hub only), DOCKER_HOST / service alias / TLS / port',
         'mismatches, --cache-from without BUILDKIT_INLINE_CACHE=1, hard-coded',
         '"master", a runner that is not privileged or does not share /certs/client,',
-        'and a mirror set twice. Prints each finding with its fix; exits 1 when',
-        'there is an error.',
+        'a mirror set twice, a mirror or proxy on localhost (inside dind: dind',
+        'itself), and proxy mode (HTTPS_PROXY on dind): images relais does not',
+        'intercept, no CA for dind, a job-level proxy that would carry the docker',
+        'connection. Runners judged: the privileged docker executors runner-config',
+        'configures. Prints each finding with its fix; exits 1 when there is an',
+        'error.',
       ].join('\n'),
     )
     .option('--gitlab-ci <file>', 'the pipeline file (default: .gitlab-ci.yml when present)')

@@ -4,6 +4,7 @@
 
 import { parse as parseYaml, type YAMLSeq } from 'yaml';
 import { errors } from '../errors.js';
+import { DOCKER_CERTS_D, DOCKER_HUB_HOSTS, INTERCEPT_HOSTS_VAR, isLoopback } from './proxy.js';
 import { DOCKER_EXECUTORS, isDindImage, runnersOf } from './runner-config.js';
 import { serviceAliases } from './service-alias.js';
 
@@ -54,6 +55,9 @@ interface ServiceDef {
   readonly name: string;
   readonly alias: string | undefined;
   readonly command: string[];
+  readonly entrypoint: string[];
+  /** The service's own variables (.gitlab-ci.yml `variables:`, config.toml `environment = ["K=V"]`). */
+  readonly variables: Record<string, string>;
 }
 
 interface ResolvedJob {
@@ -68,9 +72,20 @@ function serviceDefs(v: unknown): ServiceDef[] {
   if (!Array.isArray(v)) return [];
   const out: ServiceDef[] = [];
   for (const s of v) {
-    if (typeof s === 'string') out.push({ name: s, alias: undefined, command: [] });
+    if (typeof s === 'string') out.push({ name: s, alias: undefined, command: [], entrypoint: [], variables: {} });
     else if (isObj(s) && typeof s['name'] === 'string') {
-      out.push({ name: s['name'], alias: typeof s['alias'] === 'string' ? s['alias'] : undefined, command: strings(s['command']) });
+      const env: Record<string, string> = {};
+      for (const e of strings(s['environment'])) {
+        const eq = e.indexOf('=');
+        if (eq > 0) env[e.slice(0, eq)] = e.slice(eq + 1);
+      }
+      out.push({
+        name: s['name'],
+        alias: typeof s['alias'] === 'string' ? s['alias'] : undefined,
+        command: strings(s['command']),
+        entrypoint: strings(s['entrypoint']),
+        variables: { ...env, ...variablesOf(s['variables']) },
+      });
     }
   }
   return out;
@@ -154,15 +169,71 @@ export function runnerFacts(config: Obj): RunnerFacts[] {
 
 const mentionsMaster = /(^|[^\w-])master([^\w-]|$)/;
 
+/** What proxy-mode wiring a set of variables carries (HTTPS_PROXY, the intercepted hosts). */
+interface ProxyFacts {
+  readonly url: string;
+  /** Hosts relais intercepts, when the wiring names them (RELAIS_INTERCEPT_HOSTS); undefined: unknown. */
+  readonly hosts: readonly string[] | undefined;
+  readonly noProxy: readonly string[];
+}
+
+function proxyFacts(vars: Readonly<Record<string, string>>): ProxyFacts | undefined {
+  const url = vars['HTTPS_PROXY'] ?? vars['https_proxy'];
+  if (url === undefined || url === '') return undefined;
+  const list = vars[INTERCEPT_HOSTS_VAR];
+  const noProxy = (vars['NO_PROXY'] ?? vars['no_proxy'] ?? '').split(',').map((h) => h.trim()).filter((h) => h !== '');
+  return { url, hosts: list === undefined ? undefined : list.split(/[\s,]+/).filter((h) => h !== ''), noProxy };
+}
+
+function urlHost(url: string): string | undefined {
+  try {
+    return new URL(url).hostname;
+  } catch {
+    return undefined;
+  }
+}
+
+/** A --registry-mirror (or HTTPS_PROXY) on loopback: inside dind that is dind itself, never relais. */
+function loopbackFinding(what: string, value: string, where: string): Finding | undefined {
+  const host = urlHost(value);
+  if (host === undefined || !isLoopback(host)) return undefined;
+  return {
+    rule: 'loopback-relais',
+    severity: what === 'HTTPS_PROXY' ? 'error' : 'warning',
+    where,
+    message:
+      what === 'HTTPS_PROXY'
+        ? `HTTPS_PROXY=${value} points at loopback: inside the dind container that is dind itself, so every pull fails to connect`
+        : `${what}=${value} points at loopback: inside the dind container that is dind itself, so dockerd finds no mirror and silently pulls from Docker Hub`,
+    fix: `use a name or address of the relais host that the dind container can reach (e.g. ${what === 'HTTPS_PROXY' ? 'http://relais.example.com:3128' : 'http://relais.example.com:5000'})`,
+  };
+}
+
+/** True when dind is given relais's CA for the proxy: the generated entrypoint, or a certs.d mount. */
+function trustsCa(service: ServiceDef, runnerVolumes: readonly string[]): boolean {
+  return service.entrypoint.some((a) => a.includes(DOCKER_CERTS_D)) || runnerVolumes.some((v) => v.split(':')[1] === DOCKER_CERTS_D);
+}
+
+/** The registry host of an image reference (Docker Hub's for names without one). */
+function registryHost(ref: string): string {
+  const first = ref.split('/')[0] ?? '';
+  return ref.includes('/') && (first.includes('.') || first.includes(':') || first === 'localhost') ? first.toLowerCase() : 'docker.io';
+}
+
 /** Rules over .gitlab-ci.yml (and the runner facts, when known). */
 export function checkGitlabCi(doc: Obj, runners: readonly RunnerFacts[] | undefined, file = '.gitlab-ci.yml'): Finding[] {
   const findings: Finding[] = [];
   const dindJobs: string[] = [];
   const tlsJobs: string[] = [];
+  // The runners that matter are the ones `relais ci runner-config` configures: privileged docker
+  // executors (the others cannot run dind and are left alone). Only when none is privileged do the
+  // unprivileged ones count, as the reason no dind job can run.
+  const privileged = (runners ?? []).filter((r) => r.privileged);
+  const relevant = privileged.length > 0 ? privileged : (runners ?? []);
   for (const job of resolveJobs(doc)) {
     const where = `${file}: job ${job.name}`;
     const dind = job.services.filter((s) => isDindImage(s.name));
-    const runnerDind = (runners ?? []).flatMap((r) => r.services.filter((s) => isDindImage(s.name)));
+    const runnerDind = relevant.flatMap((r) => r.services.filter((s) => isDindImage(s.name)));
     const usesDocker = dind.length > 0 || job.script.some((l) => /(^|[\s;&|(])docker\s/.test(l));
     const vars = job.variables;
 
@@ -264,12 +335,62 @@ export function checkGitlabCi(doc: Obj, runners: readonly RunnerFacts[] | undefi
       }
     }
 
+    // Proxy mode: dind's HTTPS_PROXY (service variables, job variables GitLab passes to services too,
+    // or the runner's dind environment) must not be loopback, dind must trust relais's CA, and the job's
+    // own connection to dind must not go through the proxy.
+    const proxyOf = (s: ServiceDef): ProxyFacts | undefined => proxyFacts({ ...vars, ...s.variables });
+    const jobProxy = dind.map((s) => ({ s, p: proxyOf(s) })).find((x) => x.p !== undefined);
+    const runnerProxy = relevant
+      .flatMap((r) => r.services.filter((s) => isDindImage(s.name)).map((s) => ({ s, r, p: proxyFacts(s.variables) })))
+      .find((x) => x.p !== undefined);
+    const proxy = jobProxy?.p ?? (dind.length === 0 ? runnerProxy?.p : undefined);
+    if (proxy !== undefined) {
+      const lf = loopbackFinding('HTTPS_PROXY', proxy.url, where);
+      if (lf !== undefined) findings.push(lf);
+      if (jobProxy !== undefined && !trustsCa(jobProxy.s, relevant.flatMap((r) => r.volumes))) {
+        findings.push({
+          rule: 'proxy-ca',
+          severity: 'error',
+          where,
+          message: "dind goes through relais's proxy door but nothing gives it relais's CA: every intercepted pull fails with \"x509: certificate signed by unknown authority\"",
+          fix: 'generate the job with `relais ci gitlab --proxy ...` (its dind entrypoint writes /etc/docker/certs.d/<host>/ca.crt), or mount a certs.d directory (relais ci runner-config --via proxy)',
+        });
+      }
+    }
+    const hostVarProxy = proxyFacts(vars);
+    const dockerHostName = host === undefined ? undefined : /^tcp:\/\/([^:/]+)/.exec(host)?.[1];
+    if (hostVarProxy !== undefined && dockerHostName !== undefined && !hostVarProxy.noProxy.includes(dockerHostName)) {
+      findings.push({
+        rule: 'proxy-no-proxy',
+        severity: 'error',
+        where,
+        message: `the job sets HTTPS_PROXY, so its docker client would reach dind (${dockerHostName}) through the proxy too: NO_PROXY does not name "${dockerHostName}"`,
+        fix: `set HTTPS_PROXY and NO_PROXY on the dind service's own variables only (relais ci gitlab --proxy does), or add ${dockerHostName} to NO_PROXY`,
+      });
+    }
+
     // The mirror: absent, malformed, or covering less than people think.
     const mirrorArgs = dind.flatMap((s) => s.command.filter((a) => a.startsWith('--registry-mirror')));
     const runnerMirror =
       runnerDind.some((s) => s.command.some((a) => a.startsWith('--registry-mirror'))) ||
-      (runners ?? []).some((r) => r.volumes.some((v) => v.split(':')[1] === '/etc/docker/daemon.json'));
-    if (dind.length > 0 && mirrorArgs.length === 0 && !runnerMirror && !dind.some((s) => !/^(docker(\.io)?\/)?(library\/)?docker:/.test(s.name))) {
+      relevant.some((r) => r.volumes.some((v) => v.split(':')[1] === '/etc/docker/daemon.json'));
+    for (const arg of mirrorArgs) {
+      const url = arg.slice(arg.indexOf('=') + 1);
+      const lf = loopbackFinding('--registry-mirror', url, where);
+      if (lf !== undefined) findings.push(lf);
+      const u = /^http:\/\/([^/]+)\/?$/.exec(url);
+      const svc = dind.find((d) => d.command.includes(arg));
+      if (lf === undefined && u?.[1] !== undefined && svc !== undefined && !svc.command.includes(`--insecure-registry=${u[1]}`)) {
+        findings.push({
+          rule: 'mirror-insecure',
+          severity: 'warning',
+          where,
+          message: `the mirror ${url} is plain HTTP but not an insecure registry: images named through it (${u[1]}/ghcr.io/...) fail with "server gave HTTP response to HTTPS client"`,
+          fix: `add "--insecure-registry=${u[1]}" to the dind command (relais ci gitlab --mirror ${url} does)`,
+        });
+      }
+    }
+    if (proxy === undefined && dind.length > 0 && mirrorArgs.length === 0 && !runnerMirror && !dind.some((s) => !/^(docker(\.io)?\/)?(library\/)?docker:/.test(s.name))) {
       findings.push({
         rule: 'no-mirror',
         severity: 'warning',
@@ -291,22 +412,43 @@ export function checkGitlabCi(doc: Obj, runners: readonly RunnerFacts[] | undefi
         findings.push({ rule: 'mirror-url', severity: 'error', where, message: `${arg} ${problem}`, fix: 'use --registry-mirror=https://relais.example.com' });
       }
     }
-    if (mirrorArgs.length > 0 || runnerMirror) {
-      const others = job.script
-        .flatMap((l) => [...l.matchAll(/(?:docker\s+pull|--cache-from|FROM)\s+"?([a-z0-9.-]+\.[a-z]{2,}(?::\d+)?\/[^\s"]+)/gi)])
-        .map((mm) => mm[1] ?? '')
-        .filter((ref) => ref !== '' && !/^(docker\.io|registry-1\.docker\.io|index\.docker\.io)\//.test(ref));
+    const refs = job.script
+      .flatMap((l) => [...l.matchAll(/(?:docker\s+pull|--cache-from|FROM)\s+"?([a-z0-9.-]+\.[a-z]{2,}(?::\d+)?\/[^\s"]+)/gi)])
+      .map((mm) => mm[1] ?? '')
+      .filter((ref) => ref !== '');
+    if (proxy?.hosts !== undefined) {
+      // Covered: registries relais intercepts (Docker Hub's names count as one), the others go direct
+      // (or are refused by relais unless tunnelled).
+      const intercepted = new Set(proxy.hosts.map((h) => h.toLowerCase()));
+      const hubIntercepted = DOCKER_HUB_HOSTS.some((h) => intercepted.has(h));
+      const missed = refs.filter((ref) => {
+        const h = registryHost(ref);
+        return !(intercepted.has(h) || (hubIntercepted && DOCKER_HUB_HOSTS.includes(h)));
+      });
+      if (missed.length > 0) {
+        findings.push({
+          rule: 'proxy-scope',
+          severity: 'warning',
+          where,
+          message: `relais's proxy door intercepts ${[...intercepted].join(', ')}: ${missed.map((o) => `"${o}"`).join(', ')} ${missed.length === 1 ? 'is' : 'are'} not among them, so dind's CONNECT for ${missed.length === 1 ? 'it' : 'them'} is refused unless relais's proxy.tunnel lists the host`,
+          fix: "add the registry's host to upstreams.NAME.hosts in relais's config (then regenerate: relais ci gitlab --proxy ... --relais-config FILE), or to proxy.tunnel to pass it through uncached",
+        });
+      }
+    } else if (proxy === undefined && (mirrorArgs.length > 0 || runnerMirror)) {
+      const others = refs.filter((ref) => !/^(docker\.io|registry-1\.docker\.io|index\.docker\.io)\//.test(ref));
       if (others.length > 0) {
         findings.push({
           rule: 'mirror-scope',
           severity: 'warning',
           where,
           message: `--registry-mirror only covers Docker Hub: ${others.map((o) => `"${o}"`).join(', ')} ${others.length === 1 ? 'is' : 'are'} pulled from ${others.length === 1 ? 'its' : 'their'} own registry, not through relais`,
-          fix: 'name them through relais with the upstream as a path prefix, e.g. relais.example.com/quay.io/org/image (relais routes /v2/<upstream>/... to that configured upstream), or accept the direct pulls',
+          fix: "use relais's proxy mode (relais ci gitlab --proxy / runner-config --via proxy: every registry relais intercepts, names unchanged), or name them through relais with the upstream as a path prefix, e.g. relais.example.com/quay.io/org/image, or accept the direct pulls",
         });
       }
+    }
+    if (mirrorArgs.length > 0 || runnerMirror) {
       if (runners !== undefined && dind.some((s) => s.command.some((a) => a.startsWith('--registry-mirror')))) {
-        const withDaemonJson = runners.filter((r) => r.volumes.some((v) => v.split(':')[1] === '/etc/docker/daemon.json'));
+        const withDaemonJson = relevant.filter((r) => r.volumes.some((v) => v.split(':')[1] === '/etc/docker/daemon.json'));
         for (const r of withDaemonJson) {
           findings.push({
             rule: 'mirror-conflict',
@@ -326,7 +468,7 @@ export function checkGitlabCi(doc: Obj, runners: readonly RunnerFacts[] | undefi
   }
   // Runner side: privileged and the shared TLS client certificates, once per runner.
   const names = (jobs: string[]): string => `${jobs.length === 1 ? 'job' : 'jobs'} ${jobs.join(', ')}`;
-  for (const r of runners ?? []) {
+  for (const r of relevant) {
     if (dindJobs.length > 0 && !r.privileged) {
       findings.push({
         rule: 'privileged',
@@ -336,7 +478,7 @@ export function checkGitlabCi(doc: Obj, runners: readonly RunnerFacts[] | undefi
         fix: 'set privileged = true under [runners.docker] (or use a runner dedicated to image builds)',
       });
     }
-    if (tlsJobs.length > 0 && !r.volumes.some((v) => v.split(':')[0] === '/certs/client')) {
+    if (tlsJobs.length > 0 && r.privileged && !r.volumes.some((v) => v.split(':')[0] === '/certs/client')) {
       findings.push({
         rule: 'tls-certs-volume',
         severity: 'error',
@@ -365,6 +507,24 @@ export function checkRunnerConfig(runners: readonly RunnerFacts[]): Finding[] {
       });
     }
     for (const s of dind) {
+      for (const arg of s.command.filter((a) => a.startsWith('--registry-mirror'))) {
+        const lf = loopbackFinding('--registry-mirror', arg.slice(arg.indexOf('=') + 1), where);
+        if (lf !== undefined) findings.push(lf);
+      }
+      const p = proxyFacts(s.variables);
+      if (p !== undefined) {
+        const lf = loopbackFinding('HTTPS_PROXY', p.url, where);
+        if (lf !== undefined) findings.push(lf);
+        if (!trustsCa(s, r.volumes)) {
+          findings.push({
+            rule: 'proxy-ca',
+            severity: 'error',
+            where,
+            message: `service ${s.name} goes through relais's proxy door (HTTPS_PROXY) but no certs.d is mounted at ${DOCKER_CERTS_D}: intercepted pulls fail with x509 errors`,
+            fix: 'relais ci runner-config --via proxy writes <host>/ca.crt files and mounts them',
+          });
+        }
+      }
       const hasMirrorFlag = s.command.some((a) => a.startsWith('--registry-mirror'));
       if (hasMirrorFlag && r.volumes.some((v) => v.split(':')[1] === '/etc/docker/daemon.json')) {
         findings.push({

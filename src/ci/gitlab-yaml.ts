@@ -5,6 +5,7 @@
 import { Document, isMap, Scalar, YAMLMap, YAMLSeq } from 'yaml';
 import { errors } from '../errors.js';
 import { refSlug, shellSlug } from '../gitlab/slug.js';
+import { dindProxyEntrypoint, INTERCEPT_HOSTS_VAR, interceptHosts, noProxyFor, normalizeProxy } from './proxy.js';
 
 export type CacheMode = 'inline' | 'registry';
 
@@ -36,6 +37,27 @@ export interface GitlabJobOptions {
   readonly include?: boolean | undefined;
   /** The command line that produced the file, for the header comment. */
   readonly generatedBy?: string | undefined;
+  /** Proxy mode: dind reaches the intercepted registries through relais's HTTPS proxy door. */
+  readonly proxy?: ProxyWiring | undefined;
+}
+
+export interface ProxyWiring {
+  /** The proxy door as dind sees it (http://relais.example.com:3128). */
+  readonly url: string;
+  /** Host names relais intercepts (its upstreams' `hosts`); Docker Hub's when empty. */
+  readonly hosts: readonly string[];
+  /** Where dind fetches the CA at start (relais's HTTP door); default http://<proxy host>:5000/_relais/ca.crt. */
+  readonly caUrl?: string | undefined;
+  /** The CA certificate itself (PEM), written into the file instead of fetched. */
+  readonly caPem?: string | undefined;
+}
+
+export interface ServiceSpec {
+  readonly name: string;
+  readonly alias: string;
+  readonly command?: readonly string[];
+  readonly entrypoint?: readonly string[];
+  readonly variables?: Readonly<Record<string, string>>;
 }
 
 export interface ScriptLine {
@@ -48,7 +70,7 @@ export interface GitlabJob {
   readonly name: string;
   readonly stage: string;
   readonly image: string;
-  readonly services: readonly { name: string; alias: string; command?: readonly string[] }[];
+  readonly services: readonly ServiceSpec[];
   readonly variables: Readonly<Record<string, string>>;
   readonly beforeScript: readonly ScriptLine[];
   readonly script: readonly ScriptLine[];
@@ -71,6 +93,19 @@ export function normalizeMirror(url: string): string {
     throw errors.ciMirrorPath(url, `${u.protocol}//${u.host}`);
   }
   return `${u.protocol}//${u.host}`;
+}
+
+/**
+ * The dockerd flags that make dind use relais as its Docker Hub mirror: `--registry-mirror`, and for a
+ * plain-HTTP relais `--insecure-registry` too, so images named through relais directly
+ * (relais.example.com:5000/ghcr.io/org/app, the path-prefix pulls `relais ci doctor` recommends) are
+ * pulled over HTTP instead of failing with "server gave HTTP response to HTTPS client".
+ * The daemon.json of `runner-config --via volume` says the same (registry-mirrors, insecure-registries).
+ */
+export function dindMirrorFlags(mirror: string): string[] {
+  const m = normalizeMirror(mirror);
+  const u = new URL(m);
+  return u.protocol === 'http:' ? [`--registry-mirror=${m}`, `--insecure-registry=${u.host}`] : [`--registry-mirror=${m}`];
 }
 
 /** Top-level keywords of .gitlab-ci.yml: a job cannot have these names. */
@@ -96,11 +131,22 @@ export function buildGitlabJob(options: GitlabJobOptions): GitlabJob {
       ? '[ "$CI_COMMIT_REF_NAME" = "$CI_DEFAULT_BRANCH" ]'
       : `[ "$CI_COMMIT_REF_NAME" = ${shQuote(options.defaultBranch)} ]`;
 
-  const services: { name: string; alias: string; command?: readonly string[] }[] = [];
+  const services: ServiceSpec[] = [];
+  const proxy = options.proxy === undefined ? undefined : proxyService(options.proxy);
+  if (proxy !== undefined && options.service === false) {
+    throw errors.ciUsage('--proxy sets up the dind service of the job, but --no-service declares none', 'with a runner-provided dind, wire the proxy on the runner: relais ci runner-config --via proxy');
+  }
+  if (proxy !== undefined && options.mode === 'registry') {
+    throw errors.ciUsage('--proxy is not available with --mode registry yet', "buildx's docker-container builder does not see dind's proxy settings or certs.d: use --mode inline, or --mirror for Docker Hub");
+  }
   if (options.service ?? true) {
-    if (options.dindImage !== undefined) services.push({ name: options.dindImage, alias: 'docker' });
-    else if (mirror !== undefined) services.push({ name: `docker:${version}-dind`, alias: 'docker', command: [`--registry-mirror=${mirror}`] });
-    else services.push({ name: `docker:${version}-dind`, alias: 'docker' });
+    const base: ServiceSpec =
+      options.dindImage !== undefined
+        ? { name: options.dindImage, alias: 'docker' }
+        : mirror !== undefined
+          ? { name: `docker:${version}-dind`, alias: 'docker', command: dindMirrorFlags(mirror) }
+          : { name: `docker:${version}-dind`, alias: 'docker' };
+    services.push(proxy === undefined ? base : { ...base, ...proxy });
   }
 
   const variables: Record<string, string> = tls
@@ -208,6 +254,20 @@ export function buildGitlabJob(options: GitlabJobOptions): GitlabJob {
   };
 }
 
+/** The dind service's proxy settings: variables (GitLab gives a service its own) and the certs.d entrypoint. */
+function proxyService(p: ProxyWiring): Pick<ServiceSpec, 'entrypoint' | 'variables'> {
+  const url = normalizeProxy(p.url);
+  const hosts = interceptHosts(p.hosts);
+  const variables: Record<string, string> = {
+    HTTPS_PROXY: url,
+    NO_PROXY: noProxyFor(url, hosts),
+    [INTERCEPT_HOSTS_VAR]: hosts.join(' '),
+  };
+  if (p.caPem !== undefined) variables['RELAIS_CA'] = p.caPem.trimEnd();
+  else variables['RELAIS_CA_URL'] = p.caUrl ?? `http://${new URL(url).hostname}:5000/_relais/ca.crt`;
+  return { variables, entrypoint: dindProxyEntrypoint() };
+}
+
 /** buildkitd.toml lines routing Docker Hub pulls through the mirror. */
 export function buildkitdToml(mirror: string): string[] {
   const u = new URL(mirror);
@@ -223,7 +283,7 @@ export function dindDockerfile(mirror: string, dockerVersion = DEFAULT_DOCKER_VE
     '# Dockerfile.dind: docker:dind with relais as its Docker Hub mirror, for runners where',
     '# jobs cannot pass `command:` to their services. Build and push it, then use it as the service.',
     `FROM docker:${dockerVersion}-dind`,
-    `CMD ["--registry-mirror=${m}"]`,
+    `CMD [${dindMirrorFlags(m).map((f) => JSON.stringify(f)).join(', ')}]`,
     '',
   ].join('\n');
 }
@@ -265,6 +325,26 @@ export function gitlabJobDocument(job: GitlabJob, options: GitlabJobOptions): Do
       const m = new YAMLMap();
       m.add(doc.createPair('name', s.name));
       m.add(doc.createPair('alias', s.alias));
+      if (s.entrypoint !== undefined) {
+        const ep = new YAMLSeq();
+        for (const arg of s.entrypoint) ep.items.push(new Scalar(arg));
+        const pair = doc.createPair('entrypoint', ep);
+        pair.key = withComment(
+          pair.key,
+          ' Writes relais\'s CA to /etc/docker/certs.d/<host>/ca.crt for each intercepted host (dockerd\'s\n per-registry trust, added to the system roots), then starts dind as usual.',
+        );
+        m.add(pair);
+      }
+      if (s.variables !== undefined) {
+        const vars = new YAMLMap();
+        for (const [k, v] of Object.entries(s.variables)) vars.add(doc.createPair(k, v));
+        const pair = doc.createPair('variables', vars);
+        pair.key = withComment(
+          pair.key,
+          ' dind pulls every intercepted registry through relais\'s proxy door; NO_PROXY keeps the job\'s own\n connection to dind (docker) and relais\'s HTTP door direct.',
+        );
+        m.add(pair);
+      }
       if (s.command !== undefined) {
         const cmd = new YAMLSeq();
         cmd.flow = true;

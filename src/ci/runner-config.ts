@@ -5,12 +5,29 @@
 
 import { parse, patch } from '@decimalturn/toml-patch';
 import { errors } from '../errors.js';
-import { normalizeMirror } from './gitlab-yaml.js';
+import { dindMirrorFlags, normalizeMirror } from './gitlab-yaml.js';
+import { certsDFiles, DOCKER_CERTS_D, INTERCEPT_HOSTS_VAR, interceptHosts, noProxyFor, normalizeProxy } from './proxy.js';
+import { serviceAliases } from './service-alias.js';
 
-export type MirrorVia = 'service' | 'volume';
+export type MirrorVia = 'service' | 'volume' | 'proxy';
+
+/** Proxy mode (--via proxy): what dind needs to pull the intercepted registries through relais's proxy door. */
+export interface RunnerProxyOptions {
+  /** The proxy door as dind sees it, http://relais.example.com:3128. */
+  readonly url: string;
+  /** Host names relais intercepts; Docker Hub's when empty. */
+  readonly hosts: readonly string[];
+  /** Host path of the certs.d directory the command writes and the runner mounts at /etc/docker/certs.d. */
+  readonly certsDirPath: string;
+  /** relais's CA certificate (PEM), written as <host>/ca.crt for every intercepted host. */
+  readonly caPem: string;
+}
 
 export interface RunnerConfigOptions {
-  readonly mirror: string;
+  /** relais's HTTP door as dind sees it (--via service|volume). */
+  readonly mirror?: string | undefined;
+  /** --via proxy. */
+  readonly proxy?: RunnerProxyOptions | undefined;
   /** service: a [[runners.docker.services]] dind entry with --registry-mirror; volume: mount a daemon.json into dind. */
   readonly via: MirrorVia;
   /** Host path of the daemon.json mounted into dind (via volume). */
@@ -39,6 +56,8 @@ export interface RunnerConfigPlan {
   readonly runners: readonly RunnerReport[];
   /** The daemon.json to write next to config.toml (via volume). */
   readonly daemonJson?: string;
+  /** The certs.d files to write under RunnerProxyOptions.certsDirPath (via proxy): relative path and content. */
+  readonly certsFiles?: readonly { path: string; content: string }[];
 }
 
 export const DOCKER_EXECUTORS: readonly string[] = ['docker', 'docker+machine', 'docker-autoscaler'];
@@ -97,12 +116,32 @@ export function daemonJsonFor(mirror: string): string {
 
 /** Computes the new config.toml text and a report (pure: no file is read or written). */
 export function planRunnerConfig(text: string, options: RunnerConfigOptions): RunnerConfigPlan {
-  const mirror = normalizeMirror(options.mirror);
+  let mirror = '';
+  let proxy: { url: string; hosts: string[]; mount: string; options: RunnerProxyOptions } | undefined;
+  if (options.via === 'proxy') {
+    if (options.proxy === undefined) {
+      throw errors.ciUsage('--via proxy needs --proxy', 'add --proxy http://<relais>:3128 (proxy.listen)');
+    }
+    proxy = {
+      url: normalizeProxy(options.proxy.url),
+      hosts: interceptHosts(options.proxy.hosts),
+      mount: `${options.proxy.certsDirPath}:${DOCKER_CERTS_D}:ro`,
+      options: options.proxy,
+    };
+  } else {
+    if (options.mirror === undefined) {
+      throw errors.ciUsage(`--via ${options.via} needs --mirror`, 'add --mirror https://<relais>');
+    }
+    mirror = normalizeMirror(options.mirror);
+  }
   const config = parseRunnerConfig(text);
   const runners = runnersOf(config);
   const reports: RunnerReport[] = [];
   const tls = options.tls ?? true;
-  const mirrorArg = `--registry-mirror=${mirror}`;
+  const mirrorFlags = mirror === '' ? [] : dindMirrorFlags(mirror);
+  const mirrorHost = mirror === '' ? '' : new URL(mirror).host;
+  // Flags relais owns on a dind command: any --registry-mirror, and --insecure-registry for relais itself.
+  const ours = (a: string): boolean => a.startsWith('--registry-mirror') || (mirrorHost !== '' && a === `--insecure-registry=${mirrorHost}`);
   const mount = `${options.daemonJsonPath}:${DIND_DAEMON_JSON}:ro`;
 
   runners.forEach((runner, index) => {
@@ -140,7 +179,53 @@ export function planRunnerConfig(text: string, options: RunnerConfigOptions): Ru
       (s): s is Table => isTable(s) && typeof s['name'] === 'string' && isDindImage(s['name']),
     );
 
-    if (options.via === 'volume') {
+    if (proxy !== undefined) {
+      const p = proxy;
+      const existing = newVolumes.findIndex((v) => v.split(':')[1] === DOCKER_CERTS_D);
+      if (existing === -1) {
+        newVolumes.push(p.mount);
+        changes.push(`volumes += "${p.mount}" (dind trusts relais's CA for each intercepted host)`);
+      } else if (newVolumes[existing] !== p.mount) {
+        changes.push(`volumes: "${newVolumes[existing] ?? ''}" -> "${p.mount}"`);
+        newVolumes[existing] = p.mount;
+      }
+      // NO_PROXY: the runner's other services (the job reaches them directly) and GitLab's own host.
+      const otherNames = services
+        .filter((s): s is Table => isTable(s) && typeof s['name'] === 'string' && !isDindImage(s['name']))
+        .flatMap((s) => [
+          ...(typeof s['alias'] === 'string' ? s['alias'].split(',').map((a) => a.trim()) : []),
+          ...(serviceAliases(String(s['name']))?.aliases.filter((a) => a.validDns).map((a) => a.name) ?? []),
+        ]);
+      const gitlabHost = typeof runner['url'] === 'string' ? hostOf(runner['url']) : undefined;
+      const env = [
+        `HTTPS_PROXY=${p.url}`,
+        `NO_PROXY=${noProxyFor(p.url, p.hosts, [...otherNames, ...(gitlabHost === undefined ? [] : [gitlabHost])])}`,
+        `${INTERCEPT_HOSTS_VAR}=${p.hosts.join(' ')}`,
+      ];
+      const isOurs = (e: string): boolean => /^(HTTPS_PROXY|https_proxy|NO_PROXY|no_proxy)=/.test(e) || e.startsWith(`${INTERCEPT_HOSTS_VAR}=`);
+      if (dindServices.length === 0) {
+        const image = options.dindImage ?? 'docker:27-dind';
+        services.push({ name: image, alias: 'docker', environment: env });
+        d['services'] = services;
+        changes.push(`services += ${image} (alias docker, environment HTTPS_PROXY=${p.url}, NO_PROXY, ${INTERCEPT_HOSTS_VAR})`);
+      }
+      for (const s of dindServices) {
+        const current = stringArray(s['environment']) ?? [];
+        const want = [...current.filter((e) => !isOurs(e)), ...env];
+        if (current.length !== want.length || current.some((e, i) => e !== want[i])) {
+          s['environment'] = want;
+          changes.push(`service "${String(s['name'])}": environment = ${JSON.stringify(want)}`);
+        }
+        if (s['alias'] === undefined) {
+          s['alias'] = 'docker';
+          changes.push(`service "${String(s['name'])}": alias = "docker" (the name dind's TLS certificate carries)`);
+        }
+      }
+      warnings.push('jobs must not declare their own dind service (relais ci gitlab --no-service): the runner\'s has the proxy settings');
+      if (executor !== 'docker') {
+        warnings.push(`executor ${executor} runs jobs on other machines: ${p.options.certsDirPath} must exist there too`);
+      }
+    } else if (options.via === 'volume') {
       const existing = newVolumes.findIndex((v) => v.split(':')[1] === DIND_DAEMON_JSON);
       if (existing === -1) {
         newVolumes.push(mount);
@@ -151,9 +236,9 @@ export function planRunnerConfig(text: string, options: RunnerConfigOptions): Ru
       }
       for (const s of dindServices) {
         const cmd = stringArray(s['command']) ?? [];
-        const others = cmd.filter((a) => !a.startsWith('--registry-mirror'));
+        const others = cmd.filter((a) => !ours(a));
         if (others.length !== cmd.length) {
-          // dockerd refuses to start when a flag and daemon.json both set registry-mirrors.
+          // dockerd refuses to start when a flag and daemon.json both set registry-mirrors (or insecure-registries).
           s['command'] = others;
           changes.push(`service "${String(s['name'])}": --registry-mirror removed from command (daemon.json sets it now)`);
         }
@@ -169,14 +254,14 @@ export function planRunnerConfig(text: string, options: RunnerConfigOptions): Ru
     } else {
       if (dindServices.length === 0) {
         const image = options.dindImage ?? 'docker:27-dind';
-        services.push({ name: image, alias: 'docker', command: [mirrorArg] });
+        services.push({ name: image, alias: 'docker', command: mirrorFlags });
         d['services'] = services;
-        changes.push(`services += ${image} (alias docker, command ${mirrorArg})`);
+        changes.push(`services += ${image} (alias docker, command ${mirrorFlags.join(' ')})`);
       }
       for (const s of dindServices) {
         const cmd = stringArray(s['command']) ?? [];
-        const others = cmd.filter((a) => !a.startsWith('--registry-mirror'));
-        const want = [...others, mirrorArg];
+        const others = cmd.filter((a) => !ours(a));
+        const want = [...others, ...mirrorFlags];
         if (cmd.length !== want.length || cmd.some((a, i) => a !== want[i])) {
           s['command'] = want;
           changes.push(`service "${String(s['name'])}": command = ${JSON.stringify(want)}`);
@@ -203,7 +288,16 @@ export function planRunnerConfig(text: string, options: RunnerConfigOptions): Ru
     changed: output !== text,
     runners: reports,
     ...(options.via === 'volume' ? { daemonJson: daemonJsonFor(mirror) } : {}),
+    ...(proxy !== undefined ? { certsFiles: certsDFiles(proxy.hosts, proxy.options.caPem) } : {}),
   };
+}
+
+function hostOf(url: string): string | undefined {
+  try {
+    return new URL(url).hostname || undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** The report `relais ci runner-config` prints. */

@@ -100,7 +100,7 @@ function retentionOptions(o: GcRetentionFlags): CacheRetentionOptions {
   return {
     policyFile: o.policy,
     apply: o.apply === true,
-    ...(o.age === 'created' ? { age: 'created' as const } : {}),
+    ...(o.age !== undefined ? { age: o.age } : {}),
     ...(o.keepLast !== undefined ? { keepLast: o.keepLast } : {}),
     ...(o.olderThan !== undefined ? { olderThan: o.olderThan } : {}),
     ...(o.protect !== undefined ? { protect: o.protect } : {}),
@@ -137,7 +137,7 @@ export function registerOpsCommands(program: Command): void {
       .option('--policy <file>', 'tag retention on the cache: a relais cleanup policy (YAML, see docs/cleanup.md); prints the plan, deletes with --apply')
       .option('--keep-last <n>', 'retention: keep the N newest images of each tag family (by --age)', positiveInt)
       .option('--older-than <duration>', 'retention: delete tags older than this (by --age), e.g. 30d')
-      .addOption(new Option('--age <from>', 'retention: a tag\'s age is when relais fetched it (cached) or the image config\'s created where the config is cached (created)').choices(['cached', 'created']).default('cached'))
+      .addOption(new Option('--age <from>', 'retention: a tag\'s age is the image config\'s created, where the config is cached, else when relais fetched it (created, the default), or when relais fetched it (cached)').choices(['cached', 'created']))
       .addOption(new Option('--protect <regex>', 'retention: never delete cached tags matching this; repeatable').argParser(collect))
       .option('--live-branches <source>', 'retention: FILE (one branch per line) or git:REMOTE; tags of other branches are deleted')
       .option('--default-branch <name>', 'retention: the default branch (its slug tag is protected)')
@@ -152,7 +152,9 @@ Safe while relais serves the same directory: files being written, downloaded or 
 With a retention policy (--policy, --keep-last, --older-than, --live-branches) gc plans tag retention on the
 cache with the planner of relais cleanup and changes nothing unless --apply is given; then the tags go, the
 manifests and blobs no remaining tag or cached image needs are freed, and the usual gc runs. A tag's age is
-when relais last fetched it from the upstream (--age created: the image config's created, where cached).
+the image's own date (its config's created, read from the cache; when relais fetched it where the config is
+not cached), so a branch's newest build stays even when an older build was pulled later; --age cached ages
+tags by when relais last fetched them instead.
 Exit status: 0 when done (or nothing found), 1 on errors, 2 when a safety limit stopped a repository's plan.
 
 Examples:

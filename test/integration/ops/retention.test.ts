@@ -160,7 +160,7 @@ rules:
   const filesBefore = await hashTree(blobsDir);
   const rowsBefore = await indexState(relais);
   upstream.clearLog();
-  const dry = await relaisCli(['gc', '--data', relais.dataDir, '--policy', policy]);
+  const dry = await relaisCli(['gc', '--data', relais.dataDir, '--policy', policy, '--age', 'cached']);
   assert.equal(dry.code, 0, dry.stderr);
   assert.match(dry.stdout, /^relais \(pid \d+\) serves this directory/m);
   assert.match(dry.stdout, new RegExp(`^${NAME}: 8 tags, keep 4, delete 4, then 4 untagged manifests by digest$`, 'm'));
@@ -176,7 +176,7 @@ rules:
   assert.ok(Number.isFinite(goBytes));
   assert.match(dry.stdout, /^cache: would delete 4 cached tags in 1 repository, freeing 4 manifests and 5 blobs \(/m);
   assert.match(dry.stderr, /dry run: nothing was deleted/);
-  const dryJson = await relaisCli(['gc', '--data', relais.dataDir, '--policy', policy, '--json']);
+  const dryJson = await relaisCli(['gc', '--data', relais.dataDir, '--policy', policy, '--json', '--age', 'cached']);
   assert.equal(dryJson.code, 0, dryJson.stderr);
   const planned = JSON.parse(dryJson.stdout) as JsonRun;
   assert.equal(planned.retention.mode, 'plan');
@@ -193,7 +193,7 @@ rules:
   // --- apply, relais stopped (nothing can be in use: no grace period).
   await relais.stop();
   const diskBefore = await diskBytes(blobsDir);
-  const applied = await relaisCli(['gc', '--data', relais.dataDir, '--policy', policy, '--apply', '--json']);
+  const applied = await relaisCli(['gc', '--data', relais.dataDir, '--policy', policy, '--apply', '--json', '--age', 'cached']);
   assert.equal(applied.code, 0, applied.stderr);
   const done = JSON.parse(applied.stdout) as JsonRun;
   assert.equal(done.retention.mode, 'apply');
@@ -252,14 +252,14 @@ void test('relais gc --apply while relais serves: recently used content stays (g
   // Every tag of the family older than 1s would go: 2 of 3 (one stays: minKeep) is over the 50% limit.
   await new Promise((r) => setTimeout(r, 1100));
   const before = await hashTree(blobsDir);
-  const limited = await relaisCli(['gc', '--data', relais.dataDir, '--older-than', '1s', '--apply']);
+  const limited = await relaisCli(['gc', '--data', relais.dataDir, '--older-than', '1s', '--apply', '--age', 'cached']);
   assert.equal(limited.code, 2, limited.stdout + limited.stderr);
   assert.match(limited.stdout, new RegExp(`^ABORTED: would delete 2 of 3 tags \\(66\\.7%\\), more than the limit of 50%; nothing will be deleted in ${NAME}`, 'm'));
   assert.deepEqual(await tagsNow(), ['y-cccc0001', 'y-cccc0002', 'y-cccc0003']);
   assert.equal((await hashTree(blobsDir)).hash, before.hash);
 
   // Live relais, default grace (15m): the tag goes, its content (just pulled) stays.
-  const graced = await relaisCli(['gc', '--data', relais.dataDir, '--keep-last', '2', '--apply']);
+  const graced = await relaisCli(['gc', '--data', relais.dataDir, '--keep-last', '2', '--apply', '--age', 'cached']);
   assert.equal(graced.code, 0, graced.stderr);
   assert.match(graced.stdout, /^relais \(pid \d+\) serves this directory: content used within 15m is left alone$/m);
   assert.match(graced.stdout, /^cache: deleted 1 cached tag; freed 0 manifests and 0 blobs, 0 B on disk; 3 items they reached stay /m);
@@ -267,7 +267,7 @@ void test('relais gc --apply while relais serves: recently used content stays (g
   for (const d of imageDigests(y1)) assert.ok(existsSync(blobFile(relais.dataDir, d)), `used within the grace period, kept: ${d}`);
 
   // --grace 0: freed at once, even while relais serves.
-  const now = await relaisCli(['gc', '--data', relais.dataDir, '--keep-last', '1', '--apply', '--grace', '0', '--json']);
+  const now = await relaisCli(['gc', '--data', relais.dataDir, '--keep-last', '1', '--apply', '--grace', '0', '--json', '--age', 'cached']);
   assert.equal(now.code, 0, now.stderr);
   const r = (JSON.parse(now.stdout) as JsonRun).retention.applied;
   assert.ok(r);
@@ -325,7 +325,10 @@ void test('relais gc retention mistakes: a message naming the problem, a hint, n
     assert.ok(help.stdout.includes(f), `gc --help: ${f}`);
 });
 
-void test('relais gc --age created: the image config\'s created (read from the cache) orders the images, not the order relais fetched them', async (t) => {
+// Issue 18 item 9, as the user met it: `relais gc --keep-last 1` with the default age deleted a branch's
+// newest build (built a day ago, pulled first) and kept a 30-day-old build pulled later. The default is
+// now the image's own date; --age cached keeps the fetch order for those who want it.
+void test('relais gc --keep-last 1 by default keeps the newest build of a branch, not the one pulled last (--age created is the default)', async (t) => {
   const upstream = await startRegistry();
   t.after(() => upstream.close());
   const relais = await startRelais({ upstreams: { 'docker.io': upstream.url } });
@@ -342,7 +345,12 @@ void test('relais gc --age created: the image config\'s created (read from the c
   upstream.clearLog();
   const line = (out: string, tag: string): string => out.split('\n').find((l) => l.startsWith(`${tag} `)) ?? `(no line for ${tag} in)\n${out}`;
 
-  const cached = await relaisCli(['gc', '--data', relais.dataDir, '--keep-last', '1', '--max-delete-share', '100%']);
+  const byDefault = await relaisCli(['gc', '--data', relais.dataDir, '--keep-last', '1', '--max-delete-share', '100%']);
+  assert.equal(byDefault.code, 0, byDefault.stderr);
+  assert.match(line(byDefault.stdout, 'z-dddd0001'), /\s24h\s+image\s+z\s+KEEP\s+keep last 1$/, 'the newest build stays');
+  assert.match(line(byDefault.stdout, 'z-dddd0002'), /\s30d\s+image\s+z\s+DELETE\s+beyond last 1$/);
+
+  const cached = await relaisCli(['gc', '--data', relais.dataDir, '--keep-last', '1', '--max-delete-share', '100%', '--age', 'cached']);
   assert.equal(cached.code, 0, cached.stderr);
   assert.match(line(cached.stdout, 'z-dddd0002'), /\s0m\s+image\s+z\s+KEEP\s+keep last 1$/, 'by fetch time the oldest build is the newest tag');
   assert.match(line(cached.stdout, 'z-dddd0001'), /\sDELETE\s+beyond last 1$/);

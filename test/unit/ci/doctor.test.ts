@@ -57,10 +57,11 @@ describe('relais ci doctor rules', () => {
     const runners = fixture('doctor/runner-daemon-json.toml');
     const findings = ci(fixture('doctor/tls-mismatch.gitlab-ci.yml'), runners);
     const byRule = (r: string): Finding[] => findings.filter((f) => f.rule === r);
-    assert.equal(byRule('privileged').length, 1);
-    assert.match(byRule('privileged')[0]?.where ?? '', /runner builds/);
-    assert.equal(byRule('tls-certs-volume').length, 2);
-    assert.equal(byRule('mirror-conflict').length, 2);
+    // "builds" is not privileged: runner-config leaves it alone (it cannot run dind), and so does the
+    // doctor, since "pinned-dind" can run the dind jobs. Only the runner that matters is judged.
+    assert.equal(byRule('privileged').length, 0);
+    assert.deepEqual(byRule('tls-certs-volume').map((f) => f.where), ['config.toml: runner pinned-dind']);
+    assert.equal(byRule('mirror-conflict').length, 1);
     assert.deepEqual(rules(checkRunnerConfig(runnerFacts(parseRunnerConfig(runners)))), ['error:mirror-conflict', 'warning:tls-alias']);
   });
 
@@ -71,12 +72,10 @@ b: {extends: .d, script: [docker build .]}
 c: {image: node:20, script: [npm test]}
 `;
     const findings = ci(two, '[[runners]]\n  name = "r"\n  executor = "docker"\n  [runners.docker]\n    privileged = false\n');
+    // The only runner is unprivileged: that is the error (the /certs/client volume comes after).
     assert.deepEqual(
       findings.map((f) => [f.rule, f.message.split(' ').slice(0, 3).join(' ')]),
-      [
-        ['privileged', 'jobs a, b'],
-        ['tls-certs-volume', 'jobs a, b'],
-      ],
+      [['privileged', 'jobs a, b']],
     );
   });
 
@@ -103,6 +102,81 @@ c: {image: node:20, script: [npm test]}
     }).output;
     assert.deepEqual(ci(generateGitlabCi({ mode: 'inline', service: false }), viaService), []);
     assert.deepEqual(checkRunnerConfig(runnerFacts(parseRunnerConfig(viaService))), []);
+  });
+
+  it('a loopback mirror (inside dind: dind itself) is flagged in the job and in the runner config', () => {
+    for (const url of ['http://localhost:5000', 'http://127.0.0.1:5000']) {
+      const job = generateGitlabCi({ mode: 'inline', mirror: url });
+      const f = ci(job).filter((x) => x.rule === 'loopback-relais');
+      assert.equal(f.length, 1, url);
+      assert.match(f[0]?.message ?? '', /dind itself/);
+      const runner = planRunnerConfig(fixture('runner-config/registered-docker.toml'), { mirror: url, via: 'service', daemonJsonPath: '/unused' }).output;
+      assert.ok(checkRunnerConfig(runnerFacts(parseRunnerConfig(runner))).some((x) => x.rule === 'loopback-relais'), url);
+    }
+    assert.ok(!ci(generateGitlabCi({ mode: 'inline', mirror: 'http://relais.internal:5000' })).some((x) => x.rule === 'loopback-relais'));
+  });
+
+  it('an http mirror without --insecure-registry (the README snippet\'s second flag forgotten) is a warning; the generated job has it', () => {
+    const job = generateGitlabCi({ mode: 'inline', mirror: 'http://relais.internal:5000' });
+    assert.deepEqual(ci(job), []);
+    const handWritten = job.replace(', "--insecure-registry=relais.internal:5000"', '');
+    assert.notEqual(handWritten, job);
+    const f = ci(handWritten);
+    assert.deepEqual(rules(f), ['warning:mirror-insecure']);
+    assert.match(f[0]?.fix ?? '', /--insecure-registry=relais\.internal:5000/);
+  });
+
+  it('agrees with runner-config about which runners matter: an unprivileged runner it leaves alone is not an error', () => {
+    // The user's fleet: a privileged build runner with dind, and an unprivileged one for tests.
+    const toml = fixture('runner-config/existing-dind.toml');
+    const configured = planRunnerConfig(toml, { mirror: 'https://relais.example.com', via: 'service', daemonJsonPath: '/unused' });
+    assert.match(configured.runners.find((r) => r.name === 'unprivileged')?.skipped ?? '', /not privileged/);
+    const findings = ci(generateGitlabCi({ mode: 'inline', service: false }), configured.output);
+    assert.deepEqual(findings, [], 'nothing about the runner runner-config left alone');
+    assert.deepEqual(checkRunnerConfig(runnerFacts(parseRunnerConfig(configured.output))), []);
+  });
+
+  it('proxy mode: generated job and runner wiring are clean; no-mirror and mirror-scope give way to proxy-scope', () => {
+    const proxy = { url: 'http://relais.example.com:3128', hosts: ['registry-1.docker.io', 'ghcr.io'] };
+    const job = generateGitlabCi({ mode: 'inline', proxy });
+    assert.deepEqual(ci(job), []);
+    // FROM lines of intercepted registries are covered; quay.io is not intercepted.
+    const withPulls = job.replace('- docker pull "$IMAGE:$CI_COMMIT_REF_SLUG" || true', '- docker pull ghcr.io/org/base:1 && docker pull quay.io/org/tool:2 && docker pull docker.io/library/alpine:3');
+    const scope = ci(withPulls).filter((f) => f.rule === 'proxy-scope');
+    assert.equal(scope.length, 1);
+    assert.match(scope[0]?.message ?? '', /"quay\.io\/org\/tool:2" is not among them/);
+    assert.ok(!ci(withPulls).some((f) => f.rule === 'mirror-scope' || f.rule === 'no-mirror'));
+
+    const runner = planRunnerConfig(fixture('runner-config/registered-docker.toml'), {
+      via: 'proxy',
+      daemonJsonPath: '/unused',
+      proxy: { ...proxy, certsDirPath: '/etc/gitlab-runner/relais-certs.d', caPem: 'x' },
+    }).output;
+    assert.deepEqual(ci(generateGitlabCi({ mode: 'inline', service: false }), runner), []);
+    assert.deepEqual(checkRunnerConfig(runnerFacts(parseRunnerConfig(runner))), []);
+    // The certs.d mount removed by hand: dind would not trust relais's CA.
+    const noCa = runner.replace(', "/etc/gitlab-runner/relais-certs.d:/etc/docker/certs.d:ro"', '');
+    assert.notEqual(noCa, runner);
+    assert.deepEqual(rules(checkRunnerConfig(runnerFacts(parseRunnerConfig(noCa)))), ['error:proxy-ca']);
+  });
+
+  it('proxy mode traps: no CA for dind, HTTPS_PROXY on loopback, job-level HTTPS_PROXY that would proxy the docker connection', () => {
+    const svc = (vars: string): string => `build:
+  image: docker:27
+  services: [{name: "docker:27-dind", alias: docker, variables: {${vars}}}]
+  variables: {DOCKER_HOST: "tcp://docker:2376", DOCKER_TLS_CERTDIR: /certs}
+  script: [docker build .]
+`;
+    assert.deepEqual(rules(ci(svc('HTTPS_PROXY: "http://relais.example.com:3128"'))), ['error:proxy-ca']);
+    assert.deepEqual(rules(ci(svc('HTTPS_PROXY: "http://127.0.0.1:3128"'))), ['error:loopback-relais', 'error:proxy-ca']);
+    const jobLevel = `build:
+  image: docker:27
+  services: [{name: "docker:27-dind", alias: docker, entrypoint: [sh, -c, "mkdir -p /etc/docker/certs.d/ghcr.io", dind]}]
+  variables: {DOCKER_HOST: "tcp://docker:2376", DOCKER_TLS_CERTDIR: /certs, HTTPS_PROXY: "http://relais.example.com:3128", NO_PROXY: localhost}
+  script: [docker build .]
+`;
+    assert.deepEqual(rules(ci(jobLevel)), ['error:proxy-no-proxy']);
+    assert.deepEqual(rules(ci(jobLevel.replace('NO_PROXY: localhost', 'NO_PROXY: "localhost,docker"'))), []);
   });
 
   it('resolves extends, default and global variables like GitLab', () => {

@@ -48,6 +48,8 @@ const variants: Record<string, GitlabJobOptions> = {
   'registry, TLS, mirror': { mode: 'registry', mirror: 'https://relais.example.com' },
   'registry, no mirror, include file, custom job': { mode: 'registry', include: true, jobName: 'docker-image', stage: 'package' },
   'inline, custom dind image': { mode: 'inline', dindImage: 'registry.example.com/ci/dind-relais:27' },
+  'inline, proxy mode, CA fetched by dind': { mode: 'inline', proxy: { url: 'http://relais.example.com:3128', hosts: ['ghcr.io', 'registry-1.docker.io'] } },
+  'inline, proxy mode, CA in the file': { mode: 'inline', proxy: { url: 'http://relais.example.com:3128', hosts: [], caPem: '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n' } },
   'inline, runner provides dind, fixed default branch': { mode: 'inline', service: false, defaultBranch: 'Release/2.0', dockerfile: 'docker/App Dockerfile', context: 'app' },
 };
 
@@ -98,7 +100,8 @@ describe('generateGitlabCi', () => {
 
   it('registry mode: buildx with registry cache per slug, mode=max, and the mirror for BuildKit too', () => {
     const { job, script } = generate({ mode: 'registry', mirror: 'http://relais.internal:5000' });
-    assert.deepEqual(obj(list(job['services'])[0])['command'], ['--registry-mirror=http://relais.internal:5000']);
+    // An http mirror is also an insecure registry: path-prefix pulls (relais.internal:5000/ghcr.io/...) work.
+    assert.deepEqual(obj(list(job['services'])[0])['command'], ['--registry-mirror=http://relais.internal:5000', '--insecure-registry=relais.internal:5000']);
     const printf = script.find((l) => l.startsWith('printf'));
     assert.ok(printf, 'writes buildkitd.toml');
     assert.match(printf, /mirrors = \["relais\.internal:5000"\]/);
@@ -208,7 +211,129 @@ describe('slugs', () => {
   });
 });
 
+describe('relais ci gitlab --mirror http:// and --proxy', () => {
+  it('an http mirror is marked insecure in the service command and the dind Dockerfile, an https one is not', () => {
+    const { job } = generate({ mode: 'inline', mirror: 'http://relais.internal:5000' });
+    assert.deepEqual(obj(list(job['services'])[0])['command'], ['--registry-mirror=http://relais.internal:5000', '--insecure-registry=relais.internal:5000']);
+    assert.match(dindDockerfile('http://relais.internal:5000'), /^CMD \["--registry-mirror=http:\/\/relais\.internal:5000", "--insecure-registry=relais\.internal:5000"\]$/m);
+    const https = generate({ mode: 'inline', mirror: 'https://relais.example.com' });
+    assert.deepEqual(obj(list(https.job['services'])[0])['command'], ['--registry-mirror=https://relais.example.com']);
+  });
+
+  it('proxy mode: the dind service gets HTTPS_PROXY, NO_PROXY, the intercepted hosts and an entrypoint writing certs.d', () => {
+    const { job, text } = generate({ mode: 'inline', proxy: { url: 'http://relais.example.com:3128/', hosts: ['GHCR.io', 'registry.gitlab.example.com:443', 'ghcr.io'] } });
+    const svc = obj(list(job['services'])[0]);
+    assert.equal(svc['name'], 'docker:27-dind');
+    assert.equal(svc['alias'], 'docker');
+    assert.equal(svc['command'], undefined, 'no mirror flag needed');
+    assert.deepEqual(svc['variables'], {
+      HTTPS_PROXY: 'http://relais.example.com:3128',
+      NO_PROXY: 'docker,localhost,127.0.0.1,relais.example.com',
+      RELAIS_INTERCEPT_HOSTS: 'ghcr.io registry.gitlab.example.com',
+      RELAIS_CA_URL: 'http://relais.example.com:5000/_relais/ca.crt',
+    });
+    const ep = list(svc['entrypoint']).map(String);
+    assert.deepEqual([ep[0], ep[1], ep[3]], ['sh', '-c', 'dind']);
+    assert.match(ep[2] ?? '', /\/etc\/docker\/certs\.d\/\$h\/ca\.crt/);
+    assert.match(ep[2] ?? '', /exec dockerd-entrypoint\.sh "\$@"$/);
+    // The job's own variables carry no proxy: its docker client talks to dind directly.
+    assert.equal(obj(job['variables'])['HTTPS_PROXY'], undefined);
+    assert.match(text, /per-registry trust/);
+    // Docker Hub's names when no host is given.
+    const hub = generate({ mode: 'inline', proxy: { url: 'http://10.0.0.5:3128', hosts: [] } });
+    assert.equal(obj(obj(list(hub.job['services'])[0])['variables'])['RELAIS_INTERCEPT_HOSTS'], 'registry-1.docker.io docker.io index.docker.io');
+  });
+
+  it('proxy mode refusals: loopback, https proxy, --no-service, registry mode', () => {
+    const refuses = (o: GitlabJobOptions, re: RegExp): void => {
+      assert.throws(() => generateGitlabCi(o), (e: unknown) => isRelaisError(e) && re.test(e.message) && e.hint !== undefined);
+    };
+    refuses({ mode: 'inline', proxy: { url: 'http://localhost:3128', hosts: [] } }, /loopback/);
+    refuses({ mode: 'inline', proxy: { url: 'http://127.0.0.1:3128', hosts: [] } }, /loopback/);
+    refuses({ mode: 'inline', proxy: { url: 'https://relais:3128', hosts: [] } }, /must start with http:\/\//);
+    refuses({ mode: 'inline', service: false, proxy: { url: 'http://relais:3128', hosts: [] } }, /--no-service/);
+    refuses({ mode: 'registry', proxy: { url: 'http://relais:3128', hosts: [] } }, /--mode registry/);
+    refuses({ mode: 'inline', proxy: { url: 'http://relais:3128', hosts: ['ghcr.io/org'] } }, /not a registry host name/);
+  });
+
+  it('the generated entrypoint, run by sh: fetches the CA from relais (or takes RELAIS_CA), writes certs.d per host, starts dind with the command', async () => {
+    const { dindProxyEntrypoint } = await import('../../../src/ci/proxy.js');
+    const { createServer } = await import('node:http');
+    const { execFile } = await import('node:child_process');
+    const { promisify } = await import('node:util');
+    // Async: the CA server runs in this process, so the shell must not block the event loop.
+    const sh = (args: string[], env: NodeJS.ProcessEnv): Promise<{ stdout: string; stderr: string }> =>
+      promisify(execFile)('sh', args, { env, encoding: 'utf8' });
+    const { existsSync, writeFileSync, chmodSync } = await import('node:fs');
+    const dir = mkdtempSync(join(tmpdir(), 'relais-ci-entrypoint-'));
+    const pem = '-----BEGIN CERTIFICATE-----\nMIIBrelais\n-----END CERTIFICATE-----';
+    const server = createServer((req, res) => {
+      if (req.url === '/_relais/ca.crt') res.end(`${pem}\n`);
+      else res.writeHead(404).end();
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    try {
+      const port = (server.address() as { port: number }).port;
+      const bin = join(dir, 'bin');
+      execFileSync('mkdir', ['-p', bin]);
+      // Stands in for docker:dind's entrypoint: prints the arguments it was started with.
+      writeFileSync(join(bin, 'dockerd-entrypoint.sh'), '#!/bin/sh\necho "dockerd $*"\n');
+      chmodSync(join(bin, 'dockerd-entrypoint.sh'), 0o755);
+      const certs = join(dir, 'certs.d');
+      const [shell, c, script, name] = dindProxyEntrypoint(certs);
+      assert.equal(shell, 'sh');
+      const env = { PATH: `${bin}:${process.env['PATH'] ?? ''}`, RELAIS_INTERCEPT_HOSTS: 'ghcr.io registry-1.docker.io', RELAIS_CA_URL: `http://127.0.0.1:${port}/_relais/ca.crt` };
+      const out = await sh([c ?? '-c', script ?? '', name ?? 'dind', '--mtu=1450'], env);
+      assert.equal(out.stdout, 'dockerd --mtu=1450\n');
+      for (const h of ['ghcr.io', 'registry-1.docker.io']) assert.equal(readFileSync(join(certs, h, 'ca.crt'), 'utf8'), `${pem}\n`);
+      // RELAIS_CA (the CA written into the job) wins over fetching.
+      rmSync(certs, { recursive: true });
+      await sh([c ?? '-c', script ?? '', name ?? 'dind'], { ...env, RELAIS_CA: pem, RELAIS_CA_URL: 'http://127.0.0.1:1/nope' });
+      assert.equal(readFileSync(join(certs, 'ghcr.io', 'ca.crt'), 'utf8'), `${pem}\n`);
+      // relais unreachable: dind does not start (no x509 failures later), and says why.
+      rmSync(certs, { recursive: true });
+      await assert.rejects(
+        sh([c ?? '-c', script ?? '', name ?? 'dind'], { ...env, RELAIS_CA_URL: `http://127.0.0.1:${port}/missing` }),
+        (e: unknown) => /cannot fetch the CA/.test(String((e as { stderr?: string }).stderr)),
+      );
+      assert.ok(!existsSync(certs));
+    } finally {
+      server.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('relais ci gitlab (command)', () => {
+  it('-o into a directory that does not exist yet (the docs\' ci/build.yml) creates it; a failure names the file, never a temp file', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'relais-ci-gitlab-o-'));
+    try {
+      const r = relaisCi(['gitlab', '--mirror', 'https://relais.example.com', '--mode', 'registry', '--include', '-o', 'ci/build.yml'], { cwd: dir });
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stderr, /^wrote ci\/build\.yml$/m);
+      assert.deepEqual(Object.keys(obj(parse(readFileSync(join(dir, 'ci', 'build.yml'), 'utf8')))), ['build']);
+      // A path component that is a file: the error names ci/build.yml/x.yml and hints, no .relais.tmp.
+      const bad = relaisCi(['gitlab', '-o', 'ci/build.yml/x.yml'], { cwd: dir });
+      assert.equal(bad.code, 1);
+      assert.match(bad.stderr, /^error: cannot write ci\/build\.yml\/x\.yml \((ENOTDIR|EEXIST)\)$/m);
+      assert.match(bad.stderr, /^hint: /m);
+      assert.doesNotMatch(bad.stderr, /relais\.tmp/);
+      // --proxy with a CA file: the PEM goes into the job.
+      const ca = join(dir, 'ca.crt');
+      execFileSync('sh', ['-c', `printf '%s\\n' '-----BEGIN CERTIFICATE-----' 'MIIB' '-----END CERTIFICATE-----' > ${ca}`]);
+      const proxied = relaisCi(['gitlab', '--proxy', 'http://relais.example.com:3128', '--intercept', 'ghcr.io', '--ca', ca]);
+      assert.equal(proxied.code, 0, proxied.stderr);
+      const vars = obj(obj(list(obj(obj(parse(proxied.stdout))['build'])['services'])[0])['variables']);
+      assert.match(String(vars['RELAIS_CA']), /^-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----$/);
+      const stray = relaisCi(['gitlab', '--intercept', 'ghcr.io']);
+      assert.equal(stray.code, 1);
+      assert.match(stray.stderr, /belong to proxy mode/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+
   it('prints the job, or writes it with -o; refuses bad input with a hint', () => {
     const dir = mkdtempSync(join(tmpdir(), 'relais-ci-gitlab-'));
     try {

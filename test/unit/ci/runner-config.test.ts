@@ -16,8 +16,11 @@ const MIRROR = 'https://relais.example.com';
 const DAEMON_JSON = '/etc/gitlab-runner/relais-daemon.json';
 const samples = readdirSync(fixtures).filter((f) => f.endsWith('.toml') && !f.includes('.golden.'));
 
-function plan(text: string, via: MirrorVia) {
-  return planRunnerConfig(text, { mirror: MIRROR, via, daemonJsonPath: DAEMON_JSON });
+const CA = '-----BEGIN CERTIFICATE-----\nMIIBrelais\n-----END CERTIFICATE-----\n';
+const PROXY = { url: 'http://relais.example.com:3128', hosts: ['ghcr.io', 'registry-1.docker.io'], certsDirPath: '/etc/gitlab-runner/relais-certs.d', caPem: CA };
+
+function plan(text: string, via: MirrorVia, mirror = MIRROR) {
+  return planRunnerConfig(text, { mirror, via, daemonJsonPath: DAEMON_JSON, proxy: PROXY });
 }
 
 type Obj = Record<string, unknown>;
@@ -32,7 +35,7 @@ function cli(args: string[]): CliResult {
 describe('runner-config golden files', () => {
   assert.ok(samples.length >= 3, 'fixtures present');
   for (const sample of samples) {
-    for (const via of ['service', 'volume'] as const) {
+    for (const via of ['service', 'volume', 'proxy'] as const) {
       it(`${sample} --via ${via}`, () => {
         const input = readFileSync(join(fixtures, sample), 'utf8');
         const result = plan(input, via);
@@ -97,6 +100,58 @@ describe('runner-config semantics', () => {
     assert.deepEqual(JSON.parse(result.daemonJson ?? ''), { 'registry-mirrors': [MIRROR] });
   });
 
+  it('--via service with an http mirror: --insecure-registry too (as daemon.json does); idempotent; --via volume then removes both flags', () => {
+    const text = readFileSync(join(fixtures, 'existing-dind.toml'), 'utf8');
+    const http = 'http://relais.internal:5000';
+    const r = plan(text, 'service', http);
+    assert.deepEqual(dockerOf(runnersOf(r.output)[0])['services'], [
+      { name: 'docker:26-dind', command: ['--mtu=1450', `--registry-mirror=${http}`, '--insecure-registry=relais.internal:5000'], alias: 'docker' },
+    ]);
+    assert.equal(plan(r.output, 'service', http).changed, false);
+    const fresh = plan(readFileSync(join(fixtures, 'registered-docker.toml'), 'utf8'), 'service', http);
+    const dind = (dockerOf(runnersOf(fresh.output)[0])['services'] as Obj[]).find((x) => String(x['name']).includes('dind'));
+    assert.deepEqual(dind?.['command'], [`--registry-mirror=${http}`, '--insecure-registry=relais.internal:5000']);
+    // dockerd refuses insecure-registries set by both daemon.json and a flag: volume mode removes the flag.
+    const vol = plan(r.output, 'volume', http);
+    assert.deepEqual((dockerOf(runnersOf(vol.output)[0])['services'] as Obj[])[0]?.['command'], ['--mtu=1450']);
+  });
+
+  it('--via proxy: dind environment HTTPS_PROXY/NO_PROXY/hosts, certs.d mounted, one ca.crt per host; unprivileged and shell runners left alone', () => {
+    const fleet2 = readFileSync(join(fixtures, 'fleet.toml'), 'utf8');
+    const r = plan(fleet2, 'proxy');
+    const after = runnersOf(r.output);
+    const builds = dockerOf(after[0]);
+    assert.ok((builds['volumes'] as string[]).includes('/etc/gitlab-runner/relais-certs.d:/etc/docker/certs.d:ro'));
+    assert.ok((builds['volumes'] as string[]).includes('/certs/client'));
+    const dind = (builds['services'] as Obj[]).find((x) => String(x['name']).includes('dind'));
+    assert.deepEqual(dind, {
+      name: 'docker:27-dind',
+      alias: 'docker',
+      environment: [
+        'HTTPS_PROXY=http://relais.example.com:3128',
+        // docker (the job's connection to dind), loopback, relais, the runner's postgres service (db and
+        // its derived name), GitLab itself.
+        'NO_PROXY=docker,localhost,127.0.0.1,relais.example.com,db,postgres,gitlab.example.com',
+        'RELAIS_INTERCEPT_HOSTS=ghcr.io registry-1.docker.io',
+      ],
+    });
+    assert.deepEqual(r.certsFiles, [
+      { path: 'ghcr.io/ca.crt', content: CA },
+      { path: 'registry-1.docker.io/ca.crt', content: CA },
+    ]);
+    assert.equal(r.daemonJson, undefined);
+    assert.deepEqual(after[2], runnersOf(fleet2)[2], 'shell runner untouched');
+    // Switching the proxy address updates the entry, keeping other variables of the service.
+    const moved = planRunnerConfig(r.output.replace('"HTTPS_PROXY=', '"FOO=bar", "HTTPS_PROXY='), {
+      via: 'proxy',
+      daemonJsonPath: DAEMON_JSON,
+      proxy: { ...PROXY, url: 'http://relais2.example.com:3128' },
+    });
+    const env = ((dockerOf(runnersOf(moved.output)[0])['services'] as Obj[]).find((x) => String(x['name']).includes('dind'))?.['environment'] ?? []) as string[];
+    assert.deepEqual(env.slice(0, 2), ['FOO=bar', 'HTTPS_PROXY=http://relais2.example.com:3128']);
+    assert.throws(() => planRunnerConfig(fleet2, { via: 'proxy', daemonJsonPath: DAEMON_JSON, proxy: { ...PROXY, url: 'http://127.0.0.1:3128' } }), (e: unknown) => isRelaisError(e) && /loopback/.test(e.message));
+  });
+
   it('daemon.json for an http mirror marks it insecure', () => {
     assert.deepEqual(JSON.parse(daemonJsonFor('http://relais.internal:5000')), {
       'registry-mirrors': ['http://relais.internal:5000'],
@@ -144,6 +199,29 @@ describe('relais ci runner-config (command)', () => {
         'insecure-registries': ['relais.internal:5000'],
       });
       assert.equal(cli(['ci', 'runner-config', '--mirror', 'http://relais.internal:5000', '--file', file, '--via', 'volume', '--check']).code, 0);
+
+      // --via proxy with the CA from a file: certs.d written next to config.toml, a second run changes nothing.
+      const ca = join(dir, 'ca.pem');
+      writeFileSync(ca, CA);
+      const relaisYaml = join(dir, 'relais.yaml');
+      writeFileSync(relaisYaml, 'upstreams:\n  docker.io: {url: "https://registry-1.docker.io"}\n  ghcr: {url: "https://ghcr.io", hosts: [ghcr.io]}\n');
+      const proxyArgs = ['ci', 'runner-config', '--via', 'proxy', '--proxy', 'http://relais.example.com:3128', '--relais-config', relaisYaml, '--ca', ca, '--file', file];
+      const proxied = cli(proxyArgs);
+      assert.equal(proxied.code, 0, proxied.stderr);
+      for (const h of ['registry-1.docker.io', 'docker.io', 'index.docker.io', 'ghcr.io']) {
+        assert.equal(readFileSync(join(dir, 'relais-certs.d', h, 'ca.crt'), 'utf8'), CA, h);
+      }
+      assert.match(readFileSync(file, 'utf8'), /RELAIS_INTERCEPT_HOSTS=registry-1\.docker\.io docker\.io index\.docker\.io ghcr\.io/);
+      const proxiedAgain = cli([...proxyArgs, '--check']);
+      assert.equal(proxiedAgain.code, 0, proxiedAgain.stdout);
+      assert.match(proxiedAgain.stdout, /relais-certs\.d: up to date/);
+      const noCa = cli(['ci', 'runner-config', '--via', 'proxy', '--proxy', 'http://relais.invalid:3128', '--file', file]);
+      assert.equal(noCa.code, 1);
+      assert.match(noCa.stderr, /^error: cannot fetch the CA from http:\/\/relais\.invalid:5000\/_relais\/ca\.crt/m);
+      assert.match(noCa.stderr, /^hint: /m);
+      const key = join(dir, 'key.pem');
+      writeFileSync(key, '-----BEGIN PRIVATE KEY-----\nx\n-----END PRIVATE KEY-----\n');
+      assert.match(cli(['ci', 'runner-config', '--via', 'proxy', '--proxy', 'http://relais.example.com:3128', '--ca', key, '--file', file]).stderr, /holds a private key/);
 
       const missing = cli(['ci', 'runner-config', '--mirror', MIRROR, '--file', join(dir, 'nope.toml')]);
       assert.equal(missing.code, 1);
