@@ -24,6 +24,7 @@ import { createRequestLog, type RequestLog } from './observability/request-log.j
 import { RelaisMetrics } from './observability/metrics.js';
 import { BlobService } from './registry/blobs.js';
 import { ListingService } from './registry/listing.js';
+import { ReferrersService } from './registry/referrers.js';
 import { ManifestService } from './registry/manifests.js';
 import type { RoutingTable } from './registry/routing.js';
 import { openStorage } from './storage/create.js';
@@ -126,6 +127,12 @@ export async function startRelais(config: ResolvedConfig, opts: StartOptions = {
     coordinator: cluster?.manifests,
   });
   const listing = new ListingService(upstreams, index);
+  const referrers = new ReferrersService({
+    upstreams,
+    manifest: (route, tag) => manifests.get(route, tag),
+    settings: (name) => upstreamCfg(name),
+    maxBodySize: config.server.maxManifestSize,
+  });
   // Bounded disk: LRU eviction under storage.maxSize, idle age, pins; periodic online gc.
   const evictor = makeEvictor(cluster?.leases, {
     index,
@@ -159,7 +166,7 @@ export async function startRelais(config: ResolvedConfig, opts: StartOptions = {
     topImages: config.metrics.topImages,
   });
   const access = createAccessControl(config.auth);
-  const registry = createRegistryHandler({ routing, manifests, blobs, listing, access, sendfile: sendfile.sender });
+  const registry = createRegistryHandler({ routing, manifests, blobs, listing, referrers, access, sendfile: sendfile.sender });
   // Runs first: identifies the client, and keeps admin endpoints (status page, /_relais/*) to admins.
   const guard: RouteHandler = async (req, _res, ctx) => {
     ctx.principal = await access.authenticate(req);

@@ -73,8 +73,9 @@ export const errors = {
     }),
   digestInvalid: (digest: string, why: string) =>
     new RelaisError('DIGEST_INVALID', `invalid digest "${digest}": ${why}`, { status: 400, detail: { digest } }),
-  manifestUnknown: (name: string, reference: string) =>
-    new RelaisError('MANIFEST_UNKNOWN', `manifest unknown: ${name}:${reference}`, {
+  /** `why`: a reference that cannot name any manifest (bad tag or digest grammar) is unknown too, and says why. */
+  manifestUnknown: (name: string, reference: string, why?: string) =>
+    new RelaisError('MANIFEST_UNKNOWN', `manifest unknown: ${name}:${reference}${why === undefined ? '' : ` (${why})`}`, {
       status: 404,
       detail: { name, reference },
     }),
