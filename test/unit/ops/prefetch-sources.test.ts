@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { parse } from 'yaml';
 import { dockerfileImages, expandVariables } from '../../../src/cache/dockerfile-images.js';
 import { gitlabCiImages } from '../../../src/cache/gitlab-ci-images.js';
 
@@ -46,6 +47,22 @@ void test('gitlab-ci sample: images and services of every job, through includes,
     'template: Security/SAST.gitlab-ci.yml',
     'project: acme/ci-components, file: /deploy.yml',
   ]);
+});
+
+/** GitLab's CI JSON schema, as shipped and applied by gitlab-ci-local (its own ajv). */
+interface Validator {
+  jsonSchemaValidation(a: { pathToExpandedGitLabCi: string; gitLabCiConfig: unknown; argv: { ignoreSchemaPaths: string[] } }): void;
+}
+
+void test('the sample CI files are valid GitLab CI (GitLab\'s schema, gitlab-ci-local\'s copy)', async () => {
+  const mod = (await import('gitlab-ci-local/src/validator.js' as string)) as { Validator: Validator };
+  const referenceAsList = [{ tag: '!reference', collection: 'seq' as const, resolve: (seq: unknown) => (seq as { toJSON(): unknown }).toJSON() }];
+  for (const f of ['.gitlab-ci.yml', 'ci/templates.yml', 'ci/integration.yml']) {
+    const doc: unknown = parse(read(f), { customTags: referenceAsList });
+    assert.doesNotThrow(() => {
+      mod.Validator.jsonSchemaValidation({ pathToExpandedGitLabCi: f, gitLabCiConfig: doc, argv: { ignoreSchemaPaths: [] } });
+    }, f);
+  }
 });
 
 void test('gitlab-ci: values given for predefined variables resolve the rest; a missing local include is reported', () => {
