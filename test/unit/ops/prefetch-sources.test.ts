@@ -55,7 +55,8 @@ interface Validator {
 }
 
 void test('the sample CI files are valid GitLab CI (GitLab\'s schema, gitlab-ci-local\'s copy)', async () => {
-  const mod = (await import('gitlab-ci-local/src/validator.js' as string)) as { Validator: Validator };
+  const spec = 'gitlab-ci-local/src/validator.js';
+  const mod = (await import(spec)) as { Validator: Validator };
   const referenceAsList = [{ tag: '!reference', collection: 'seq' as const, resolve: (seq: unknown) => (seq as { toJSON(): unknown }).toJSON() }];
   for (const f of ['.gitlab-ci.yml', 'ci/templates.yml', 'ci/integration.yml']) {
     const doc: unknown = parse(read(f), { customTags: referenceAsList });
