@@ -7,7 +7,7 @@ import { basename, dirname, resolve, sep } from 'node:path';
 import { RelaisError } from '../errors.js';
 import { dockerfileImages, type FoundImage, type UnresolvedImage } from './dockerfile-images.js';
 import { gitlabCiImages } from './gitlab-ci-images.js';
-import type { PrefetchTarget } from './prefetch.js';
+import type { ImageResult, PrefetchSummary, PrefetchTarget } from './prefetch.js';
 
 export interface PrefetchFiles {
   readonly gitlabCi: readonly string[];
@@ -83,4 +83,17 @@ export function prefetchTargets(images: readonly string[], found: readonly Found
     out.push(f.platform === undefined ? { image: f.image } : { image: f.image, platforms: [f.platform] });
   }
   return out;
+}
+
+/**
+ * Images the files name on a registry this relais does not mirror (a project's own registry, $CI_REGISTRY_IMAGE…)
+ * are no failure of the warm-up: they are set apart (and listed), the run fails only for the others. Images
+ * named on the command line stay failures.
+ */
+export function setApartNotMirrored(summary: PrefetchSummary, named: readonly string[]): { summary: PrefetchSummary; notMirrored: ImageResult[] } {
+  const explicit = new Set(named);
+  const notMirrored = summary.images.filter((r) => !r.ok && !explicit.has(r.image) && /NAME_UNKNOWN: .*upstream "[^"]*" is not configured/.test(r.error ?? ''));
+  if (notMirrored.length === 0) return { summary, notMirrored };
+  const rest = summary.images.filter((r) => !notMirrored.includes(r));
+  return { summary: { ...summary, images: rest, failed: rest.filter((r) => !r.ok).length }, notMirrored };
 }

@@ -12,7 +12,7 @@ import { cacheRetentionJson, renderCacheRetention, runCacheRetention, wantsReten
 import { parseShare } from '../cleanup/command.js';
 import { liveServerPid } from '../cache/pidfile.js';
 import { clientAuthorization, hostPlatform, prefetch, type PrefetchSummary, type PrefetchTarget } from '../cache/prefetch.js';
-import { prefetchTargets, scanPrefetchFiles, type PrefetchSources } from '../cache/prefetch-files.js';
+import { prefetchTargets, scanPrefetchFiles, setApartNotMirrored, type PrefetchSources } from '../cache/prefetch-files.js';
 import { loadConfig, usesLibraryPrefix, type ResolvedConfig } from '../config/load.js';
 import { formatBytes, parseDuration } from '../config/units.js';
 import { RelaisError } from '../errors.js';
@@ -343,17 +343,19 @@ Examples:
             stop = () => relais.close();
             server = relais.url;
           }
-          const summary = await runPrefetchWithProgress(targets, {
+          const run = await runPrefetchWithProgress(targets, {
             server,
             platforms: opts.platform ?? [hostPlatform()],
             allPlatforms: opts.allPlatforms === true,
             concurrency: opts.concurrency,
             authorization: clientAuthorization(),
           });
-          if (opts.json === true) process.stdout.write(`${JSON.stringify({ ...summary, sources }, null, 2)}\n`);
+          const { summary, notMirrored } = setApartNotMirrored(run, images);
+          if (opts.json === true) process.stdout.write(`${JSON.stringify({ ...summary, sources: { ...sources, notMirrored } }, null, 2)}\n`);
           else {
             printPrefetchSummary(summary, process.stdout);
             printPrefetchSources(sources, process.stdout);
+            for (const r of notMirrored) process.stdout.write(`not mirrored  ${r.image}: ${r.error ?? ''}\n`);
           }
           if (summary.failed > 0) process.exitCode = 1;
         } catch (e) {

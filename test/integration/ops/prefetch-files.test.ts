@@ -35,6 +35,7 @@ interface PrefetchJson {
     found: { image: string; platform?: string; source: string }[];
     unresolved: { raw: string; source: string; missing: string[] }[];
     skippedIncludes: string[];
+    notMirrored: { image: string; error?: string }[];
   };
 }
 
@@ -100,16 +101,19 @@ test('prefetch --gitlab-ci --dockerfile: every image the files run, each blob fe
   assert.equal(up.blobGets(), 0, 'second run: no blob GET upstream');
 });
 
-test('prefetch: --build-arg and --variable resolve what the files leave open; a missing file is a clear error', async () => {
+test('prefetch: --build-arg and --variable resolve what the files leave open; images on registries relais does not mirror are set apart; a missing file is a clear error', async () => {
   up.clearLog();
   const r = await relaisCli(['prefetch', '--server', relais.url, '--dockerfile', join(project, 'Dockerfile'), '--build-arg', 'NODE_VERSION=20', '--build-arg', 'DISTROLESS_TAG=nonroot', '--json'], 120_000);
   const out = JSON.parse(r.stdout) as PrefetchJson;
   assert.deepEqual(out.sources.unresolved, []);
   assert.ok(out.images.some((i) => i.image === 'node:20-alpine' && i.ok));
-  const distroless = out.images.find((i) => i.image === 'gcr.io/distroless/static:nonroot');
-  assert.equal(distroless?.ok, false, 'gcr.io is no configured upstream: fetched nowhere, reported');
-  assert.match(distroless.error ?? '', /gcr\.io/);
-  assert.equal(r.code, 1, 'an image that could not be fetched: exit 1');
+  assert.equal(r.code, 0, 'an image of the files on a registry relais does not mirror is set apart, not a failure');
+  assert.ok(!out.images.some((i) => i.image.startsWith('gcr.io/')));
+  assert.deepEqual(out.sources.notMirrored.map((i) => i.image), ['gcr.io/distroless/static:nonroot']);
+  assert.match(out.sources.notMirrored[0]?.error ?? '', /upstream "gcr\.io" is not configured/);
+  const named = await relaisCli(['prefetch', '--server', relais.url, 'gcr.io/distroless/static:nonroot']);
+  assert.equal(named.code, 1, 'named on the command line: a failure');
+  assert.match(named.stdout, /^FAILED {2}gcr\.io\/distroless\/static:nonroot: .*not configured/m);
 
   const withVar = await relaisCli(['prefetch', '--server', relais.url, '--gitlab-ci', join(project, '.gitlab-ci.yml'), '--variable', 'CI_DEPENDENCY_PROXY_GROUP_IMAGE_PREFIX=docker.io/library', '--json'], 120_000);
   assert.equal(withVar.code, 0, withVar.stderr);
