@@ -215,3 +215,21 @@ test('an upstream with the API that ignores artifactType and pages its answer: r
     await api.close();
   }
 });
+
+test('upstream down: the last referrers answer is served past its TTL (stale-if-error); nothing known: 503, not an empty list', async () => {
+  const fresh = await http(`${relais.url}/v2/signed/referrers/${signed.manifestDigest}`);
+  assert.equal(fresh.status, 200);
+  await plain.stop();
+  try {
+    await sleep(1100);
+    const stale = await http(`${relais.url}/v2/signed/referrers/${signed.manifestDigest}`);
+    assert.equal(stale.status, 200);
+    assert.deepEqual(digests(parseIndex(stale.body)), [sbom.digest, sig.digest].sort());
+    const logged = relais.logs().filter((l) => l.msg === 'request' && typeof l.path === 'string' && l.path.includes('/referrers/') && l.cache === 'stale');
+    assert.ok(logged.length >= 1, 'the request log says stale');
+    const never = await http(`${relais.url}/v2/signed/referrers/${sha256Digest('never asked before')}`);
+    assert.equal(never.status, 503, 'an unreachable upstream is not "nothing refers to it"');
+  } finally {
+    await plain.start();
+  }
+});
