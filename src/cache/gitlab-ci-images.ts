@@ -3,7 +3,7 @@
 // local `include:` files followed (through `readLocal`, so this stays a pure function of the files' text).
 // Variables come from the global and job `variables:` blocks (and any the caller gives, e.g. --variable);
 // what cannot be resolved (predefined CI_* variables, project settings) is listed, never guessed.
-import { parse, type Tags } from 'yaml';
+import { parseAllDocuments, type Tags } from 'yaml';
 import { expandVariables, type FoundImage, type ImageScan, type UnresolvedImage } from './dockerfile-images.js';
 
 export interface GitlabCiOptions {
@@ -21,7 +21,7 @@ export interface GitlabCiScan extends ImageScan {
 }
 
 /** Top-level keys that are not jobs. */
-const RESERVED = new Set(['image', 'services', 'default', 'include', 'variables', 'stages', 'workflow', 'before_script', 'after_script', 'cache', 'spec', 'pages:deploy', 'types']);
+const RESERVED = new Set(['image', 'services', 'default', 'include', 'variables', 'stages', 'workflow', 'before_script', 'after_script', 'cache', 'spec', 'types']);
 
 type Yaml = Record<string, unknown>;
 
@@ -44,7 +44,12 @@ const customTags: Tags = [
 const isMap = (x: unknown): x is Yaml => x !== null && typeof x === 'object' && !Array.isArray(x) && !(x instanceof Reference);
 
 function parseFile(text: string, file: string): Yaml {
-  const doc: unknown = parse(text, { customTags, merge: true, logLevel: 'error' });
+  // A file with a `spec:` header (CI/CD inputs) has two documents: the header, then the configuration.
+  const docs = parseAllDocuments(text, { customTags, merge: true, logLevel: 'error' });
+  const last = Array.isArray(docs) ? docs[docs.length - 1] : docs;
+  const error = last?.errors[0];
+  if (error !== undefined) throw new Error(`${file}: ${error.message}`);
+  const doc: unknown = last?.toJS();
   if (doc === null || doc === undefined) return {};
   if (!isMap(doc)) throw new Error(`${file}: not a mapping at the top level`);
   return doc;
@@ -196,7 +201,9 @@ export function gitlabCiImages(text: string, opts: GitlabCiOptions = {}): Gitlab
       return '';
     };
     const e = expandVariables(spec.name, lookup, { dollarEscape: true });
-    const missing = [...(e.ok ? [] : e.missing), ...innerMissing];
+    // CI/CD inputs ($[[ inputs.x ]]) are given where the file is included: nothing here to resolve them with.
+    const inputs = [...spec.name.matchAll(/\$\[\[\s*([^\]]+?)\s*\]\]/g)].map((m) => m[1] ?? '');
+    const missing = [...(e.ok ? [] : e.missing), ...innerMissing, ...inputs];
     if (!e.ok || missing.length > 0) {
       const key = `${spec.name}\n${source}`;
       if (!seen.has(key)) unresolved.push({ raw: spec.name, source, missing: [...new Set(missing)] });

@@ -102,6 +102,10 @@ d: { image: "busybox:\${UNSET:-1.36}", script: [x] }
     ['busybox:1.36', undefined, '.gitlab-ci.yml: job d (image)'],
   ]);
   assert.throws(() => gitlabCiImages('- just\n- a list\n'), /not a mapping/);
+  const withInputs = gitlabCiImages('spec:\n  inputs:\n    node: { default: "22" }\n---\nt: { image: "node:$[[ inputs.node ]]", script: [x] }\nu: { image: "ok:1", script: [x] }\n');
+  assert.deepEqual(withInputs.images.map((i) => i.image), ['ok:1'], 'the configuration document after a spec: header');
+  assert.deepEqual(withInputs.unresolved.map((u) => u.missing), [['inputs.node']], 'CI/CD inputs are listed as unresolved');
+  assert.throws(() => gitlabCiImages('a: [unclosed\n'), /\.gitlab-ci\.yml: /);
   const inner = gitlabCiImages('variables: { IMG: "x:$UNDEF" }\nj: { image: $IMG, script: [x] }\n');
   assert.deepEqual(inner.unresolved, [{ raw: '$IMG', source: '.gitlab-ci.yml: job j (image)', missing: ['UNDEF'] }], 'the variable nothing defines, not the one that names it');
 });
