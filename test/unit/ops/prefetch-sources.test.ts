@@ -9,6 +9,8 @@ import { fileURLToPath } from 'node:url';
 import { parse } from 'yaml';
 import { dockerfileImages, expandVariables } from '../../../src/cache/dockerfile-images.js';
 import { gitlabCiImages } from '../../../src/cache/gitlab-ci-images.js';
+import { prefetchTargets, setApartNotMirrored } from '../../../src/cache/prefetch-files.js';
+import type { ImageResult, PrefetchSummary } from '../../../src/cache/prefetch.js';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../../../..');
 const project = join(root, 'test/fixtures/prefetch/project');
@@ -163,4 +165,28 @@ void test('variable expansion: $V, ${V}, ${V:-d}, ${V-d}, ${V:+a}, and what is m
   assert.deepEqual(expandVariables('${A:+x}${EMPTY:+y}${NOPE:+z}', look), { ok: true, value: 'x' });
   assert.deepEqual(expandVariables('$NOPE:${ALSO}', look), { ok: false, missing: ['NOPE', 'ALSO'] });
   assert.deepEqual(expandVariables('$$A', look, { dollarEscape: true }), { ok: true, value: '$A' });
+});
+
+void test('targets: named images first, each image (and platform) once; not-mirrored file images set apart, named ones stay failures', () => {
+  const found = [
+    { image: 'node:22', source: 'a' },
+    { image: 'node:22', source: 'b' },
+    { image: 'alpine:3.20', platform: 'linux/arm64', source: 'c' },
+    { image: 'alpine:3.20', source: 'd' },
+  ];
+  assert.deepEqual(prefetchTargets(['node:22', 'x:1'], found), [{ image: 'node:22' }, { image: 'x:1' }, { image: 'alpine:3.20', platforms: ['linux/arm64'] }, { image: 'alpine:3.20' }]);
+  const fail = (image: string, error: string): ImageResult => ({ image, ok: false, error, platforms: [], manifests: 0, blobs: 0, bytes: 0 });
+  const notConfigured = 'NAME_UNKNOWN: repository name not known to registry: gcr.io/x (upstream "gcr.io" is not configured)';
+  const summary: PrefetchSummary = {
+    images: [fail('gcr.io/x:1', notConfigured), fail('gcr.io/named:1', notConfigured.replace('x', 'named')), fail('node:22', 'UPSTREAM_ERROR: HTTP 502')],
+    bytes: 0,
+    blobs: 0,
+    failed: 3,
+    seconds: 1,
+    upstreamBytes: undefined,
+  };
+  const { summary: kept, notMirrored } = setApartNotMirrored(summary, ['gcr.io/named:1']);
+  assert.deepEqual(notMirrored.map((r) => r.image), ['gcr.io/x:1']);
+  assert.deepEqual(kept.images.map((r) => r.image), ['gcr.io/named:1', 'node:22']);
+  assert.equal(kept.failed, 2);
 });
