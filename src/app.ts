@@ -25,6 +25,7 @@ import { createRequestLog, type RequestLog } from './observability/request-log.j
 import { RelaisMetrics } from './observability/metrics.js';
 import { BlobService } from './registry/blobs.js';
 import { ListingService } from './registry/listing.js';
+import { ReferrersService } from './registry/referrers.js';
 import { ManifestService } from './registry/manifests.js';
 import type { RoutingTable } from './registry/routing.js';
 import { openStorage } from './storage/create.js';
@@ -162,6 +163,12 @@ async function startLocked(config: ResolvedConfig, opts: StartOptions, logger: L
     coordinator: cluster?.manifests,
   });
   const listing = new ListingService(upstreams, index);
+  const referrers = new ReferrersService({
+    upstreams,
+    manifest: (route, tag) => manifests.get(route, tag),
+    settings: (name) => upstreamCfg(name),
+    maxBodySize: config.server.maxManifestSize,
+  });
   // Bounded disk: LRU eviction under storage.maxSize, idle age, pins; periodic online gc.
   const evictor = makeEvictor(cluster?.leases, {
     index,
@@ -216,7 +223,7 @@ async function startLocked(config: ResolvedConfig, opts: StartOptions, logger: L
       return client.forward(r);
     },
   });
-  const registry = createRegistryHandler({ routing, manifests, blobs, listing, access, sendfile: sendfile.sender, boundUpstream: (req) => binding(req)?.upstream });
+  const registry = createRegistryHandler({ routing, manifests, blobs, listing, referrers, access, sendfile: sendfile.sender, boundUpstream: (req) => binding(req)?.upstream });
   // Runs first: identifies the client, and keeps admin endpoints (status page, /_relais/*) to admins.
   const guard: RouteHandler = async (req, _res, ctx) => {
     // On a proxy connection the Authorization header is the upstream's; the client was identified at CONNECT.

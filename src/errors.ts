@@ -132,7 +132,10 @@ export const errors = {
     hint: (_n: string, _w: string, hint?: string) => hint,
   }),
   digestInvalid: entry('DIGEST_INVALID', 400, (digest: string, why: string) => `invalid digest "${digest}": ${why}`, { detail: (digest) => ({ digest }) }),
-  manifestUnknown: entry('MANIFEST_UNKNOWN', 404, (name: string, reference: string) => `manifest unknown: ${name}:${reference}`, { detail: (name, reference) => ({ name, reference }) }),
+  /** `why`: a reference that cannot name any manifest (bad tag or digest grammar) is unknown too, and says why. */
+  manifestUnknown: entry('MANIFEST_UNKNOWN', 404, (name: string, reference: string, why?: string) => `manifest unknown: ${name}:${reference}${why === undefined ? '' : ` (${why})`}`, {
+    detail: (name: string, reference: string, _why?: string) => ({ name, reference }),
+  }),
   tagInvalid: entry('MANIFEST_INVALID', 400, (tag: string) => `invalid tag "${cut(tag, 140)}": must match [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}`, { detail: (tag) => ({ tag: cut(tag, 140) }) }),
   blobUnknown: entry('BLOB_UNKNOWN', 404, (name: string, digest: string) => `blob unknown to registry: ${name}@${digest}`, { detail: (_name, digest) => ({ digest }) }),
   unsupported: entry('UNSUPPORTED', 405, (what: string) => `${what} is not supported: relais is a read-only pull-through cache`),
@@ -188,6 +191,7 @@ export const errors = {
   }),
   upstreamTagListInvalid: entry('UPSTREAM_ERROR', 502, (upstream: string) => `upstream ${upstream} sent an invalid tag list`, { hint: UPSTREAM_BROKEN_HINT }),
   upstreamNoReferrers: entry('NAME_UNKNOWN', 404, (upstream: string, repo: string) => `upstream ${upstream} has no referrers API for ${repo}`),
+  upstreamReferrersInvalid: entry('UPSTREAM_ERROR', 502, (upstream: string, what: string) => `upstream ${upstream} ${what}`, { hint: UPSTREAM_BROKEN_HINT }),
   upstreamResponseTooLarge: entry('UPSTREAM_ERROR', 502, () => 'upstream response too large', { hint: UPSTREAM_BROKEN_HINT }),
   upstreamNoContentLength: entry('UPSTREAM_ERROR', 502, (upstream: string) => `upstream ${upstream} sent no Content-Length for blob`, { hint: UPSTREAM_BROKEN_HINT }),
 
@@ -341,6 +345,9 @@ export const errors = {
   prefetchBesideServer: entry('DATA_DIR_IN_USE', 500, (pid: number, dir: string) => `relais (pid ${pid}) serves ${dir}: prefetch cannot open the directory beside it`, {
     hint: 'prefetch through it: relais prefetch --server http://HOST:PORT IMAGE...',
   }),
+  prefetchFileUnreadable: entry('NAME_INVALID', 400, (what: string, path: string, code: string) => `cannot read ${what} ${path}: ${code}`, { hint: 'check the path given to --gitlab-ci / --dockerfile' }),
+  prefetchCiFileInvalid: entry('NAME_INVALID', 400, (file: string, why: string) => `${file}: ${why}`, { hint: 'is it a .gitlab-ci.yml? (YAML with jobs at the top level)' }),
+  prefetchNothing: entry('NAME_INVALID', 400, () => 'nothing to prefetch', { hint: 'name images (relais prefetch alpine:3.20), or --gitlab-ci FILE / --dockerfile FILE' }),
   listenInUse: entry('STARTUP_FAILED', 500, (address: string, _cause: unknown) => `cannot listen on ${address}: the address is already in use (EADDRINUSE)`, {
     cause: (_a: string, cause: unknown) => cause,
     hint: 'another process listens there (another relais? `ss -ltnp` names it): stop it, or choose another port with --listen HOST:PORT',

@@ -13,6 +13,7 @@ import { cacheRetentionJson, renderCacheRetention, runCacheRetention, wantsReten
 import { parseShare } from '../cleanup/command.js';
 import { acquireDataLock, liveServerPid, type DataLock } from '../cache/pidfile.js';
 import { clientAuthorization, hostPlatform, prefetch, type PrefetchSummary, type PrefetchTarget } from '../cache/prefetch.js';
+import { prefetchTargets, scanPrefetchFiles, setApartNotMirrored, type PrefetchSources } from '../cache/prefetch-files.js';
 import { loadConfig, usesLibraryPrefix, type ResolvedConfig } from '../config/load.js';
 import { formatBytes, parseDuration } from '../config/units.js';
 import { errors, isRelaisError } from '../errors.js';
@@ -33,6 +34,12 @@ const collect = (v: string, prev: string[] | undefined): string[] => [...(prev ?
 function platformArg(v: string, prev: string[] | undefined): string[] {
   if (!/^[a-z0-9]+\/[a-z0-9_]+(\/[a-z0-9]+)?$/.test(v)) throw new InvalidArgumentError('expected os/arch[/variant], e.g. linux/amd64 or linux/arm/v7');
   return [...(prev ?? []), v];
+}
+
+function keyValue(v: string, prev: Record<string, string> | undefined): Record<string, string> {
+  const eq = v.indexOf('=');
+  if (eq < 1 || !/^[A-Za-z_][A-Za-z0-9_]*$/.test(v.slice(0, eq))) throw new InvalidArgumentError('expected NAME=VALUE');
+  return { ...(prev ?? {}), [v.slice(0, eq)]: v.slice(eq + 1) };
 }
 
 function positiveInt(v: string): number {
@@ -293,7 +300,11 @@ Examples:
   program
     .command('prefetch')
     .description('Warm the cache: pull images through relais (manifests and every blob) before the CI rush')
-    .argument('<image...>', 'images: alpine:3.20, docker.io/library/node:22, ghcr.io/org/app@sha256:…')
+    .argument('[image...]', 'images: alpine:3.20, docker.io/library/node:22, ghcr.io/org/app@sha256:…')
+    .addOption(new Option('--gitlab-ci <file>', 'also the images a .gitlab-ci.yml runs (image:, services:, defaults, local includes); repeatable').argParser(collect))
+    .addOption(new Option('--dockerfile <file>', 'also the images a Dockerfile pulls (FROM, COPY --from, # syntax); repeatable').argParser(collect))
+    .addOption(new Option('--build-arg <name=value>', 'a Dockerfile ARG value (as docker build --build-arg); repeatable').argParser(keyValue))
+    .addOption(new Option('--variable <name=value>', 'a CI variable the .gitlab-ci.yml does not define (CI_REGISTRY_IMAGE…); repeatable').argParser(keyValue))
     .addOption(new Option('--platform <os/arch>', `platform to take from multi-platform images; repeatable (default ${hostPlatform()})`).argParser(platformArg))
     .option('--all-platforms', 'every platform of multi-platform images')
     .option('-s, --server <url>', 'a running relais, e.g. http://127.0.0.1:5000 (credentials: RELAIS_USERNAME/RELAIS_PASSWORD or RELAIS_TOKEN)')
@@ -307,19 +318,39 @@ Examples:
       `
 Images without a registry host go to the relais's default upstream; with one (ghcr.io/...), to the upstream
 of that name. Progress goes to stderr (a bar on a terminal), the summary to stdout. Exit status 1 when an
-image could not be fetched.
+image could not be fetched. Images of --gitlab-ci / --dockerfile that name a variable nothing defines are
+listed as "unresolved" (with the variables) and not fetched; give them with --variable / --build-arg.
 
 Examples:
   relais prefetch --server http://relais:5000 docker:27-dind node:22 ghcr.io/org/builder:main
-  relais prefetch --data /var/cache/relais --all-platforms alpine:3.20`,
+  relais prefetch --data /var/cache/relais --all-platforms alpine:3.20
+  relais prefetch --server http://relais:5000 --gitlab-ci .gitlab-ci.yml --dockerfile Dockerfile --build-arg NODE_VERSION=22`,
     )
     .action(
       async (
         images: string[],
-        opts: { platform?: string[]; allPlatforms?: boolean; server?: string; config?: string; data?: string; upstream?: string[]; concurrency: number; json?: boolean },
+        opts: {
+          platform?: string[];
+          allPlatforms?: boolean;
+          server?: string;
+          config?: string;
+          data?: string;
+          upstream?: string[];
+          concurrency: number;
+          json?: boolean;
+          gitlabCi?: string[];
+          dockerfile?: string[];
+          buildArg?: Record<string, string>;
+          variable?: Record<string, string>;
+        },
       ) => {
         let stop: (() => Promise<void>) | undefined;
         try {
+          const sources = await scanPrefetchFiles({ gitlabCi: opts.gitlabCi ?? [], dockerfiles: opts.dockerfile ?? [], buildArgs: opts.buildArg ?? {}, variables: opts.variable ?? {} });
+          const targets: PrefetchTarget[] = prefetchTargets(images, sources.found);
+          if (targets.length === 0 && sources.unresolved.length === 0) {
+            throw errors.prefetchNothing();
+          }
           let server = opts.server?.replace(/\/+$/, '');
           if (server === undefined) {
             const config = await loadConfig(opts.config, { dataDir: opts.data, upstreams: opts.upstream, listen: '127.0.0.1:0' });
@@ -334,16 +365,20 @@ Examples:
             stop = () => relais.close();
             server = relais.url;
           }
-          const targets: PrefetchTarget[] = images.map((image) => ({ image }));
-          const summary = await runPrefetchWithProgress(targets, {
+          const run = await runPrefetchWithProgress(targets, {
             server,
             platforms: opts.platform ?? [hostPlatform()],
             allPlatforms: opts.allPlatforms === true,
             concurrency: opts.concurrency,
             authorization: clientAuthorization(),
           });
-          if (opts.json === true) process.stdout.write(`${JSON.stringify(summary, null, 2)}\n`);
-          else printPrefetchSummary(summary, process.stdout);
+          const { summary, notMirrored } = setApartNotMirrored(run, images);
+          if (opts.json === true) process.stdout.write(`${JSON.stringify({ ...summary, sources: { ...sources, notMirrored } }, null, 2)}\n`);
+          else {
+            printPrefetchSummary(summary, process.stdout);
+            printPrefetchSources(sources, process.stdout);
+            for (const r of notMirrored) process.stdout.write(`not mirrored  ${r.image}: ${r.error ?? ''}\n`);
+          }
           if (summary.failed > 0) process.exitCode = 1;
         } catch (e) {
           printError(e);
@@ -403,6 +438,12 @@ async function runPrefetchWithProgress(targets: PrefetchTarget[], opts: Paramete
   });
   bar?.stop();
   return summary;
+}
+
+/** What the files named that was NOT fetched (--json also has where each image came from). */
+function printPrefetchSources(s: PrefetchSources, out: NodeJS.WritableStream): void {
+  for (const u of s.unresolved) out.write(`unresolved  ${u.raw} (${u.source}): ${u.missing.map((m) => `$${m}`).join(', ')} not defined\n`);
+  for (const i of s.skippedIncludes) out.write(`not read    include ${i}\n`);
 }
 
 function printPrefetchSummary(s: PrefetchSummary, out: NodeJS.WritableStream): void {

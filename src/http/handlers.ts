@@ -1,10 +1,11 @@
 // The registry API handlers: parse, call a service, stream. No caching logic lives here.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { pipeline } from 'node:stream/promises';
-import { errors } from '../errors.js';
+import { errors, RelaisError } from '../errors.js';
 import type { BlobService } from '../registry/blobs.js';
 import type { ListingService } from '../registry/listing.js';
 import type { ManifestService } from '../registry/manifests.js';
+import type { ReferrersService } from '../registry/referrers.js';
 import { validateDigest, validateReference } from '../registry/reference.js';
 import { resolveBoundRoute, resolveRoute, type RoutingTable, type UpstreamRoute } from '../registry/routing.js';
 import { contentRange, MAX_RANGE_HEADER, parseByteRange } from '../storage/byte-range.js';
@@ -29,6 +30,7 @@ export interface RegistryHandlerDeps {
   readonly manifests: ManifestService;
   readonly blobs: BlobService;
   readonly listing: ListingService;
+  readonly referrers: ReferrersService;
   readonly access: AccessControl;
   /** Zero-copy blob bodies (sendfile(2)); streamed when absent. */
   readonly sendfile?: Sendfile | undefined;
@@ -94,8 +96,14 @@ export function createRegistryHandler(deps: RegistryHandlerDeps): RegistryHandle
   };
 
   async function manifest(req: IncomingMessage, res: ServerResponse, ctx: RequestContext, r: Extract<ApiRoute, { kind: 'manifest' }>, query: URLSearchParams | undefined): Promise<void> {
-    validateReference(r.reference);
     const up = route(req, ctx, r.name, query);
+    try {
+      validateReference(r.reference);
+    } catch (e) {
+      // A reference that cannot exist names no manifest: 404, as the OCI conformance suite expects for GET and HEAD.
+      if (e instanceof RelaisError) throw errors.manifestUnknown(r.name, r.reference.slice(0, 140), e.message);
+      throw e;
+    }
     // A manifest by tag is a pull (the status page's top images); by digest, a layer of one.
     if (!r.reference.includes(':')) ctx.image = `${up.upstream}/${up.repo}:${r.reference}`;
     const m = await deps.manifests.get(up, r.reference);
@@ -206,13 +214,15 @@ export function createRegistryHandler(deps: RegistryHandlerDeps): RegistryHandle
   async function referrers(req: IncomingMessage, res: ServerResponse, ctx: RequestContext, r: Extract<ApiRoute, { kind: 'referrers' }>, query: URLSearchParams | undefined): Promise<void> {
     validateDigest(r.digest);
     const up = route(req, ctx, r.name, query);
-    const out = await deps.listing.referrers(up, r.digest, query?.get('artifactType') ?? undefined);
-    ctx.result = 'miss';
-    res.statusCode = out.status;
-    res.setHeader('content-type', out.contentType);
+    const artifactType = query?.get('artifactType') ?? undefined;
+    const out = await deps.referrers.get(up, r.digest, artifactType === '' ? undefined : artifactType);
+    ctx.result = out.result;
+    res.statusCode = 200;
+    res.setHeader('content-type', 'application/vnd.oci.image.index.v1+json');
     res.setHeader('content-length', out.body.byteLength);
+    if (out.filtered) res.setHeader('oci-filters-applied', 'artifactType');
     res.setHeader('docker-distribution-api-version', API_VERSION);
-    ctx.bytes = out.body.byteLength;
+    ctx.bytes = req.method === 'HEAD' ? 0 : out.body.byteLength;
     res.end(req.method === 'HEAD' ? undefined : out.body);
   }
 

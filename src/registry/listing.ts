@@ -1,4 +1,4 @@
-// Tag lists and referrers: passed through from the upstream (with the client's name and Link rewritten);
+// Tag lists: passed through from the upstream (with the client's name and Link rewritten);
 // when the upstream fails, the tag list falls back to the tags relais has cached for the repository.
 import { errors, RelaisError } from '../errors.js';
 import type { CacheIndex } from '../index/index.js';
@@ -94,28 +94,6 @@ export class ListingService {
       const next = more && lastTag !== undefined ? `/v2/${clientName}/tags/list?n=${q.n ?? page.length}&last=${encodeURIComponent(lastTag)}` : undefined;
       return { body: { name: clientName, tags: page }, next, result: 'stale' };
     }
-  }
-
-  /** The referrers API, passed through; the upstream's 404 (no referrers API) is passed on so clients fall back to the tag schema. */
-  async referrers(route: UpstreamRoute, digest: string, artifactType: string | undefined, signal?: AbortSignal): Promise<{ status: number; contentType: string; body: Buffer }> {
-    const suffix = artifactType === undefined ? '' : `?artifactType=${encodeURIComponent(artifactType)}`;
-    const res = await this.upstream(route.upstream).send({
-      method: 'GET',
-      repo: route.repo,
-      path: `/v2/${route.repo}/referrers/${digest}${suffix}`,
-      headers: { accept: ACCEPT_REFERRERS },
-      signal,
-    });
-    if (res.status === 404) {
-      discard(res.body);
-      throw errors.upstreamNoReferrers(route.upstream, route.repo);
-    }
-    if (res.status !== 200) {
-      discard(res.body);
-      throw errors.upstreamUnexpected(route.upstream, res.status, 'to referrers');
-    }
-    const body = Buffer.from(await readLimited(res.body as AsyncIterable<Buffer>, MAX_TAGS_BODY));
-    return { status: 200, contentType: header(res.headers, 'content-type') ?? ACCEPT_REFERRERS, body };
   }
 }
 

@@ -54,8 +54,8 @@ test('path traversal, encoded slashes, NUL, bad digests and names: 400/404 with 
     ['/v2/Library/Target/manifests/v1', 400, 'NAME_INVALID'],
     ['/v2/library/tar--get_/manifests/v1', 400, 'NAME_INVALID'],
     [`/v2/${'a/'.repeat(130)}b/manifests/v1`, 400, 'NAME_INVALID'],
-    ['/v2/library/target/manifests/-bad', 400, 'MANIFEST_INVALID'],
-    [`/v2/library/target/manifests/${'t'.repeat(200)}`, 400, 'MANIFEST_INVALID'],
+    ['/v2/library/target/manifests/-bad', 404, 'MANIFEST_UNKNOWN'],
+    [`/v2/library/target/manifests/${'t'.repeat(200)}`, 404, 'MANIFEST_UNKNOWN'],
   ];
   upstream.clearLog();
   for (const [path, status, code] of cases) {
@@ -69,7 +69,7 @@ test('path traversal, encoded slashes, NUL, bad digests and names: 400/404 with 
   assert.equal(upstream.accessLog().length, 0, 'no hostile request reached the upstream');
   assert.deepEqual(await filesOutsideStorage(), []);
   await stillServes();
-  recordFault({ group: '9 hostile input', fault: `path traversal, encoded slashes/dots, NUL, bad digests and names (${cases.length} requests)`, client: 'raw socket', clientSaw: '400 NAME_INVALID / DIGEST_INVALID / MANIFEST_INVALID', upstreamSaw: '0 requests', onDisk: 'nothing outside storage/ and index.db' });
+  recordFault({ group: '9 hostile input', fault: `path traversal, encoded slashes/dots, NUL, bad digests and names (${cases.length} requests)`, client: 'raw socket', clientSaw: '400 NAME_INVALID / DIGEST_INVALID, 404 MANIFEST_UNKNOWN for impossible tags', upstreamSaw: '0 requests', onDisk: 'nothing outside storage/ and index.db' });
 });
 
 test('huge headers and query strings: 431, connection closed, server unharmed', async () => {

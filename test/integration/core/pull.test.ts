@@ -199,11 +199,6 @@ test('tags/list with n, last and a Link to the next page in the client\'s name s
   assert.equal(bad.status, 400);
 });
 
-test('referrers: passed through; distribution 2.8 has no referrers API, so clients see its 404 and fall back', async () => {
-  const r = await http(`${relais.url}/v2/library/multi/referrers/${image.manifestDigest}`);
-  assert.equal(r.status, 404);
-});
-
 test('tags expire after tagTtl and are revalidated with HEAD; upstream stopped -> stale tags and cached blobs still pull', async () => {
   const up2 = await startRegistry();
   const img = await pushRandomImage(up2.host, 'library/stale:v1', { layers: [400_000, 100_000] });

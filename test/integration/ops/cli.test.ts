@@ -9,7 +9,7 @@ test('--help of gc, ls, stats and prefetch documents every flag', async () => {
     gc: ['--dry-run', '--grace', '--json', '--config', '--data'],
     ls: ['--upstream', '--json', '--config', '--data'],
     stats: ['--json', '--config', '--data'],
-    prefetch: ['--platform', '--all-platforms', '--server', '--config', '--data', '--upstream', '--concurrency', '--json'],
+    prefetch: ['--platform', '--all-platforms', '--server', '--config', '--data', '--upstream', '--concurrency', '--json', '--gitlab-ci', '--dockerfile', '--build-arg', '--variable'],
   };
   const top = await relaisCli(['--help']);
   for (const [cmd, list] of Object.entries(flags)) {
@@ -24,7 +24,7 @@ test('mistakes: a message, a hint where one helps, no stack trace, exit 1', asyn
   const cases: [string[], RegExp][] = [
     [['prefetch', '--platform', 'amd64', 'alpine'], /expected os\/arch/],
     [['prefetch', '--concurrency', '0', 'alpine'], /at least 1/],
-    [['prefetch'], /missing required argument/],
+    [['prefetch'], /nothing to prefetch/],
     [['gc', '--grace', 'soon', '--data', '/nonexistent-relais-dir'], /no relais cache in \/nonexistent-relais-dir|--grace/],
     [['stats', '--data', '/nonexistent-relais-dir'], /no relais cache in \/nonexistent-relais-dir/],
   ];
