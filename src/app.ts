@@ -6,6 +6,7 @@ import type { AddressInfo } from 'node:net';
 import { resolve } from 'node:path';
 import { Evictor } from './cache/evictor.js';
 import { writePidFile } from './cache/pidfile.js';
+import { RefreshAhead } from './cache/refresh.js';
 import { PrefetchScheduler } from './cache/schedule.js';
 import type { ResolvedConfig } from './config/load.js';
 import { usesLibraryPrefix } from './config/load.js';
@@ -14,6 +15,7 @@ import { createRegistryHandler } from './http/handlers.js';
 import type { HotManifests } from './http/hot-manifests.js';
 import { createOpsHandler } from './http/ops.js';
 import { Sendfile, loadSendfile } from './http/sendfile.js';
+import { parseApiPath } from './http/route.js';
 import { createServer, type RouteHandler, type RunningServer } from './http/server.js';
 import { startCluster } from './cluster/create.js';
 import { makeEvictor } from './cluster/evictor.js';
@@ -21,11 +23,13 @@ import { openIndex } from './index/create.js';
 import type { CacheIndex } from './index/index.js';
 import { createLogger, type Logger } from './observability/logger.js';
 import { createRequestLog, type RequestLog } from './observability/request-log.js';
-import { RelaisMetrics } from './observability/metrics.js';
+import { RelaisMetrics, type RequestInfo } from './observability/metrics.js';
+import { RefreshMetrics } from './observability/refresh-metrics.js';
+import { PullBudgets } from './policy/budget.js';
 import { BlobService } from './registry/blobs.js';
 import { ListingService } from './registry/listing.js';
 import { ManifestService } from './registry/manifests.js';
-import type { RoutingTable } from './registry/routing.js';
+import { resolveRoute, type RoutingTable, type UpstreamRoute } from './registry/routing.js';
 import { openStorage } from './storage/create.js';
 import type { StorageDriver } from './storage/driver.js';
 import { UpstreamClient } from './upstream/client.js';
@@ -44,6 +48,10 @@ export interface RelaisInstance {
   readonly evictor: Evictor;
   /** Prepared responses for fresh manifests by tag (src/http/hot-manifests.ts). */
   readonly hotManifests: HotManifests;
+  /** Refresh-ahead of hot tags (src/cache/refresh.ts). */
+  readonly refreshAhead: RefreshAhead;
+  /** The upstreams' pull budgets, from their rate-limit headers (src/policy/budget.ts). */
+  readonly budgets: PullBudgets;
   /** Whether cached blobs go out with sendfile(2), and why not when they do not. */
   readonly sendfile: { readonly enabled: boolean; readonly reason?: string };
   /** Graceful stop: drain requests, cancel downloads, close the index. */
@@ -88,9 +96,14 @@ export async function startRelais(config: ResolvedConfig, opts: StartOptions = {
     recentErrors: config.metrics.recentErrors,
     version: relaisVersion(),
   });
+  // Docker Hub's rate-limit headers: shown (metrics) and acted upon (a reserve of pulls for real misses).
+  const budgets = new PullBudgets((name) => upstreamCfg(name).pullReserve);
   const upstreamObserver = {
     onExchange: metrics.upstreamExchange.bind(metrics),
-    onHeaders: metrics.upstreamHeaders.bind(metrics),
+    onHeaders: (name: string, headers: Readonly<Record<string, string | string[] | undefined>>) => {
+      metrics.upstreamHeaders(name, headers);
+      budgets.observe(name, headers);
+    },
   };
   for (const [name, cfg] of Object.entries(config.upstreams)) upstreams.set(name, new UpstreamClient(name, cfg, upstreamObserver));
   const upstreamCfg = (name: string) => {
@@ -124,7 +137,33 @@ export async function startRelais(config: ResolvedConfig, opts: StartOptions = {
     settings: (name) => upstreamCfg(name),
     maxManifestSize: config.server.maxManifestSize,
     coordinator: cluster?.manifests,
+    budget: {
+      maySpend: (name) => budgets.maySpend(name),
+      heldBack: (route, tag) => {
+        refreshMetrics.heldBack.inc({ upstream: route.upstream, what: 'revalidation' });
+        logger.info({ event: 'pull-budget', image: `${route.upstream}/${route.repo}:${tag}` }, 'pull budget: upstream under its reserve; tag moved upstream, cached digest served stale');
+      },
+    },
   });
+  // Hot tags revalidated (and warmed) in the background before their TTL ends (refreshAhead: in the config).
+  const refreshAhead = new RefreshAhead(config.refreshAhead, {
+    manifests,
+    blobs,
+    index,
+    tagTtl: (name) => upstreamCfg(name).tagTtl,
+    maySpend: (name) => budgets.maySpend(name),
+    maxSize: config.storage.maxSize,
+    logger,
+  });
+  const refreshMetrics = new RefreshMetrics(metrics.registry, {
+    upstreams: Object.keys(config.upstreams),
+    credential: (name) => config.upstreams[name]?.username ?? 'anonymous',
+    budget: (name) => budgets.view(name),
+    hotTags: () => refreshAhead.hotTags(),
+    inFlight: () => refreshAhead.inFlight,
+  });
+  refreshAhead.setMetrics(refreshMetrics);
+  const tagPulls = tagPullParser(routing);
   const listing = new ListingService(upstreams, index);
   // Bounded disk: LRU eviction under storage.maxSize, idle age, pins; periodic online gc.
   const evictor = makeEvictor(cluster?.leases, {
@@ -157,6 +196,14 @@ export async function startRelais(config: ResolvedConfig, opts: StartOptions = {
     metricsEnabled: config.metrics.enabled,
     statusPage: config.metrics.statusPage,
     topImages: config.metrics.topImages,
+    budget: (name) => budgets.view(name),
+    refreshAhead: () => ({
+      enabled: config.refreshAhead.enabled,
+      hotTags: refreshAhead.hotTags(),
+      inFlight: refreshAhead.inFlight,
+      bytesLastHour: refreshAhead.bytesLastHour(),
+      maxBytesPerHour: config.refreshAhead.maxBytesPerHour,
+    }),
   });
   const access = createAccessControl(config.auth);
   const registry = createRegistryHandler({ routing, manifests, blobs, listing, access, sendfile: sendfile.sender });
@@ -198,7 +245,13 @@ export async function startRelais(config: ResolvedConfig, opts: StartOptions = {
     requestLog,
     fast: registry.fast,
     handlers: [...(cluster ? [cluster.handler(blobs)] : []), guard, registry.handle, health, ops],
-    onRequestEnd: (info) => metrics.request(info),
+    onRequestEnd: (info) => {
+      metrics.request(info);
+      if (config.refreshAhead.enabled) {
+        const pull = tagPulls(info);
+        if (pull) refreshAhead.recordPull(pull.route, pull.tag);
+      }
+    },
   });
   const { host, port } = splitListen(config.listen);
   await new Promise<void>((resolveListen, reject) => {
@@ -217,8 +270,19 @@ export async function startRelais(config: ResolvedConfig, opts: StartOptions = {
   evictor.start();
   const removePidFile = await writePidFile(dataDir);
   // Warming before the CI rush (prefetch: in the config), through this relais like any client.
-  const prefetcher = new PrefetchScheduler(config.prefetch, { server: url, logger, metrics });
+  const prefetcher = new PrefetchScheduler(config.prefetch, {
+    server: url,
+    logger,
+    metrics,
+    // Under an upstream's pull reserve, a scheduled prefetch waits for its next run.
+    paused: () => {
+      const u = budgets.anyUnderReserve();
+      if (u !== undefined) refreshMetrics.heldBack.inc({ upstream: u, what: 'prefetch' });
+      return u === undefined ? undefined : `upstream ${u} is under its pull reserve`;
+    },
+  });
   prefetcher.start();
+  refreshAhead.start();
 
   let closing: Promise<void> | undefined;
   return {
@@ -234,11 +298,14 @@ export async function startRelais(config: ResolvedConfig, opts: StartOptions = {
     metrics,
     evictor,
     hotManifests: registry.hot,
+    refreshAhead,
+    budgets,
     sendfile: sendfile.status,
     close: () => {
       closing ??= (async () => {
         // A scheduled prefetch is a client of this relais: stop it before draining.
         await prefetcher.stop();
+        await refreshAhead.stop();
         await http.drain(config.server.drainTimeout);
         await evictor.stop();
         await blobs.cancelAll();
@@ -253,6 +320,31 @@ export async function startRelais(config: ResolvedConfig, opts: StartOptions = {
       })();
       return closing;
     },
+  };
+}
+
+/** GETs and HEADs of a manifest by tag that succeeded, as refresh-ahead counts pulls (parsed URLs are remembered). */
+function tagPullParser(routing: RoutingTable): (info: RequestInfo) => { route: UpstreamRoute; tag: string } | undefined {
+  const seen = new Map<string, { route: UpstreamRoute; tag: string } | null>();
+  return (info) => {
+    if (info.status !== 200 || (info.method !== 'GET' && info.method !== 'HEAD') || !info.url.includes('/manifests/')) return undefined;
+    let pull = seen.get(info.url);
+    if (pull === undefined) {
+      pull = null;
+      const q = info.url.indexOf('?');
+      try {
+        const r = parseApiPath(q === -1 ? info.url : info.url.slice(0, q));
+        if (r?.kind === 'manifest' && !r.reference.includes(':')) {
+          const ns = q === -1 ? undefined : (new URLSearchParams(info.url.slice(q + 1)).get('ns') ?? undefined);
+          pull = { route: resolveRoute(routing, r.name, ns), tag: r.reference };
+        }
+      } catch {
+        pull = null;
+      }
+      if (seen.size >= 4096) seen.clear();
+      seen.set(info.url, pull);
+    }
+    return pull ?? undefined;
   };
 }
 
