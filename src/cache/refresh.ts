@@ -21,7 +21,12 @@ interface Tracked {
   readonly route: UpstreamRoute;
   readonly tag: string;
   pulls: number[];
+  /** After a skipped or failed refresh: not tried again before this time (ms since epoch). */
+  notBefore: number;
 }
+
+/** A refresh that was skipped or failed is tried again after this many scans. */
+const RETRY_SCANS = 10;
 
 /** Why a refresh stopped before the tag moved (counted and logged, not an error). */
 class Skip extends Error {
@@ -96,7 +101,7 @@ export class RefreshAhead {
     const key = `${route.upstream}/${route.repo}:${tag}`;
     let t = this.tracked.get(key);
     if (t) this.tracked.delete(key);
-    else t = { route, tag, pulls: [] };
+    else t = { route, tag, pulls: [], notBefore: 0 };
     t.pulls = recordPull(t.pulls, this.now(), this.cfg);
     this.tracked.set(key, t);
     if (this.tracked.size > MAX_TRACKED) {
@@ -149,7 +154,7 @@ export class RefreshAhead {
         this.tracked.delete(key);
         continue;
       }
-      if (this.running.has(key) || !isHot(t.pulls, now, this.cfg)) continue;
+      if (this.running.has(key) || now < t.notBefore || !isHot(t.pulls, now, this.cfg)) continue;
       const entry = await this.deps.index.getTag(t.route.upstream, t.route.repo, t.tag);
       if (!entry) continue;
       if (refreshDue(entry.checkedAt, now, this.deps.tagTtl(t.route.upstream), this.cfg.lead)) due.push({ key, pulls: t.pulls.length, checkedAt: entry.checkedAt });
@@ -164,6 +169,8 @@ export class RefreshAhead {
 
   private async refresh(t: Tracked): Promise<void> {
     const { route, tag } = t;
+    // Anything but a completed revalidation waits a few scans before the next try (no hammering, no log flood).
+    t.notBefore = this.now() + RETRY_SCANS * this.cfg.checkEvery;
     const image = `${route.upstream}/${route.repo}:${tag}`;
     const count = (result: RefreshResult): void => this.metrics?.refreshes.inc({ upstream: route.upstream, result });
     if (!this.deps.maySpend(route.upstream)) {
