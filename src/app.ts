@@ -102,7 +102,13 @@ export async function startRelais(config: ResolvedConfig, opts: StartOptions = {
     onExchange: metrics.upstreamExchange.bind(metrics),
     onHeaders: (name: string, headers: Readonly<Record<string, string | string[] | undefined>>) => {
       metrics.upstreamHeaders(name, headers);
-      budgets.observe(name, headers);
+      const change = budgets.observe(name, headers);
+      if (change !== undefined) {
+        const v = budgets.view(name);
+        const detail = { event: 'pull-budget', upstream: name, remaining: v.remaining, limit: v.limit, reserve: v.reserve };
+        if (change === 'under') logger.warn(detail, `pull budget: ${name} is at or under its reserve of ${v.reserve} pulls; refresh-ahead, prefetch and revalidation GETs stop`);
+        else logger.info(detail, `pull budget: ${name} is above its reserve again; refresh-ahead, prefetch and revalidation resume`);
+      }
     },
   };
   for (const [name, cfg] of Object.entries(config.upstreams)) upstreams.set(name, new UpstreamClient(name, cfg, upstreamObserver));
@@ -141,7 +147,7 @@ export async function startRelais(config: ResolvedConfig, opts: StartOptions = {
       maySpend: (name) => budgets.maySpend(name),
       heldBack: (route, tag) => {
         refreshMetrics.heldBack.inc({ upstream: route.upstream, what: 'revalidation' });
-        logger.info({ event: 'pull-budget', image: `${route.upstream}/${route.repo}:${tag}` }, 'pull budget: upstream under its reserve; tag moved upstream, cached digest served stale');
+        logger.debug({ event: 'pull-budget', image: `${route.upstream}/${route.repo}:${tag}` }, 'pull budget: upstream under its reserve; tag moved upstream, cached digest served stale');
       },
     },
   });

@@ -176,7 +176,7 @@ export class RefreshAhead {
     if (!this.deps.maySpend(route.upstream)) {
       count('skipped_budget');
       this.metrics?.heldBack.inc({ upstream: route.upstream, what: 'refresh' });
-      this.deps.logger.info({ event: 'refresh-ahead', image, result: 'skipped_budget' }, `refresh-ahead: ${image} skipped, upstream under its pull reserve`);
+      this.deps.logger.debug({ event: 'refresh-ahead', image, result: 'skipped_budget' }, `refresh-ahead: ${image} skipped, upstream under its pull reserve`);
       return;
     }
     const started = this.now();

@@ -121,13 +121,19 @@ export class PullBudgets {
     private readonly now: () => number = Date.now,
   ) {}
 
-  /** The upstream client's header hook: records ratelimit-remaining (with ratelimit-limit) when present. */
-  observe(upstream: string, headers: Readonly<Record<string, string | string[] | undefined>>): void {
+  /**
+   * The upstream client's header hook: records ratelimit-remaining (with ratelimit-limit) when present.
+   * Returns 'under' when this answer took the upstream under its reserve, 'above' when it brought it back.
+   */
+  observe(upstream: string, headers: Readonly<Record<string, string | string[] | undefined>>): 'under' | 'above' | undefined {
     const remaining = parseRateLimit(headers['ratelimit-remaining']);
-    if (remaining === undefined) return;
+    if (remaining === undefined) return undefined;
+    const before = this.view(upstream).underReserve;
     const limit = parseRateLimit(headers['ratelimit-limit']);
     const s: BudgetSample = { at: this.now(), remaining: remaining.count, limit: limit?.count, windowMs: remaining.windowMs ?? limit?.windowMs };
     this.samples.set(upstream, addSample(this.samples.get(upstream) ?? [], s));
+    const after = this.view(upstream).underReserve;
+    return before === after ? undefined : after ? 'under' : 'above';
   }
 
   view(upstream: string): BudgetView {
