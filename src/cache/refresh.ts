@@ -4,7 +4,8 @@
 // previous child is in the cache) and their blobs are fetched through the blob service, like a client's
 // pull, and only then does the tag point to the new digest: the next pull is a warm one.
 // Bounded: `concurrency` tags at once, `blobConcurrency` blobs per tag, `maxBytesPerHour`; never over
-// storage.maxSize (that would evict images clients use); no GET while the upstream is under its pull reserve.
+// storage.maxSize (that would evict images clients use); no GET while the upstream is under its pull reserve
+// (the HEAD still goes: it costs no pull, and its answer says when the budget is back).
 import type { RefreshAheadConfig } from '../config/schema.js';
 import type { CacheIndex } from '../index/index.js';
 import type { Logger } from '../observability/logger.js';
@@ -173,12 +174,8 @@ export class RefreshAhead {
     t.notBefore = this.now() + RETRY_SCANS * this.cfg.checkEvery;
     const image = `${route.upstream}/${route.repo}:${tag}`;
     const count = (result: RefreshResult): void => this.metrics?.refreshes.inc({ upstream: route.upstream, result });
-    if (!this.deps.maySpend(route.upstream)) {
-      count('skipped_budget');
-      this.metrics?.heldBack.inc({ upstream: route.upstream, what: 'refresh' });
-      this.deps.logger.debug({ event: 'refresh-ahead', image, result: 'skipped_budget' }, `refresh-ahead: ${image} skipped, upstream under its pull reserve`);
-      return;
-    }
+    // Under the upstream's pull reserve the HEAD still goes (Docker Hub does not count it: an unchanged tag is
+    // confirmed for free, and its answer tells relais when the budget is back); no GET follows it (mayGet).
     const started = this.now();
     let bytes = 0;
     try {

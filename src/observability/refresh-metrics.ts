@@ -22,7 +22,7 @@ export class RefreshMetrics {
   constructor(registry: Registry, src: RefreshMetricSources) {
     this.refreshes = new Counter({
       name: 'relais_refresh_ahead_total',
-      help: 'Background revalidations of hot tags, by result (unchanged, moved, held_budget: moved but under the pull reserve, skipped_budget, skipped_bytes: over maxBytesPerHour, skipped_space: would need eviction, missing, failed)',
+      help: 'Background revalidations of hot tags, by result (unchanged, moved, held_budget: moved but under the pull reserve (HEAD only), skipped_budget: the reserve reached while warming, skipped_bytes: over maxBytesPerHour, skipped_space: would need eviction, missing, failed)',
       labelNames: ['upstream', 'result'],
       registers: [registry],
     });
@@ -91,7 +91,7 @@ export class RefreshMetrics {
     });
     for (const u of src.upstreams) {
       this.bytes.inc({ upstream: u }, 0);
-      for (const result of ['unchanged', 'moved', 'skipped_budget'] as const) this.refreshes.inc({ upstream: u, result }, 0);
+      for (const result of ['unchanged', 'moved', 'held_budget'] as const) this.refreshes.inc({ upstream: u, result }, 0);
     }
   }
 }
