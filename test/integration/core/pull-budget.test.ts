@@ -141,3 +141,36 @@ test('under the reserve: no refresh-ahead GET, no revalidation GET, cached tags 
   await upstream.settle();
   for (const d of blobs(v3)) assert.equal(upstream.blobGets(d), 1, `refresh-ahead fetched ${d} above the reserve`);
 });
+
+test('a scheduled prefetch is skipped under the reserve, and runs again above it', async () => {
+  await setRemaining(5);
+  const pf1 = await pushRandomImage(upstream.host, 'library/pf:v1', { layers: [200_000] });
+  const other = await startRelais({
+    upstreams: { 'docker.io': ngUrl },
+    config: {
+      upstreams: { 'docker.io': { tagTtl: '1s', pullReserve: 20 } },
+      prefetch: { images: ['library/pf:v1'], every: '300ms' },
+    },
+  });
+  try {
+    const held = (): Promise<number> => metricValue(other.url, 'relais_pull_budget_held_back_total', { upstream: 'docker.io', what: 'prefetch' });
+    // The first run knows no budget yet: it prefetches (a miss), and its answers put relais under the reserve.
+    await waitFor(() => pf1.layers.every((l) => upstream.blobGets(l.digest) >= 1), 15_000, 'the first prefetch run');
+    await waitFor(async () => (await held()) >= 2, 15_000, 'scheduled runs skipped under the reserve');
+    assert.ok(other.logs().some((l) => l.event === 'prefetch' && typeof l.skipped === 'string' && l.skipped.includes('pull reserve')), 'the skip is logged');
+    const pf2 = await pushRandomImage(upstream.host, 'library/pf:v1', { layers: [210_000] });
+    const heldThen = await held();
+    await waitFor(async () => (await held()) > heldThen, 15_000, 'another skipped run after the re-push');
+    await upstream.settle();
+    assert.equal(upstream.blobGets(pf2.layers[0]?.digest), 0, 'nothing of the re-pushed image fetched while under the reserve');
+
+    // Above the reserve again: relais learns it from its next upstream answer (here a client's miss) and the schedule resumes.
+    await setRemaining(90);
+    const miss = await pushRandomImage(upstream.host, 'library/pfmiss:v1', { layers: [100_000] });
+    await skopeoPull(other.host, 'library/pfmiss:v1');
+    assert.equal(upstream.blobGets(miss.layers[0]?.digest), 1);
+    await waitFor(() => upstream.blobGets(pf2.layers[0]?.digest) >= 1, 15_000, 'the re-pushed image fetched by a scheduled prefetch run');
+  } finally {
+    await other.close();
+  }
+});
