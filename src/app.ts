@@ -315,6 +315,8 @@ export async function startRelais(config: ResolvedConfig, opts: StartOptions = {
         await http.drain(config.server.drainTimeout);
         await evictor.stop();
         await blobs.cancelAll();
+        // Refreshes whose downloads were just cancelled end now; none may touch the index once it is closed.
+        await refreshAhead.idle();
         await cluster?.close();
         await Promise.all([...upstreams.values()].map((u) => u.close()));
         await index.close();

@@ -138,11 +138,16 @@ export class RefreshAhead {
     this.timer.unref();
   }
 
+  /** Starts no more refreshes; those running finish their current blobs (see idle()). */
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
     await this.ticking;
+  }
+
+  /** Resolves once no refresh runs (after stop(), and once the blob downloads were cancelled, at shutdown). */
+  async idle(): Promise<void> {
     await Promise.allSettled([...this.running.values()]);
   }
 
@@ -198,7 +203,8 @@ export class RefreshAhead {
         return;
       }
       count('failed');
-      this.deps.logger.warn({ event: 'refresh-ahead', image, err: e instanceof Error ? e.message : String(e) }, `refresh-ahead: ${image} failed`);
+      // At shutdown the downloads are cancelled under it: not worth a warning.
+      (this.stopped ? this.deps.logger.debug.bind(this.deps.logger) : this.deps.logger.warn.bind(this.deps.logger))({ event: 'refresh-ahead', image, err: e instanceof Error ? e.message : String(e) }, `refresh-ahead: ${image} failed`);
     }
   }
 
