@@ -108,3 +108,35 @@ test('a multi-platform tag: only the platforms clients pulled are warmed', async
   for (const d of blobs(amd)) assert.equal(upstream.blobGets(d), 0, `amd64 (never pulled): ${d} left alone`);
   assert.equal(upstream.count('GET', new RegExp(`/manifests/${amd.manifestDigest}$`)), 0, 'nor its manifest');
 });
+
+test('bounds: a refresh that would need eviction, or go over maxBytesPerHour, is skipped whole', async () => {
+  for (const c of [
+    { result: 'skipped_space', config: { storage: { maxSize: '2500KB' } } },
+    { result: 'skipped_bytes', config: { refreshAhead: { maxBytesPerHour: '500KB' } } },
+  ]) {
+    const repo = `library/bound-${c.result}`;
+    await pushRandomImage(upstream.host, `${repo}:v1`, { layers: [1_000_000] });
+    const bounded = await startRelais({
+      upstreams: { 'docker.io': upstream.url },
+      config: {
+        ...c.config,
+        upstreams: { 'docker.io': { tagTtl: `${TAG_TTL}ms` } },
+        refreshAhead: { enabled: true, minPulls: 3, window: '1m', lead: '1500ms', checkEvery: '100ms', ...(c.config.refreshAhead ?? {}) },
+      },
+    });
+    try {
+      await skopeoPull(bounded.host, `${repo}:v1`);
+      for (let i = 0; i < 2; i++) await http(`${bounded.url}/v2/${repo}/manifests/v1`, { method: 'HEAD', headers: { accept: ACCEPT_ALL } });
+      const v2 = await pushRandomImage(upstream.host, `${repo}:v1`, { layers: [2_000_000] });
+      await waitFor(async () => (await metricValue(bounded.url, 'relais_refresh_ahead_total', { upstream: 'docker.io', result: c.result })) >= 1, 15_000, c.result);
+      await upstream.settle();
+      for (const d of v2.layers.map((l) => l.digest)) assert.equal(upstream.blobGets(d), 0, `${c.result}: the new layer is not fetched in the background`);
+      assert.equal(await metricValue(bounded.url, 'relais_evictions_total', { reason: 'size' }), 0, `${c.result}: nothing evicted`);
+      assert.equal(await metricValue(bounded.url, 'relais_refresh_ahead_total', { upstream: 'docker.io', result: 'moved' }), 0);
+      // The tag was left as it was: the pull after its TTL fetches the new digest, as without refresh-ahead.
+      await waitFor(async () => (await http(`${bounded.url}/v2/${repo}/manifests/v1`, { method: 'HEAD', headers: { accept: ACCEPT_ALL } })).headers['docker-content-digest'] === v2.manifestDigest, 15_000, 'the new digest after the TTL');
+    } finally {
+      await bounded.close();
+    }
+  }
+});
