@@ -4,8 +4,10 @@
 // served stale), no scheduled prefetch; cached tags still pull, misses still fetch. Back above: all resume.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { chromium } from 'playwright-core';
 import { pushRandomImage, type BuiltImage } from '../../peers/images.js';
 import { freePort } from '../../peers/ports.js';
 import { removeDir, runOk, startProcess, tempDir, waitForHttp, type ManagedProcess } from '../../peers/proc.js';
@@ -89,8 +91,31 @@ const digestOf = async (): Promise<string | undefined> => {
   const d = r.headers['docker-content-digest'];
   return typeof d === 'string' ? d : undefined;
 };
-const status = async (): Promise<{ upstreams: { name: string; budget: { remaining: number; reserve: number; underReserve: boolean } | null }[] }> =>
-  JSON.parse((await http(`${relais.url}/_relais/status`)).body.toString('utf8')) as { upstreams: { name: string; budget: { remaining: number; reserve: number; underReserve: boolean } | null }[] };
+/** The status page's pull-budget cell for docker.io, as a real headless Chromium renders it. */
+async function budgetCell(): Promise<string> {
+  const CHROMIUM = '/usr/bin/chromium';
+  if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: install Debian's chromium (run 'sudo bash scripts/setup-peers.sh')`);
+  const profile = await tempDir('chromium-profile');
+  const browser = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+  try {
+    const page = await browser.newPage();
+    await page.goto(`${relais.url}/?refresh=0`);
+    const cell = page.locator('tr[data-upstream="docker.io"] td.pullbudget');
+    await cell.waitFor({ timeout: 15_000 });
+    return await cell.innerText();
+  } finally {
+    await browser.close();
+    await removeDir(profile);
+  }
+}
+
+type BudgetJson = { remaining: number; reserve: number; underReserve: boolean; pullsPerHour: number | null; exhaustsAt: number | null };
+const status = async (): Promise<{ upstreams: { name: string; budget: BudgetJson | null }[] }> =>
+  JSON.parse((await http(`${relais.url}/_relais/status`)).body.toString('utf8')) as { upstreams: { name: string; budget: BudgetJson | null }[] };
 
 test('under the reserve: no refresh-ahead GET, no revalidation GET, cached tags and misses still pull; above it, both resume', async () => {
   const v1 = await pushRandomImage(upstream.host, 'library/app:v1', { layers: [500_000] });
@@ -111,7 +136,11 @@ test('under the reserve: no refresh-ahead GET, no revalidation GET, cached tags 
   await upstream.settle();
   for (const d of blobs(miss)) assert.equal(upstream.blobGets(d), 1, 'a miss under the reserve still fetches');
   await waitFor(async () => (await metricValue(relais.url, 'relais_upstream_pull_budget_under_reserve', { upstream: 'docker.io', credential: 'anonymous' })) === 1, 10_000, 'the under-reserve gauge');
-  assert.equal((await status()).upstreams.find((u) => u.name === 'docker.io')?.budget?.underReserve, true, 'the status page says so');
+  const low = (await status()).upstreams.find((u) => u.name === 'docker.io')?.budget;
+  assert.equal(low?.underReserve, true, 'the status JSON says so');
+  assert.ok(low.pullsPerHour !== null && low.pullsPerHour > 0, 'with the rate (80 -> 5 left)');
+  assert.ok(low.exhaustsAt !== null && low.exhaustsAt > Date.now(), 'and when the budget runs out at that rate');
+  assert.match(await budgetCell(), /UNDER RESERVE \(20\).*pulls\/h.*runs out in/, 'the status page shows it');
 
   // The hot tag comes due: refresh-ahead's HEAD (free) finds it moved, and no GET follows.
   await waitFor(async () => (await refreshes('held_budget')) >= 1, 15_000, 'refresh-ahead held back by the budget');
