@@ -6,6 +6,7 @@ import type { AddressInfo } from 'node:net';
 import { resolve } from 'node:path';
 import { Evictor } from './cache/evictor.js';
 import { acquireDataLock, type DataLock } from './cache/pidfile.js';
+import { RefreshAhead } from './cache/refresh.js';
 import { PrefetchScheduler } from './cache/schedule.js';
 import type { ResolvedConfig } from './config/load.js';
 import { defaultUpstreamWarning, usesLibraryPrefix } from './config/load.js';
@@ -15,6 +16,7 @@ import { createRegistryHandler } from './http/handlers.js';
 import type { HotManifests } from './http/hot-manifests.js';
 import { createOpsHandler } from './http/ops.js';
 import { Sendfile, loadSendfile } from './http/sendfile.js';
+import { parseApiPath } from './http/route.js';
 import { createServer, type RouteHandler, type RunningServer } from './http/server.js';
 import { startCluster } from './cluster/create.js';
 import { makeEvictor } from './cluster/evictor.js';
@@ -22,12 +24,14 @@ import { openIndex } from './index/create.js';
 import type { CacheIndex } from './index/index.js';
 import { createLogger, type Logger } from './observability/logger.js';
 import { createRequestLog, type RequestLog } from './observability/request-log.js';
-import { RelaisMetrics } from './observability/metrics.js';
+import { RelaisMetrics, type RequestInfo } from './observability/metrics.js';
+import { RefreshMetrics } from './observability/refresh-metrics.js';
+import { PullBudgets } from './policy/budget.js';
 import { BlobService } from './registry/blobs.js';
 import { ListingService } from './registry/listing.js';
 import { ReferrersService } from './registry/referrers.js';
 import { ManifestService } from './registry/manifests.js';
-import type { RoutingTable } from './registry/routing.js';
+import { resolveRoute, type RoutingTable, type UpstreamRoute } from './registry/routing.js';
 import { openStorage } from './storage/create.js';
 import type { StorageDriver } from './storage/driver.js';
 import { UpstreamClient } from './upstream/client.js';
@@ -53,6 +57,10 @@ export interface RelaisInstance {
   readonly hotManifests: HotManifests;
   /** The HTTPS proxy door (proxy.listen), when configured: its address and CA. */
   readonly proxy?: { readonly url: string; readonly port: number; readonly ca: ProxyCa; readonly door: ProxyDoor } | undefined;
+  /** Refresh-ahead of hot tags (src/cache/refresh.ts). */
+  readonly refreshAhead: RefreshAhead;
+  /** The upstreams' pull budgets, from their rate-limit headers (src/policy/budget.ts). */
+  readonly budgets: PullBudgets;
   /** Whether cached blobs go out with sendfile(2), and why not when they do not. */
   readonly sendfile: { readonly enabled: boolean; readonly reason?: string };
   /** Graceful stop: drain requests, cancel downloads, close the index. */
@@ -124,9 +132,20 @@ async function startLocked(config: ResolvedConfig, opts: StartOptions, logger: L
     recentErrors: config.metrics.recentErrors,
     version: relaisVersion(),
   });
+  // Docker Hub's rate-limit headers: shown (metrics) and acted upon (a reserve of pulls for real misses).
+  const budgets = new PullBudgets((name) => upstreamCfg(name).pullReserve);
   const upstreamObserver = {
     onExchange: metrics.upstreamExchange.bind(metrics),
-    onHeaders: metrics.upstreamHeaders.bind(metrics),
+    onHeaders: (name: string, headers: Readonly<Record<string, string | string[] | undefined>>) => {
+      metrics.upstreamHeaders(name, headers);
+      const change = budgets.observe(name, headers);
+      if (change !== undefined) {
+        const v = budgets.view(name);
+        const detail = { event: 'pull-budget', upstream: name, remaining: v.remaining, limit: v.limit, reserve: v.reserve };
+        if (change === 'under') logger.warn(detail, `pull budget: ${name} is at or under its reserve of ${v.reserve} pulls; refresh-ahead, prefetch and revalidation GETs stop`);
+        else logger.info(detail, `pull budget: ${name} is above its reserve again; refresh-ahead, prefetch and revalidation resume`);
+      }
+    },
   };
   for (const [name, cfg] of Object.entries(config.upstreams)) upstreams.set(name, new UpstreamClient(name, cfg, upstreamObserver, { now: opts.clock }));
   const upstreamCfg = (name: string) => {
@@ -161,7 +180,33 @@ async function startLocked(config: ResolvedConfig, opts: StartOptions, logger: L
     settings: (name) => upstreamCfg(name),
     maxManifestSize: config.server.maxManifestSize,
     coordinator: cluster?.manifests,
+    budget: {
+      maySpend: (name) => budgets.maySpend(name),
+      heldBack: (route, tag) => {
+        refreshMetrics.heldBack.inc({ upstream: route.upstream, what: 'revalidation' });
+        logger.debug({ event: 'pull-budget', image: `${route.upstream}/${route.repo}:${tag}` }, 'pull budget: upstream under its reserve; tag moved upstream, cached digest served stale');
+      },
+    },
   });
+  // Hot tags revalidated (and warmed) in the background before their TTL ends (refreshAhead: in the config).
+  const refreshAhead = new RefreshAhead(config.refreshAhead, {
+    manifests,
+    blobs,
+    index,
+    tagTtl: (name) => upstreamCfg(name).tagTtl,
+    maySpend: (name) => budgets.maySpend(name),
+    maxSize: config.storage.maxSize,
+    logger,
+  });
+  const refreshMetrics = new RefreshMetrics(metrics.registry, {
+    upstreams: Object.keys(config.upstreams),
+    credential: (name) => config.upstreams[name]?.username ?? 'anonymous',
+    budget: (name) => budgets.view(name),
+    hotTags: () => refreshAhead.hotTags(),
+    inFlight: () => refreshAhead.inFlight,
+  });
+  refreshAhead.setMetrics(refreshMetrics);
+  const tagPulls = tagPullParser(routing);
   const listing = new ListingService(upstreams, index);
   const referrers = new ReferrersService({
     upstreams,
@@ -200,6 +245,14 @@ async function startLocked(config: ResolvedConfig, opts: StartOptions, logger: L
     metricsEnabled: config.metrics.enabled,
     statusPage: config.metrics.statusPage,
     topImages: config.metrics.topImages,
+    budget: (name) => budgets.view(name),
+    refreshAhead: () => ({
+      enabled: config.refreshAhead.enabled,
+      hotTags: refreshAhead.hotTags(),
+      inFlight: refreshAhead.inFlight,
+      bytesLastHour: refreshAhead.bytesLastHour(),
+      maxBytesPerHour: config.refreshAhead.maxBytesPerHour,
+    }),
   });
   const access = createAccessControl(config.auth);
   // The proxy door (docs/proxy.md): connections it decrypted are bound to the upstream whose host the client named.
@@ -277,7 +330,13 @@ async function startLocked(config: ResolvedConfig, opts: StartOptions, logger: L
     fast: registry.fast,
     // registry.label parses the URL once, before the guard: the metrics' labels even for a refused request.
     handlers: [intercept, ...(cluster ? [cluster.handler(blobs)] : []), registry.label, guard, registry.handle, health, ops],
-    onRequestEnd: (info) => metrics.request(info),
+    onRequestEnd: (info) => {
+      metrics.request(info);
+      if (config.refreshAhead.enabled) {
+        const pull = tagPulls(info);
+        if (pull) refreshAhead.recordPull(pull.route, pull.tag);
+      }
+    },
   });
   const { host, port } = splitListen(config.listen);
   try {
@@ -357,8 +416,19 @@ async function startLocked(config: ResolvedConfig, opts: StartOptions, logger: L
 
   evictor.start();
   // Warming before the CI rush (prefetch: in the config), through this relais like any client.
-  const prefetcher = new PrefetchScheduler(config.prefetch, { server: url, logger, metrics });
+  const prefetcher = new PrefetchScheduler(config.prefetch, {
+    server: url,
+    logger,
+    metrics,
+    // Under an upstream's pull reserve, a scheduled prefetch waits for its next run.
+    paused: () => {
+      const u = budgets.anyUnderReserve();
+      if (u !== undefined) refreshMetrics.heldBack.inc({ upstream: u, what: 'prefetch' });
+      return u === undefined ? undefined : `upstream ${u} is under its pull reserve`;
+    },
+  });
   prefetcher.start();
+  refreshAhead.start();
 
   let closing: Promise<void> | undefined;
   return {
@@ -375,14 +445,19 @@ async function startLocked(config: ResolvedConfig, opts: StartOptions, logger: L
     evictor,
     hotManifests: registry.hot,
     proxy,
+    refreshAhead,
+    budgets,
     sendfile: sendfile.status,
     close: () => {
       closing ??= (async () => {
         // A scheduled prefetch is a client of this relais: stop it before draining.
         await prefetcher.stop();
+        await refreshAhead.stop();
         await Promise.all([proxy?.door.close(), http.drain(config.server.drainTimeout)]);
         await evictor.stop();
         await blobs.cancelAll();
+        // Refreshes whose downloads were just cancelled end now; none may touch the index once it is closed.
+        await refreshAhead.idle();
         await cluster?.close();
         await Promise.all([...upstreams.values()].map((u) => u.close()));
         await index.close();
@@ -410,6 +485,31 @@ function listenError(address: string, e: unknown): unknown {
     default:
       return e;
   }
+}
+
+/** GETs and HEADs of a manifest by tag that succeeded, as refresh-ahead counts pulls (parsed URLs are remembered). */
+function tagPullParser(routing: RoutingTable): (info: RequestInfo) => { route: UpstreamRoute; tag: string } | undefined {
+  const seen = new Map<string, { route: UpstreamRoute; tag: string } | null>();
+  return (info) => {
+    if (info.status !== 200 || (info.method !== 'GET' && info.method !== 'HEAD') || !info.url.includes('/manifests/')) return undefined;
+    let pull = seen.get(info.url);
+    if (pull === undefined) {
+      pull = null;
+      const q = info.url.indexOf('?');
+      try {
+        const r = parseApiPath(q === -1 ? info.url : info.url.slice(0, q));
+        if (r?.kind === 'manifest' && !r.reference.includes(':')) {
+          const ns = q === -1 ? undefined : (new URLSearchParams(info.url.slice(q + 1)).get('ns') ?? undefined);
+          pull = { route: resolveRoute(routing, r.name, ns), tag: r.reference };
+        }
+      } catch {
+        pull = null;
+      }
+      if (seen.size >= 4096) seen.clear();
+      seen.set(info.url, pull);
+    }
+    return pull ?? undefined;
+  };
 }
 
 /** The zero-copy sender, when configured and the native addon loads; says so in the log either way. */

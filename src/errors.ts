@@ -192,6 +192,7 @@ export const errors = {
   upstreamTagListInvalid: entry('UPSTREAM_ERROR', 502, (upstream: string) => `upstream ${upstream} sent an invalid tag list`, { hint: UPSTREAM_BROKEN_HINT }),
   upstreamNoReferrers: entry('NAME_UNKNOWN', 404, (upstream: string, repo: string) => `upstream ${upstream} has no referrers API for ${repo}`),
   upstreamReferrersInvalid: entry('UPSTREAM_ERROR', 502, (upstream: string, what: string) => `upstream ${upstream} ${what}`, { hint: UPSTREAM_BROKEN_HINT }),
+  upstreamNoDigest: entry('UPSTREAM_ERROR', 502, (upstream: string, what: string) => `upstream ${upstream} sent no Docker-Content-Digest for ${what}`, { hint: UPSTREAM_BROKEN_HINT }),
   upstreamResponseTooLarge: entry('UPSTREAM_ERROR', 502, () => 'upstream response too large', { hint: UPSTREAM_BROKEN_HINT }),
   upstreamNoContentLength: entry('UPSTREAM_ERROR', 502, (upstream: string) => `upstream ${upstream} sent no Content-Length for blob`, { hint: UPSTREAM_BROKEN_HINT }),
 

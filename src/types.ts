@@ -24,3 +24,23 @@ export interface RequestLabels {
   /** Body bytes the handler announced. */
   bytes?: number;
 }
+
+/** An upstream's pull budget as read from its rate-limit headers (src/policy/budget.ts), for metrics and the status page. */
+export interface BudgetView {
+  /** False before any rate-limit header, or when the last one is older than its window (the window reset since). */
+  readonly known: boolean;
+  readonly remaining: number | undefined;
+  readonly limit: number | undefined;
+  readonly windowMs: number | undefined;
+  /** Pulls kept for real misses. */
+  readonly reserve: number;
+  /** True when `remaining` is at or below the reserve: no GET for refresh-ahead, prefetch or revalidation. */
+  readonly underReserve: boolean;
+  readonly pullsPerHour: number | undefined;
+  /** When `remaining` would reach 0 at the current rate (ms since epoch); undefined when not spending. */
+  readonly exhaustsAt: number | undefined;
+  /** When it would reach the reserve at the current rate; undefined when not spending or already there. */
+  readonly reserveAt: number | undefined;
+  /** When the last header was seen. */
+  readonly observedAt: number | undefined;
+}

@@ -15,7 +15,13 @@ export class PrefetchScheduler {
 
   constructor(
     private readonly cfg: PrefetchConfig,
-    private readonly opts: { readonly server: string; readonly logger: Logger; readonly metrics?: RelaisMetrics | undefined },
+    private readonly opts: {
+      readonly server: string;
+      readonly logger: Logger;
+      readonly metrics?: RelaisMetrics | undefined;
+      /** A reason to skip a scheduled run (an upstream under its pull reserve), or undefined to run. */
+      readonly paused?: (() => string | undefined) | undefined;
+    },
   ) {}
 
   private targets(): PrefetchTarget[] {
@@ -34,6 +40,13 @@ export class PrefetchScheduler {
     if (delay === undefined) return;
     // setTimeout holds at most ~24.8 days; schedules are shorter than that.
     this.timer = setTimeout(() => {
+      const paused = this.opts.paused?.();
+      if (paused !== undefined) {
+        this.lastRun = Date.now();
+        this.opts.logger.info({ event: 'prefetch', skipped: paused }, `prefetch skipped: ${paused}`);
+        this.schedule();
+        return;
+      }
       void this.runNow().finally(() => this.schedule());
     }, Math.min(delay, 2 ** 31 - 1));
     this.timer.unref();

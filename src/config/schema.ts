@@ -177,6 +177,45 @@ export const clusterSchema = z
   })
   .strict();
 
+/**
+ * Refresh-ahead of hot tags (docs/operations.md): a tag pulled at least `minPulls` times within `window` is
+ * revalidated in the background `lead` before its tagTtl ends (HEAD first); when its digest moved, the new
+ * manifest, the platforms clients pulled and their blobs are fetched before the tag points to it.
+ *   enabled          false     turn it on
+ *   minPulls         5         pulls (GET or HEAD of the manifest by tag) ...
+ *   window           1h        ... within this long make a tag hot
+ *   lead             30s       how long before the tag's TTL ends it is refreshed (at most half the tagTtl)
+ *   checkEvery       5s        how often hot tags are looked at
+ *   concurrency      2         tags refreshed at once
+ *   blobConcurrency  3         blobs fetched at once per tag
+ *   maxBytesPerHour  10GiB     blob bytes refresh-ahead may fetch per sliding hour ("0": no blobs, manifests only)
+ */
+export const refreshAheadSchema = z
+  .object({
+    enabled: z.boolean().default(false),
+    minPulls: z.number().int().min(1).max(1_000_000).default(5),
+    window: duration.refine((n) => n >= 1000, 'at least 1s').default(3600_000),
+    lead: duration.default(30_000),
+    checkEvery: duration.refine((n) => n >= 50, 'at least 50ms').default(5_000),
+    concurrency: z.number().int().min(1).max(32).default(2),
+    blobConcurrency: z.number().int().min(1).max(32).default(3),
+    maxBytesPerHour: size.default(10 * 1024 ** 3),
+  })
+  .strict();
+
+/** Pulls kept for real misses: a count (20) or a share of the upstream's announced limit ("10%"). */
+const pullReserve = z.union([z.number().int().min(0), z.string()]).transform((v, ctx): { pulls: number } | { share: number } => {
+  if (typeof v === 'number') return { pulls: v };
+  const m = /^\s*(\d+(?:\.\d+)?)\s*%\s*$/.exec(v);
+  const x = m ? Number(m[1]) / 100 : NaN;
+  if (!(x >= 0 && x <= 1)) {
+    ctx.addIssue({ code: 'custom', message: `expected a number of pulls (20) or a share of the limit ("10%"), got ${JSON.stringify(v)}` });
+    return z.NEVER;
+  }
+  return { share: x };
+});
+
+export type RefreshAheadConfig = z.output<typeof refreshAheadSchema>;
 export type StorageConfig = z.output<typeof storageSchema>;
 export type S3Config = z.output<typeof s3Schema>;
 export type IndexConfig = z.output<typeof indexSchema>;
@@ -282,6 +321,11 @@ export const upstreamSchema = z
         cooldown: duration.default(30_000),
       })
       .prefault({}),
+    /**
+     * Pulls of this upstream's rate limit (Docker Hub's ratelimit-remaining header) kept for real misses: at or
+     * under it, relais spends no GET on refresh-ahead, prefetch or revalidation (docs/operations.md).
+     */
+    pullReserve: pullReserve.default({ share: 0.1 }),
     /** Allow the upstream to redirect to loopback/private addresses (other than its own host). */
     allowPrivateRedirects: z.boolean().default(false),
     /**
@@ -364,6 +408,7 @@ export const configSchema = z
     metrics: metricsSchema.prefault({}),
     prefetch: prefetchSchema.prefault({}),
     proxy: proxySchema.prefault({}),
+    refreshAhead: refreshAheadSchema.prefault({}),
   })
   .strict()
   .refine((c) => c.cluster === undefined || (c.index.driver === 'postgres' && c.storage.driver === 's3'), {

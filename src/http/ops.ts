@@ -4,6 +4,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { RelaisMetrics } from '../observability/metrics.js';
 import type { Evictor } from '../cache/evictor.js';
+import type { BudgetView } from '../policy/budget.js';
 import type { BlobService } from '../registry/blobs.js';
 import type { UpstreamClient } from '../upstream/client.js';
 import { describeHealth } from '../policy/circuit-breaker.js';
@@ -21,6 +22,10 @@ export interface OpsHandlerDeps {
   readonly metricsEnabled: boolean;
   readonly statusPage: boolean;
   readonly topImages: number;
+  /** The pull budget of an upstream's credential (src/policy/budget.ts). */
+  readonly budget?: ((upstream: string) => BudgetView) | undefined;
+  /** Refresh-ahead's state (src/cache/refresh.ts). */
+  readonly refreshAhead?: (() => RefreshAheadStatus) | undefined;
   /** Access checks (client authentication): throw a RelaisError to refuse. */
   readonly guard?: {
     readonly metrics?: (req: IncomingMessage, ctx: RequestContext) => void;
@@ -48,6 +53,25 @@ export interface UpstreamStatus {
   /** The circuit in words: "healthy", "failing, retrying in 12 s", "failing, trying again now". */
   readonly health: string;
   readonly rateLimit: { readonly credential: string; readonly remaining: number; readonly limit: number | null } | null;
+  /** The pull budget: reserve kept for real misses, rate, when it would run out; null before any rate-limit header. */
+  readonly budget: {
+    readonly remaining: number;
+    readonly limit: number | null;
+    readonly reserve: number;
+    readonly underReserve: boolean;
+    readonly pullsPerHour: number | null;
+    readonly exhaustsAt: number | null;
+    readonly reserveAt: number | null;
+    readonly observedAt: number | null;
+  } | null;
+}
+
+export interface RefreshAheadStatus {
+  readonly enabled: boolean;
+  readonly hotTags: number;
+  readonly inFlight: number;
+  readonly bytesLastHour: number;
+  readonly maxBytesPerHour: number;
 }
 
 export interface StatusDocument {
@@ -71,6 +95,7 @@ export interface StatusDocument {
   readonly recentErrors: readonly { readonly time: number; readonly source: string; readonly upstream: string | null; readonly what: string; readonly status: number | null; readonly message: string }[];
   readonly evictions: { readonly images: Record<string, number>; readonly bytes: Record<string, number>; readonly last: { readonly at: number; readonly images: number; readonly freedBytes: number } | null };
   readonly gc: { readonly at: number; readonly freedBytes: number; readonly orphanFiles: number; readonly missingFiles: number; readonly tempFiles: number } | null;
+  readonly refreshAhead: RefreshAheadStatus | null;
 }
 
 type Values = { labels: Partial<Record<string, string | number>>; value: number }[];
@@ -132,6 +157,7 @@ export async function statusDocument(deps: OpsHandlerDeps): Promise<StatusDocume
       circuit: client.breaker.state,
       health: describeHealth(client.breaker.state, client.breaker.retryAfterMs()),
       rateLimit: rl ? { credential: String(rl.labels.credential), remaining: rl.value, limit: rlLimit?.value ?? null } : null,
+      budget: budgetStatus(deps.budget?.(name)),
     });
   }
   const hits = upstreams.reduce((n, u) => n + u.hits, 0);
@@ -179,6 +205,21 @@ export async function statusDocument(deps: OpsHandlerDeps): Promise<StatusDocume
     gc: lastGc
       ? { at: lastGc.at, freedBytes: lastGc.report.freedBytes, orphanFiles: lastGc.report.orphanFiles.length, missingFiles: lastGc.report.missingFiles.length, tempFiles: lastGc.report.tempFiles.length }
       : null,
+    refreshAhead: deps.refreshAhead?.() ?? null,
+  };
+}
+
+function budgetStatus(v: BudgetView | undefined): UpstreamStatus['budget'] {
+  if (v?.known !== true || v.remaining === undefined) return null;
+  return {
+    remaining: v.remaining,
+    limit: v.limit ?? null,
+    reserve: v.reserve,
+    underReserve: v.underReserve,
+    pullsPerHour: v.pullsPerHour ?? null,
+    exhaustsAt: v.exhaustsAt ?? null,
+    reserveAt: v.reserveAt ?? null,
+    observedAt: v.observedAt ?? null,
   };
 }
 

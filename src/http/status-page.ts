@@ -64,9 +64,10 @@ export const STATUS_PAGE_HTML = `<!doctype html>
   <section class="wide">
     <h2>Upstreams</h2>
     <table>
-      <thead><tr><th>upstream</th><th>health</th><th class="n">hits</th><th class="n">misses</th><th class="n">errors</th><th class="n">hit ratio</th><th class="n">served</th><th class="n">saved</th><th class="n">fetched</th><th>rate limit</th></tr></thead>
+      <thead><tr><th>upstream</th><th>health</th><th class="n">hits</th><th class="n">misses</th><th class="n">errors</th><th class="n">hit ratio</th><th class="n">served</th><th class="n">saved</th><th class="n">fetched</th><th>rate limit</th><th>pull budget</th></tr></thead>
       <tbody id="upstreams"></tbody>
     </table>
+    <div class="muted" id="refresh-ahead"></div>
   </section>
   <section>
     <h2>Downloads in flight</h2>
@@ -113,6 +114,20 @@ export const STATUS_PAGE_HTML = `<!doctype html>
     if (s < 3600) return Math.round(s / 60) + 'm ago';
     if (s < 86400) return Math.round(s / 3600) + 'h ago';
     return Math.round(s / 86400) + 'd ago';
+  }
+  function until(t, now) {
+    var s = Math.max(0, Math.round((t - now) / 1000));
+    if (s < 60) return 'in ' + s + 's';
+    if (s < 3600) return 'in ' + Math.round(s / 60) + 'm';
+    if (s < 86400) return 'in ' + (s / 3600).toFixed(1) + 'h';
+    return 'in ' + Math.round(s / 86400) + 'd';
+  }
+  function budgetText(b, now) {
+    if (!b) return '–';
+    var t = (b.underReserve ? 'UNDER RESERVE (' + b.reserve + '): no refresh, prefetch or revalidation GETs' : 'reserve ' + b.reserve);
+    if (b.pullsPerHour !== null) t += ' · ' + b.pullsPerHour.toFixed(1) + ' pulls/h';
+    t += b.exhaustsAt !== null ? ' · runs out ' + until(b.exhaustsAt, now) : ' · not spending';
+    return t;
   }
   function set(id, text, value) {
     var el = $(id);
@@ -179,8 +194,13 @@ export const STATUS_PAGE_HTML = `<!doctype html>
       cell(tr, bytes(u.savedBytes), 'n saved', u.savedBytes);
       cell(tr, bytes(u.fetchedBytes), 'n fetched', u.fetchedBytes);
       cell(tr, u.rateLimit ? u.rateLimit.remaining + (u.rateLimit.limit !== null ? ' / ' + u.rateLimit.limit : '') + ' left (' + u.rateLimit.credential + ')' : '–', 'ratelimit', u.rateLimit ? u.rateLimit.remaining : '');
+      cell(tr, budgetText(u.budget, s.now), u.budget && u.budget.underReserve ? 'pullbudget bad' : 'pullbudget', u.budget && u.budget.exhaustsAt !== null ? u.budget.exhaustsAt : '');
       return tr;
-    }), 10, 'no upstreams');
+    }), 11, 'no upstreams');
+
+    var ra = s.refreshAhead;
+    $('refresh-ahead').textContent = !ra ? '' : !ra.enabled ? 'Refresh-ahead: off (refreshAhead.enabled)' :
+      'Refresh-ahead: ' + ra.hotTags + ' hot tags, ' + ra.inFlight + ' refreshing, ' + bytes(ra.bytesLastHour) + ' of ' + bytes(ra.maxBytesPerHour) + ' in the last hour';
 
     fill('downloads', s.downloads.map(function (d) {
       var tr = document.createElement('tr');

@@ -4,7 +4,6 @@ import { errors, RelaisError } from '../errors.js';
 import type { CacheIndex } from '../index/index.js';
 import { isStaleEligibleFailure } from '../policy/freshness.js';
 import { discard, header, type UpstreamClient } from '../upstream/client.js';
-import { ACCEPT_REFERRERS } from '../upstream/media-types.js';
 import type { CacheResult } from './blobs.js';
 import type { UpstreamRoute } from './routing.js';
 

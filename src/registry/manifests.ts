@@ -43,7 +43,21 @@ export interface ManifestServiceOptions {
   readonly now?: () => number;
   /** Cluster mode: one replica at a time fetches or revalidates a given manifest (src/cluster/manifests.ts). */
   readonly coordinator?: ManifestCoordinator | undefined;
+  /**
+   * The upstream's pull budget (src/policy/budget.ts): when it says no, a tag whose digest moved is served
+   * stale (within maxStale) instead of spending a GET on it; `heldBack` is told each time.
+   */
+  readonly budget?: { maySpend(upstream: string): boolean; heldBack?(route: UpstreamRoute, tag: string): void } | undefined;
 }
+
+/** What refreshTag() found (refresh-ahead, src/cache/refresh.ts). */
+export type RefreshOutcome =
+  | { readonly kind: 'unchanged'; readonly digest: string }
+  | { readonly kind: 'moved'; readonly from: string; readonly to: string }
+  /** The digest moved but mayGet() said no: nothing fetched, the tag left as it was. */
+  | { readonly kind: 'held'; readonly from: string; readonly to: string }
+  /** Not cached, or gone upstream (the next pull finds out as usual). */
+  | { readonly kind: 'missing' };
 
 /**
  * Makes a manifest fetch cluster-wide single-flight: `work` runs on the one replica that holds the key's lease;
@@ -248,6 +262,15 @@ export class ManifestService {
           return { ...local, result: 'revalidated' };
         }
       }
+      // Under the upstream's pull reserve, a moved tag is served stale rather than spending a GET on it.
+      if (this.opts.budget?.maySpend(route.upstream) === false && mayServeStale(entry, now, settings)) {
+        const local = await this.load(entry.digest);
+        if (local) {
+          this.opts.budget.heldBack?.(route, tag);
+          this.opts.index.touch(entry.digest, this.now());
+          return { ...local, result: 'stale' };
+        }
+      }
       return await this.fetch(route, tag);
     } catch (e) {
       if (e instanceof RelaisError && isStaleEligibleFailure(e.status) && mayServeStale(entry, now, settings)) {
@@ -260,6 +283,50 @@ export class ManifestService {
       throw e;
     }
   }
+
+  // --- Refresh-ahead (src/cache/refresh.ts) -------------------------------------------------------
+  /**
+   * Revalidates a cached tag ahead of its TTL: HEAD first (free against Docker Hub's limit). Unchanged: the
+   * tag is confirmed (fresh for another tagTtl). Moved: when `mayGet()` allows, the new manifest is fetched by
+   * digest (verified, stored, linked), `warm` fetches what clients will need, and only then does the tag point
+   * to it. If `warm` throws, the tag stays as it was (the next pull after its TTL revalidates as usual).
+   */
+  async refreshTag(
+    route: UpstreamRoute,
+    tag: string,
+    opts: { mayGet(): boolean; warm(next: ManifestResult, previous: ManifestResult | undefined): Promise<void> },
+  ): Promise<RefreshOutcome> {
+    const key = `${route.upstream}/${route.repo}:${tag}`;
+    const entry = await this.opts.index.getTag(route.upstream, route.repo, tag);
+    if (!entry) return { kind: 'missing' };
+    const res = await this.upstream(route.upstream).send({ method: 'HEAD', repo: route.repo, path: `/v2/${route.repo}/manifests/${tag}`, headers: { accept: ACCEPT_CACHED_MANIFESTS } });
+    discard(res.body);
+    if (res.status === 404) return { kind: 'missing' };
+    if (res.status !== 200) throw errors.upstreamUnexpected(route.upstream, res.status, 'to HEAD manifest');
+    const digest = header(res.headers, 'docker-content-digest');
+    if (digest === undefined) throw errors.upstreamNoDigest(route.upstream, `${route.repo}:${tag}`);
+    if (digest === entry.digest && (await this.load(digest))) {
+      const checkedAt = this.now();
+      await this.opts.index.markTagChecked(route.upstream, route.repo, tag, checkedAt);
+      this.rememberTag(key, { ...entry, checkedAt });
+      return { kind: 'unchanged', digest };
+    }
+    if (!opts.mayGet()) return { kind: 'held', from: entry.digest, to: digest };
+    const previous = await this.load(entry.digest);
+    const next = await this.get(route, digest);
+    await opts.warm(next, previous && { ...previous, result: 'hit' });
+    const now = this.now();
+    let doc: unknown;
+    try {
+      doc = JSON.parse(next.body.toString('utf8'));
+    } catch {
+      doc = undefined;
+    }
+    await this.opts.index.putManifest({ upstream: route.upstream, repo: route.repo, digest, size: next.body.byteLength, mediaType: next.mediaType, references: manifestReferences(doc), tag, now });
+    this.rememberTag(key, { digest, fetchedAt: now, checkedAt: now });
+    return { kind: 'moved', from: entry.digest, to: digest };
+  }
+  // --- end of refresh-ahead -------------------------------------------------------------------------
 
   /**
    * Eviction and gc hook: forgets manifests they removed from the index, and the tags pointing to them, so
