@@ -18,7 +18,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Agent, request } from 'undici';
-import { RelaisError } from '../errors.js';
+import { errors } from '../errors.js';
 import type { CacheIndex } from '../index/index.js';
 import type { Logger } from '../observability/logger.js';
 import type { BlobHandle, BlobSource, Fetched, LocalBlobSource } from '../registry/blob-source.js';
@@ -176,7 +176,7 @@ export class ClusterPeers {
         try {
           res = await request(`${ownerUrl}${SPOOL_PATH}${digest}`, { method: 'GET', headers: this.headers(range), dispatcher: this.agent, signal });
         } catch (e) {
-          throw new RelaisError('UPSTREAM_UNAVAILABLE', 'the replica fetching this blob is unreachable; retry', { status: 503, cause: e });
+          throw errors.peerUnreachable.with({ cause: e });
         }
         if (res.statusCode === 404) {
           await res.body.dump();
@@ -185,7 +185,7 @@ export class ClusterPeers {
         }
         if (res.statusCode !== 200 && res.statusCode !== 206) {
           await res.body.dump();
-          throw new RelaisError('UPSTREAM_UNAVAILABLE', `the replica fetching this blob answered ${res.statusCode}; retry`, { status: 503 });
+          throw errors.peerAnswered(res.statusCode);
         }
         return res.body;
       },

@@ -3,7 +3,7 @@ import { createServer as createHttpServer, type IncomingMessage, type Server, ty
 import { createServer as createHttpsServer } from 'node:https';
 import { readFileSync } from 'node:fs';
 import type { Duplex } from 'node:stream';
-import { RelaisError } from '../errors.js';
+import { errors } from '../errors.js';
 import type { Logger } from '../observability/logger.js';
 import type { RequestLog } from '../observability/request-log.js';
 import type { RequestInfo } from '../observability/metrics.js';
@@ -112,7 +112,7 @@ export function createServer(opts: ServerOptions): RunningServer {
         for (const h of opts.handlers) {
           if (await h(req, res, ctx)) return;
         }
-        sendError(res, new RelaisError('NAME_UNKNOWN', `no such endpoint: ${(req.url ?? '').slice(0, 100)}`, { status: 404 }), req.method ?? 'GET');
+        sendError(res, errors.endpointUnknown(req.url ?? ''), req.method ?? 'GET');
       } catch (e) {
         const err = sendError(res, e, req.method ?? 'GET');
         failure = { code: err.code, message: err.message };

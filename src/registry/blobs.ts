@@ -7,7 +7,7 @@
 //   spool-reader.ts  reading a growing spool or a committed object for a client
 //   holds.ts         which blobs clients are being served (never evicted meanwhile)
 import type { Readable } from 'node:stream';
-import { errors, RelaisError } from '../errors.js';
+import { errors } from '../errors.js';
 import type { CacheIndex } from '../index/index.js';
 import { blobKey, StorageNotFound, type ByteRange, type StorageDriver } from '../storage/driver.js';
 import type { CacheResult } from '../types.js';
@@ -92,7 +92,7 @@ export class BlobService {
       return;
     }
     if (res.status === 404) throw errors.blobUnknown(route.repo, digest);
-    throw new RelaisError('UPSTREAM_ERROR', `upstream ${route.upstream} answered ${res.status} to HEAD blob`, { status: 502 });
+    throw errors.upstreamUnexpected(route.upstream, res.status, 'to HEAD blob');
   }
 
   /** Metadata only: cached size, an in-flight download's size, or the upstream's HEAD (nothing is fetched). */
@@ -105,9 +105,9 @@ export class BlobService {
     const res = await this.upstream(route.upstream).send({ method: 'HEAD', repo: route.repo, path: `/v2/${route.repo}/blobs/${digest}`, signal });
     discard(res.body);
     if (res.status === 404) throw errors.blobUnknown(route.repo, digest);
-    if (res.status !== 200) throw new RelaisError('UPSTREAM_ERROR', `upstream ${route.upstream} answered ${res.status} to HEAD blob`, { status: 502 });
+    if (res.status !== 200) throw errors.upstreamUnexpected(route.upstream, res.status, 'to HEAD blob');
     const len = Number(header(res.headers, 'content-length'));
-    if (!Number.isSafeInteger(len) || len < 0) throw new RelaisError('UPSTREAM_ERROR', `upstream ${route.upstream} sent no Content-Length for blob`, { status: 502 });
+    if (!Number.isSafeInteger(len) || len < 0) throw errors.upstreamNoContentLength(route.upstream);
     await this.opts.index.linkContent(route.upstream, route.repo, [digest]);
     return { size: len, result: 'miss' };
   }

@@ -135,12 +135,10 @@ export class BlobDownload {
       const actual = `${alg}:${hash.digest('hex')}`;
       if (actual !== this.digest) {
         this.opts.onEvent?.('digest_mismatch', { digest: this.digest, actual, upstream: this.upstreamName });
-        throw new RelaisError('UPSTREAM_DIGEST_MISMATCH', `upstream ${this.upstreamName} sent bytes for ${this.digest} that hash to ${actual}; nothing was stored`, {
-          status: 502,
-        });
+        throw errors.blobDigestMismatch(this.upstreamName, this.digest, actual);
       }
       if (this.size !== undefined && this.size !== this.written) {
-        throw new RelaisError('UPSTREAM_ERROR', `upstream ${this.upstreamName} sent ${this.written} bytes, announced ${this.size}`, { status: 502 });
+        throw errors.blobSizeMismatch(this.upstreamName, this.written, this.size);
       }
       this.size = this.written;
       this.verified = true;
@@ -151,7 +149,7 @@ export class BlobDownload {
       await this.opts.commit(this.spoolPath, this.written);
       this.state = 'committed';
     } catch (e) {
-      const error = e instanceof RelaisError ? e : isAbort(e) ? new RelaisError('UPSTREAM_UNAVAILABLE', 'download cancelled (relais is shutting down)', { status: 503 }) : storageOrUpstreamError(this.upstreamName, e);
+      const error = e instanceof RelaisError ? e : isAbort(e) ? errors.downloadCancelled() : storageOrUpstreamError(this.upstreamName, e);
       // The spool goes before anyone learns of the failure: a client that saw its transfer fail never
       // finds the spool still taking disk space (which matters when the disk is full).
       await fh?.close().catch(() => undefined);
@@ -192,7 +190,7 @@ export class BlobDownload {
           const cr = parseContentRange(header(res.headers, 'content-range'));
           if (cr?.start !== resumeAt) {
             discard(res.body);
-            throw new RelaisError('UPSTREAM_ERROR', `upstream ${this.upstreamName} answered a resume with the wrong range`, { status: 502 });
+            throw errors.blobResumeWrongRange(this.upstreamName);
           }
           if (cr.size !== undefined) this.size ??= cr.size;
         } else if (res.status === 200) {
@@ -201,7 +199,7 @@ export class BlobDownload {
           if (len !== undefined && /^\d+$/.test(len)) this.size ??= Number(len);
         } else {
           discard(res.body);
-          throw new RelaisError('UPSTREAM_ERROR', `upstream ${this.upstreamName} answered ${res.status} for blob ${this.digest}`, { status: 502 });
+          throw errors.upstreamUnexpected(this.upstreamName, res.status, `for blob ${this.digest}`);
         }
         if (resumeAt === 0 && this.size !== undefined && this.opts.reserve !== undefined) {
           try {
@@ -224,7 +222,7 @@ export class BlobDownload {
             skip = 0;
           }
           if (this.size !== undefined && this.written + spool.pending + data.byteLength > this.size) {
-            throw new RelaisError('UPSTREAM_ERROR', `upstream ${this.upstreamName} sent more bytes than announced for ${this.digest}`, { status: 502 });
+            throw errors.blobTooLong(this.upstreamName, this.digest);
           }
           hash.update(data);
           await spool.push(data);
@@ -363,7 +361,7 @@ function deferred(): { promise: Promise<void>; resolve: () => void } {
 
 /** The cache cannot take the blob: the client gets a 503 it can retry, the operator a hint. */
 export function storageFullError(detail: string, cause?: unknown): RelaisError {
-  return new RelaisError('STORAGE_FULL', `the cache storage is full (${detail}); the blob was not stored`, { status: 503, cause, hint: 'free space or set storage.maxSize' });
+  return errors.storageFull.with({ cause }, detail);
 }
 
 /** STORAGE_FULL for a write that failed because the disk (or the index on it) is full; undefined otherwise. */
@@ -378,7 +376,7 @@ function storageOrUpstreamError(upstream: string, e: unknown): RelaisError {
   if (full) return full;
   const code = (e as { code?: unknown }).code;
   if (typeof code === 'string' && (code.startsWith('E') && !code.startsWith('ECONN')) && ['EACCES', 'EROFS', 'EIO', 'EMFILE', 'ENFILE', 'EPERM'].includes(code)) {
-    return new RelaisError('STORAGE_ERROR', `the cache storage failed (${code})`, { status: 500, cause: e });
+    return errors.storageFailed.with({ cause: e }, code);
   }
   return toUpstreamError(upstream, e);
 }
