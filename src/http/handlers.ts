@@ -10,6 +10,7 @@ import { validateDigest, validateReference } from '../registry/reference.js';
 import { resolveBoundRoute, resolveRoute, type RoutingTable, type UpstreamRoute } from '../registry/routing.js';
 import { contentRange, MAX_RANGE_HEADER, parseByteRange } from '../storage/byte-range.js';
 import type { ByteRange } from '../storage/driver.js';
+import { MT } from '../upstream/media-types.js';
 import { ANONYMOUS, type AccessControl } from './access.js';
 import { HotManifests, prepare } from './hot-manifests.js';
 import type { FastAnswer, RequestContext } from './context.js';
@@ -218,7 +219,7 @@ export function createRegistryHandler(deps: RegistryHandlerDeps): RegistryHandle
     const out = await deps.referrers.get(up, r.digest, artifactType === '' ? undefined : artifactType);
     ctx.result = out.result;
     res.statusCode = 200;
-    res.setHeader('content-type', 'application/vnd.oci.image.index.v1+json');
+    res.setHeader('content-type', MT.ociIndex);
     res.setHeader('content-length', out.body.byteLength);
     if (out.filtered) res.setHeader('oci-filters-applied', 'artifactType');
     res.setHeader('docker-distribution-api-version', API_VERSION);

@@ -8,6 +8,7 @@
 // Always 200 with an OCI image index for a valid digest. Answers are kept in memory for a short time
 // (src/policy/referrers.ts): entries for tagTtl, an empty list for notFoundTtl, stale-if-error up to maxStale.
 import { RelaisError, errors } from '../errors.js';
+import { MT } from '../upstream/media-types.js';
 import { isStaleEligibleFailure } from '../policy/freshness.js';
 import { referrersFreshness, type ReferrersFreshnessSettings } from '../policy/referrers.js';
 import { discard, header, type UpstreamClient } from '../upstream/client.js';
@@ -15,7 +16,7 @@ import type { CacheResult } from './blobs.js';
 import type { ManifestResult } from './manifests.js';
 import type { UpstreamRoute } from './routing.js';
 
-export const OCI_INDEX = 'application/vnd.oci.image.index.v1+json';
+const OCI_INDEX = MT.ociIndex;
 /** Pages of an upstream's paginated referrers answer relais follows (each up to maxBodySize). */
 const MAX_PAGES = 16;
 /** Answers kept in memory. */
@@ -227,7 +228,7 @@ export class ReferrersService {
       doc = undefined;
     }
     // A tag of that name that is not an index was not written by the fallback schema: it lists nothing.
-    const isIndex = m.mediaType === OCI_INDEX || m.mediaType === 'application/vnd.docker.distribution.manifest.list.v2+json';
+    const isIndex = m.mediaType === OCI_INDEX || m.mediaType === MT.dockerList;
     const descriptors = isIndex ? (indexDescriptors(doc) ?? []) : [];
     return { descriptors, upstreamFiltered: false, raw: undefined, source: isIndex ? 'fallback-tag' : 'none', fetchedAt };
   }
