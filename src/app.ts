@@ -16,7 +16,6 @@ import { createRegistryHandler } from './http/handlers.js';
 import type { HotManifests } from './http/hot-manifests.js';
 import { createOpsHandler } from './http/ops.js';
 import { Sendfile, loadSendfile } from './http/sendfile.js';
-import { parseApiPath } from './http/route.js';
 import { createServer, type RouteHandler, type RunningServer } from './http/server.js';
 import { startCluster } from './cluster/create.js';
 import { makeEvictor } from './cluster/evictor.js';
@@ -31,7 +30,7 @@ import { BlobService } from './registry/blobs.js';
 import { ListingService } from './registry/listing.js';
 import { ReferrersService } from './registry/referrers.js';
 import { ManifestService } from './registry/manifests.js';
-import { resolveRoute, type RoutingTable, type UpstreamRoute } from './registry/routing.js';
+import type { RoutingTable, UpstreamRoute } from './registry/routing.js';
 import { openStorage } from './storage/create.js';
 import type { StorageDriver } from './storage/driver.js';
 import { UpstreamClient } from './upstream/client.js';
@@ -206,7 +205,6 @@ async function startLocked(config: ResolvedConfig, opts: StartOptions, logger: L
     inFlight: () => refreshAhead.inFlight,
   });
   refreshAhead.setMetrics(refreshMetrics);
-  const tagPulls = tagPullParser(routing);
   const listing = new ListingService(upstreams, index);
   const referrers = new ReferrersService({
     upstreams,
@@ -333,7 +331,7 @@ async function startLocked(config: ResolvedConfig, opts: StartOptions, logger: L
     onRequestEnd: (info) => {
       metrics.request(info);
       if (config.refreshAhead.enabled) {
-        const pull = tagPulls(info);
+        const pull = tagPull(info);
         if (pull) refreshAhead.recordPull(pull.route, pull.tag);
       }
     },
@@ -487,29 +485,16 @@ function listenError(address: string, e: unknown): unknown {
   }
 }
 
-/** GETs and HEADs of a manifest by tag that succeeded, as refresh-ahead counts pulls (parsed URLs are remembered). */
-function tagPullParser(routing: RoutingTable): (info: RequestInfo) => { route: UpstreamRoute; tag: string } | undefined {
-  const seen = new Map<string, { route: UpstreamRoute; tag: string } | null>();
-  return (info) => {
-    if (info.status !== 200 || (info.method !== 'GET' && info.method !== 'HEAD') || !info.url.includes('/manifests/')) return undefined;
-    let pull = seen.get(info.url);
-    if (pull === undefined) {
-      pull = null;
-      const q = info.url.indexOf('?');
-      try {
-        const r = parseApiPath(q === -1 ? info.url : info.url.slice(0, q));
-        if (r?.kind === 'manifest' && !r.reference.includes(':')) {
-          const ns = q === -1 ? undefined : (new URLSearchParams(info.url.slice(q + 1)).get('ns') ?? undefined);
-          pull = { route: resolveRoute(routing, r.name, ns), tag: r.reference };
-        }
-      } catch {
-        pull = null;
-      }
-      if (seen.size >= 4096) seen.clear();
-      seen.set(info.url, pull);
-    }
-    return pull ?? undefined;
-  };
+/**
+ * A successful GET or HEAD of a manifest by tag, as refresh-ahead counts pulls: the registry door already named
+ * the image (`upstream/repo:tag`, RequestInfo.image) when it routed the request, so nothing is parsed again.
+ */
+function tagPull(info: RequestInfo): { route: UpstreamRoute; tag: string } | undefined {
+  if (info.status !== 200 || (info.method !== 'GET' && info.method !== 'HEAD') || info.image === undefined) return undefined;
+  const slash = info.image.indexOf('/');
+  const colon = info.image.lastIndexOf(':');
+  if (slash <= 0 || colon <= slash) return undefined;
+  return { route: { upstream: info.image.slice(0, slash), repo: info.image.slice(slash + 1, colon) }, tag: info.image.slice(colon + 1) };
 }
 
 /** The zero-copy sender, when configured and the native addon loads; says so in the log either way. */
