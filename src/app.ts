@@ -30,6 +30,8 @@ import { BlobService } from './registry/blobs.js';
 import { ListingService } from './registry/listing.js';
 import { ReferrersService } from './registry/referrers.js';
 import { ManifestService } from './registry/manifests.js';
+import { PassthroughGate } from './registry/passthrough.js';
+import { ConfirmationCache } from './policy/confirmations.js';
 import type { RoutingTable, UpstreamRoute } from './registry/routing.js';
 import { openStorage } from './storage/create.js';
 import type { StorageDriver } from './storage/driver.js';
@@ -274,7 +276,13 @@ async function startLocked(config: ResolvedConfig, opts: StartOptions, logger: L
       return client.forward(r);
     },
   });
-  const registry = createRegistryHandler({ routing, manifests, blobs, listing, referrers, access, sendfile: sendfile.sender, boundUpstream: (req) => binding(req)?.upstream });
+  // Passthrough upstreams (docs/access.md): reads pass a gate that asks the upstream with the client's credential.
+  const passthrough = new PassthroughGate({
+    upstreams,
+    confirmations: new ConfirmationCache({ ttlMs: config.passthrough.confirmTtl, maxEntries: config.passthrough.maxConfirmations }, opts.clock ? { now: opts.clock } : {}),
+  });
+  const isPassthrough = (name: string | undefined): boolean => name !== undefined && passthrough.applies(name);
+  const registry = createRegistryHandler({ routing, manifests, blobs, listing, referrers, access, sendfile: sendfile.sender, boundUpstream: (req) => binding(req)?.upstream, passthrough });
   // Runs first: identifies the client, and keeps admin endpoints (status page, /_relais/*) to admins.
   const guard: RouteHandler = async (req, _res, ctx) => {
     // On a proxy connection the Authorization header is the upstream's; the client was identified at CONNECT.
@@ -283,7 +291,13 @@ async function startLocked(config: ResolvedConfig, opts: StartOptions, logger: L
       ctx.principal = bound.principal;
       return false;
     }
-    ctx.principal = await access.authenticate(req);
+    try {
+      ctx.principal = await access.authenticate(req);
+    } catch (e) {
+      // For a passthrough upstream the Authorization header may be the client's credential for the upstream.
+      if (!registry.passthroughRequest(req, ctx)) throw e;
+      ctx.principal = ANONYMOUS;
+    }
     const path = (req.url ?? '/').split('?')[0] ?? '/';
     if (path === '/_relais/ca.crt') return false;
     if (path === '/' || path.startsWith('/_relais/') || (path === '/metrics' && !access.publicMetrics)) {
@@ -330,7 +344,8 @@ async function startLocked(config: ResolvedConfig, opts: StartOptions, logger: L
     handlers: [intercept, ...(cluster ? [cluster.handler(blobs)] : []), registry.label, guard, registry.handle, health, ops],
     onRequestEnd: (info) => {
       metrics.request(info);
-      if (config.refreshAhead.enabled) {
+      // Passthrough tags are not refreshed ahead: relais holds no credential of its own for them.
+      if (config.refreshAhead.enabled && !isPassthrough(info.upstream)) {
         const pull = tagPull(info);
         if (pull) refreshAhead.recordPull(pull.route, pull.tag);
       }

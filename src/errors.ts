@@ -169,6 +169,24 @@ export const errors = {
     detail: (_u, repo) => ({ name: repo }),
     hint: (upstream, repo, hasCredentials) => (hasCredentials ? `the configured credentials for ${upstream} have no pull access to ${repo}` : `if ${repo} is private, configure upstreams.${upstream}.username/password`),
   }),
+  // --- Passthrough upstreams (upstreams.NAME.access: passthrough; docs/access.md): the upstream decides ---
+  /** No credential, or one the upstream (or its token service) refused: challenged (the upstream's own challenge on the proxy door). */
+  passthroughChallenge: entry<[upstream: string, repo: string, challenge?: string]>('UNAUTHORIZED', 401, (upstream: string, repo: string, _challenge?: string) => `authentication required: ${upstream} decides who may pull ${repo}`, {
+    detail: (_u, repo) => ({ name: repo }),
+    headers: (_u: string, _r: string, challenge?: string) => ({ 'www-authenticate': challenge ?? 'Basic realm="relais"' }),
+    hint: (upstream) => `log in with your own credentials for ${upstream} (docker login), to relais's host on its HTTP port or to ${upstream}'s host through the proxy door`,
+  }),
+  /** Credentials the token service accepted, that the upstream still refused for this repository. */
+  passthroughDenied: entry('DENIED', 403, (upstream: string, repo: string) => `requested access to the resource is denied: ${upstream} did not confirm that these credentials may pull ${repo}`, {
+    detail: (_u, repo) => ({ name: repo }),
+    hint: (upstream, repo) => `ask ${upstream}'s administrators for pull access to ${repo}; relais serves its cached copy only to clients ${upstream} lets pull it`,
+  }),
+  /** The upstream could not be asked: private content is not served unconfirmed. */
+  passthroughUnconfirmed: entry<[upstream: string, repo: string, cause: unknown]>('UPSTREAM_UNAVAILABLE', 503, (upstream: string, repo: string, _cause: unknown) => `cannot confirm with ${upstream} that this client may pull ${repo}`, {
+    detail: (_u, repo) => ({ name: repo }),
+    cause: (_u, _r, cause) => cause,
+    hint: (upstream) => `${upstream} is a passthrough upstream: its cached content is served only after ${upstream} confirms the client's credentials (passthrough.confirmTtl); check that it is up and reachable from relais`,
+  }),
   upstreamRedirectScheme: entry('UPSTREAM_ERROR', 502, (upstream: string) => `upstream ${upstream} redirected to a non-HTTP URL`, { hint: UPSTREAM_BROKEN_HINT }),
   upstreamRedirectPrivate: entry('UPSTREAM_ERROR', 502, (upstream: string, host: string) => `upstream ${upstream} sent relais to a private address (${host}); refused`, {
     hint: (u) => `set upstreams.${u}.allowPrivateRedirects: true if this is intended`,

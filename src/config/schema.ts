@@ -334,6 +334,12 @@ export const upstreamSchema = z
      * docker.io; the upstream's own name for the others.
      */
     hosts: z.array(registryHostName).optional(),
+    /**
+     * Who may read what relais cached of this upstream (docs/access.md): "shared" (default) serves it to
+     * every client relais lets in, fetched with the configured username/password; "passthrough" uses each
+     * client's own credentials upstream and serves cached content only after the upstream confirmed them.
+     */
+    access: z.enum(['shared', 'passthrough']).default('shared'),
   })
   .strict();
 
@@ -356,6 +362,18 @@ export const authSchema = z
     admins: z.array(z.string()).default([]),
     /** Serve /metrics without authentication. */
     publicMetrics: z.boolean().default(true),
+  })
+  .strict();
+
+/**
+ * The confirmations of passthrough upstreams (docs/access.md): in memory only, keyed by a hash.
+ *   confirmTtl         60s      how long "the upstream confirmed this credential may pull this repository" is trusted
+ *   maxConfirmations   10000    confirmations kept at most (the oldest go first)
+ */
+export const passthroughSchema = z
+  .object({
+    confirmTtl: duration.refine((n) => n <= 3600_000, 'at most 1h: a revoked credential keeps reading the cache this long').default(60_000),
+    maxConfirmations: z.number().int().min(0).max(1_000_000).default(10_000),
   })
   .strict();
 
@@ -409,8 +427,16 @@ export const configSchema = z
     prefetch: prefetchSchema.prefault({}),
     proxy: proxySchema.prefault({}),
     refreshAhead: refreshAheadSchema.prefault({}),
+    passthrough: passthroughSchema.prefault({}),
   })
   .strict()
+  .superRefine((c, ctx) => {
+    for (const [name, u] of Object.entries(c.upstreams)) {
+      if (u.access === 'passthrough' && (u.username !== undefined || u.password !== undefined)) {
+        ctx.addIssue({ code: 'custom', path: ['upstreams', name, 'username'], message: 'a passthrough upstream (access: passthrough) uses each client\'s own credentials: remove username and password' });
+      }
+    }
+  })
   .refine((c) => c.cluster === undefined || (c.index.driver === 'postgres' && c.storage.driver === 's3'), {
     error: 'cluster mode needs a shared index and shared storage: index.driver postgres and storage.driver s3',
     path: ['cluster'],
@@ -421,3 +447,4 @@ export type RelaisConfig = z.output<typeof configSchema>;
 export type UpstreamConfig = z.output<typeof upstreamSchema>;
 export type AuthConfig = z.output<typeof authSchema>;
 export type ProxyConfig = z.output<typeof proxySchema>;
+export type PassthroughConfig = z.output<typeof passthroughSchema>;

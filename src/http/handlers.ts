@@ -5,11 +5,13 @@ import { errors, RelaisError } from '../errors.js';
 import type { BlobService } from '../registry/blobs.js';
 import type { ListingService } from '../registry/listing.js';
 import type { ManifestService } from '../registry/manifests.js';
+import type { PassthroughGate, ReadTarget } from '../registry/passthrough.js';
 import type { ReferrersService } from '../registry/referrers.js';
 import { validateDigest, validateReference } from '../registry/reference.js';
 import { resolveBoundRoute, resolveRoute, type RoutingTable, type UpstreamRoute } from '../registry/routing.js';
 import { contentRange, MAX_RANGE_HEADER, parseByteRange } from '../storage/byte-range.js';
 import type { ByteRange } from '../storage/driver.js';
+import { parseClientCredential } from '../upstream/credential.js';
 import { MT } from '../upstream/media-types.js';
 import { ANONYMOUS, type AccessControl } from './access.js';
 import { HotManifests, prepare } from './hot-manifests.js';
@@ -40,6 +42,11 @@ export interface RegistryHandlerDeps {
    * ghcr.io's, whatever the path says), or undefined for the HTTP door's routing by name and ?ns=.
    */
   readonly boundUpstream?: ((req: IncomingMessage) => string | undefined) | undefined;
+  /**
+   * The read gate of passthrough upstreams (docs/access.md): their cached content goes to a client only after
+   * the upstream confirmed the client's own credential. Without it every upstream is shared.
+   */
+  readonly passthrough?: PassthroughGate | undefined;
 }
 
 const API_VERSION = 'registry/2.0';
@@ -67,13 +74,24 @@ export interface RegistryHandler {
   readonly fast: (req: IncomingMessage, res: ServerResponse) => FastAnswer | undefined;
   /** The prepared responses (tests, status). */
   readonly hot: HotManifests;
+  /**
+   * Whether the request is for a passthrough upstream on the HTTP door (its Authorization header is then the
+   * client's credential for that upstream, not one for relais's own auth:); false for anything else.
+   */
+  readonly passthroughRequest: (req: IncomingMessage, ctx: RequestContext) => boolean;
+  /** Whether any upstream is passthrough (the /v2/ ping then challenges clients that sent no credentials). */
+  readonly anyPassthrough: boolean;
 }
 
 export function createRegistryHandler(deps: RegistryHandlerDeps): RegistryHandler {
   const hot = new HotManifests();
   deps.manifests.onForget((digests) => hot.forget(digests));
   /** Whether an anonymous client may pull from this upstream (the only case the prepared responses serve). */
+  const gate = deps.passthrough;
+  const anyPassthrough = gate !== undefined && [...deps.routing.upstreams.keys()].some((u) => gate.applies(u));
   const anonymousMayPull = (upstream: string): boolean => {
+    // A passthrough upstream's manifest is never a prepared response: every request passes the gate.
+    if (gate?.applies(upstream) === true) return false;
     if (!deps.access.enabled) return true;
     try {
       deps.access.checkPull(ANONYMOUS, upstream);
@@ -92,8 +110,31 @@ export function createRegistryHandler(deps: RegistryHandlerDeps): RegistryHandle
     const bound = deps.boundUpstream?.(req);
     const up = bound === undefined ? resolveRoute(deps.routing, name, query?.get('ns') ?? undefined) : resolveBoundRoute(deps.routing, bound, name);
     ctx.upstream = up.upstream;
+    if (gate?.applies(up.upstream) === true) return withClientCredential(req, ctx, up, bound !== undefined);
     deps.access.checkPull(ctx.principal ?? ANONYMOUS, up.upstream);
     return up;
+  };
+  /**
+   * A passthrough upstream's route carries the client's own credential. On the proxy door the Authorization
+   * header is always the upstream's (relais's auth: is checked at CONNECT, with Proxy-Authorization); on the
+   * HTTP door it is, unless relais's own auth: recognised it (a relais credential never goes upstream), and
+   * relais's auth: permissions do not apply: the upstream decides (docs/access.md).
+   */
+  const withClientCredential = (req: IncomingMessage, ctx: RequestContext, up: UpstreamRoute, proxied: boolean): UpstreamRoute => {
+    const principal = ctx.principal ?? ANONYMOUS;
+    if (proxied) deps.access.checkPull(principal, up.upstream);
+    const relaisOwn = !proxied && principal.kind !== 'anonymous';
+    return { ...up, credential: relaisOwn ? undefined : parseClientCredential(req.headers.authorization) };
+  };
+  /** The gate: on the HTTP door a challenge is relais's own Basic one (the client logs in to relais's host). */
+  const authorize = async (req: IncomingMessage, up: UpstreamRoute, target: ReadTarget): Promise<void> => {
+    if (gate === undefined) return;
+    try {
+      await gate.authorize(up, target);
+    } catch (e) {
+      if (e instanceof RelaisError && e.status === 401 && deps.boundUpstream?.(req) === undefined) throw errors.passthroughChallenge(up.upstream, up.repo);
+      throw e;
+    }
   };
 
   async function manifest(req: IncomingMessage, res: ServerResponse, ctx: RequestContext, r: Extract<ApiRoute, { kind: 'manifest' }>, query: URLSearchParams | undefined): Promise<void> {
@@ -107,6 +148,7 @@ export function createRegistryHandler(deps: RegistryHandlerDeps): RegistryHandle
     }
     // A manifest by tag is a pull (the status page's top images); by digest, a layer of one.
     if (!r.reference.includes(':')) ctx.image = `${up.upstream}/${up.repo}:${r.reference}`;
+    await authorize(req, up, { kind: 'manifest', reference: r.reference });
     const m = await deps.manifests.get(up, r.reference);
     ctx.result = m.result;
     const headers = [
@@ -149,6 +191,8 @@ export function createRegistryHandler(deps: RegistryHandlerDeps): RegistryHandle
   async function blob(req: IncomingMessage, res: ServerResponse, ctx: RequestContext, r: Extract<ApiRoute, { kind: 'blob' }>, query: URLSearchParams | undefined): Promise<void> {
     validateDigest(r.digest);
     const up = route(req, ctx, r.name, query);
+    // A digest of a private repository is not even confirmed to exist (HEAD) before the gate.
+    await authorize(req, up, { kind: 'blob', digest: r.digest });
     const common = (): void => {
       res.setHeader('content-type', 'application/octet-stream');
       res.setHeader('docker-content-digest', r.digest);
@@ -192,6 +236,7 @@ export function createRegistryHandler(deps: RegistryHandlerDeps): RegistryHandle
 
   async function tags(req: IncomingMessage, res: ServerResponse, ctx: RequestContext, r: Extract<ApiRoute, { kind: 'tags' }>, query: URLSearchParams | undefined): Promise<void> {
     const up = route(req, ctx, r.name, query);
+    await authorize(req, up, { kind: 'repository' });
     const nRaw = query?.get('n');
     let n: number | undefined;
     if (nRaw !== null && nRaw !== undefined) {
@@ -215,6 +260,7 @@ export function createRegistryHandler(deps: RegistryHandlerDeps): RegistryHandle
   async function referrers(req: IncomingMessage, res: ServerResponse, ctx: RequestContext, r: Extract<ApiRoute, { kind: 'referrers' }>, query: URLSearchParams | undefined): Promise<void> {
     validateDigest(r.digest);
     const up = route(req, ctx, r.name, query);
+    await authorize(req, up, { kind: 'repository' });
     const artifactType = query?.get('artifactType') ?? undefined;
     const out = await deps.referrers.get(up, r.digest, artifactType === '' ? undefined : artifactType);
     ctx.result = out.result;
@@ -261,7 +307,13 @@ export function createRegistryHandler(deps: RegistryHandlerDeps): RegistryHandle
       case 'base': {
         // Clients (docker, containers/image) send credentials only if this ping is challenged, and go on
         // without any when they have none: so with auth configured, an anonymous ping is always challenged.
-        if ((ctx.principal ?? ANONYMOUS).kind === 'anonymous' && deps.access.enabled) deps.access.checkPull(ANONYMOUS, '');
+        // With a passthrough upstream, the same holds for the upstream's credentials: a client that sent some
+        // (relais's or an upstream's) is let through, one that sent none is challenged.
+        if ((ctx.principal ?? ANONYMOUS).kind === 'anonymous') {
+          if (anyPassthrough) {
+            if (parseClientCredential(req.headers.authorization) === undefined) throw errors.unauthorized('relais');
+          } else if (deps.access.enabled) deps.access.checkPull(ANONYMOUS, '');
+        }
         const body = '{}';
         res.statusCode = 200;
         res.setHeader('content-type', 'application/json');
@@ -289,7 +341,20 @@ export function createRegistryHandler(deps: RegistryHandlerDeps): RegistryHandle
     }
   }
 
-  return { label, handle, fast, hot };
+  function passthroughRequest(req: IncomingMessage, ctx: RequestContext): boolean {
+    if (gate === undefined || deps.boundUpstream?.(req) !== undefined) return false;
+    const { api, query } = parse(req, ctx);
+    if (api === undefined) return false;
+    if (api.kind === 'base') return anyPassthrough;
+    if (!('name' in api)) return false;
+    try {
+      return gate.applies(resolveRoute(deps.routing, api.name, query?.get('ns') ?? undefined).upstream);
+    } catch {
+      return false;
+    }
+  }
+
+  return { label, handle, fast, hot, passthroughRequest, anyPassthrough };
 }
 
 /** One satisfiable range of the blob, or a 416. Several ranges are refused: relais does not send multipart/byteranges. */

@@ -85,7 +85,7 @@ export class BlobService {
   /** Checks that the upstream serves this digest under this repository before relais does. */
   private async ensureLinked(route: UpstreamRoute, digest: string, signal?: AbortSignal): Promise<void> {
     if (await this.opts.index.isLinked(route.upstream, route.repo, digest)) return;
-    const res = await this.upstream(route.upstream).send({ method: 'HEAD', repo: route.repo, path: `/v2/${route.repo}/blobs/${digest}`, signal });
+    const res = await this.upstream(route.upstream).send({ method: 'HEAD', repo: route.repo, credential: route.credential, path: `/v2/${route.repo}/blobs/${digest}`, signal });
     discard(res.body);
     if (res.status === 200) {
       await this.opts.index.linkContent(route.upstream, route.repo, [digest]);
@@ -102,7 +102,7 @@ export class BlobService {
       await this.ensureLinked(route, digest, signal);
       return { size: cached.size, result: 'hit' };
     }
-    const res = await this.upstream(route.upstream).send({ method: 'HEAD', repo: route.repo, path: `/v2/${route.repo}/blobs/${digest}`, signal });
+    const res = await this.upstream(route.upstream).send({ method: 'HEAD', repo: route.repo, credential: route.credential, path: `/v2/${route.repo}/blobs/${digest}`, signal });
     discard(res.body);
     if (res.status === 404) throw errors.blobUnknown(route.repo, digest);
     if (res.status !== 200) throw errors.upstreamUnexpected(route.upstream, res.status, 'to HEAD blob');

@@ -9,6 +9,7 @@ import { createHash, type Hash } from 'node:crypto';
 import { open, rm, type FileHandle } from 'node:fs/promises';
 import { RelaisError, errors } from '../errors.js';
 import type { UpstreamClient } from '../upstream/client.js';
+import type { ClientCredential } from '../upstream/credential.js';
 import { discard, header } from '../upstream/client.js';
 import { isAbort, isTransient, toUpstreamError } from '../upstream/errors.js';
 import { parseContentRange, rangeHeader } from '../storage/byte-range.js';
@@ -19,6 +20,8 @@ export interface DownloadOptions {
   readonly digest: string;
   readonly upstream: UpstreamClient;
   readonly repo: string;
+  /** A passthrough upstream: the credential of the client whose request started the download. */
+  readonly credential?: ClientCredential | undefined;
   readonly spoolPath: string;
   /** Attempts for the body (resumed with Range where the upstream supports it). */
   readonly attempts: number;
@@ -179,7 +182,7 @@ export class BlobDownload {
       try {
         const headers: Record<string, string> = { accept: '*/*' };
         if (resumeAt > 0) headers.range = rangeHeader({ start: resumeAt });
-        const res = await this.opts.upstream.send({ method: 'GET', repo: this.repo, path: `/v2/${this.repo}/blobs/${this.digest}`, headers, signal });
+        const res = await this.opts.upstream.send({ method: 'GET', repo: this.repo, credential: this.opts.credential, path: `/v2/${this.repo}/blobs/${this.digest}`, headers, signal });
         if (res.status === 404) {
           discard(res.body);
           throw errors.blobUnknown(this.repo, this.digest);

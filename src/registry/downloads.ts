@@ -77,6 +77,7 @@ export class DownloadTable implements LocalBlobSource {
       digest,
       upstream,
       repo: route.repo,
+      credential: route.credential,
       spoolPath: join(this.opts.spoolDir, `${digest.replace(':', '-')}.${randomUUID().slice(0, 8)}.part`),
       attempts: this.opts.attempts(route.upstream),
       commit: async (spool, size) => {

@@ -47,7 +47,7 @@ export class ListingService {
     if (q.last !== undefined) qs.set('last', q.last);
     const suffix = qs.size > 0 ? `?${qs.toString()}` : '';
     try {
-      const res = await this.upstream(route.upstream).send({ method: 'GET', repo: route.repo, path: `/v2/${route.repo}/tags/list${suffix}`, headers: { accept: 'application/json' }, signal });
+      const res = await this.upstream(route.upstream).send({ method: 'GET', repo: route.repo, credential: route.credential, path: `/v2/${route.repo}/tags/list${suffix}`, headers: { accept: 'application/json' }, signal });
       if (res.status === 404) {
         discard(res.body);
         throw errors.nameUnknown(clientName, `unknown to upstream ${route.upstream}`);

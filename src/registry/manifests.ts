@@ -239,6 +239,7 @@ export class ManifestService {
       const res = await this.upstream(route.upstream).send({
         method: 'HEAD',
         repo: route.repo,
+        credential: route.credential,
         path: `/v2/${route.repo}/manifests/${tag}`,
         headers: { accept: ACCEPT_CACHED_MANIFESTS },
       });
@@ -299,7 +300,7 @@ export class ManifestService {
     const key = `${route.upstream}/${route.repo}:${tag}`;
     const entry = await this.opts.index.getTag(route.upstream, route.repo, tag);
     if (!entry) return { kind: 'missing' };
-    const res = await this.upstream(route.upstream).send({ method: 'HEAD', repo: route.repo, path: `/v2/${route.repo}/manifests/${tag}`, headers: { accept: ACCEPT_CACHED_MANIFESTS } });
+    const res = await this.upstream(route.upstream).send({ method: 'HEAD', repo: route.repo, credential: route.credential, path: `/v2/${route.repo}/manifests/${tag}`, headers: { accept: ACCEPT_CACHED_MANIFESTS } });
     discard(res.body);
     if (res.status === 404) return { kind: 'missing' };
     if (res.status !== 200) throw errors.upstreamUnexpected(route.upstream, res.status, 'to HEAD manifest');
@@ -374,6 +375,7 @@ export class ManifestService {
     const res = await this.upstream(route.upstream).send({
       method: 'GET',
       repo: route.repo,
+      credential: route.credential,
       path: `/v2/${route.repo}/manifests/${reference}`,
       headers: { accept: ACCEPT_CACHED_MANIFESTS },
       signal,

@@ -180,7 +180,7 @@ export class ReferrersService {
     let raw: Buffer | undefined;
     for (let page = 0; path !== undefined; page++) {
       if (page >= MAX_PAGES) throw errors.upstreamReferrersInvalid(route.upstream, `sent more than ${MAX_PAGES} pages of referrers for ${route.repo}@${digest}`);
-      const res = await client.send({ method: 'GET', repo: route.repo, path, headers: { accept: OCI_INDEX } });
+      const res = await client.send({ method: 'GET', repo: route.repo, credential: route.credential, path, headers: { accept: OCI_INDEX } });
       if (page === 0 && (res.status === 404 || res.status === 405 || res.status === 400)) {
         // No referrers API here (distribution 2.8 answers 404): the fallback tag schema.
         discard(res.body);

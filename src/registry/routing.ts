@@ -1,6 +1,7 @@
 // Which upstream serves a request, and under which repository name.
 // One instance mirrors many registries; relais never connects to a host that is not configured.
 import { errors } from '../errors.js';
+import type { ClientCredential } from '../upstream/credential.js';
 import { validateName } from './reference.js';
 
 export interface UpstreamRoute {
@@ -8,6 +9,11 @@ export interface UpstreamRoute {
   readonly upstream: string;
   /** The repository name at the upstream (after the library/ rule). */
   readonly repo: string;
+  /**
+   * A passthrough upstream (docs/access.md): the requesting client's own credential, which every upstream
+   * request made for this route carries (undefined: anonymous). Never part of a cache key.
+   */
+  readonly credential?: ClientCredential | undefined;
 }
 
 export interface RoutingTable {

@@ -24,6 +24,8 @@ export interface TokenServiceOptions {
   /** Checks a URL before relais connects to it (the realm is chosen by the upstream). */
   readonly checkUrl: (url: URL) => void;
   readonly now?: () => number;
+  /** The error when the token service refuses the credentials (default: tokenRefused, a 502 about relais's own). */
+  readonly refused?: (scope: string) => RelaisError;
 }
 
 /** Tokens live at least this long when the issuer does not say (the spec's default is 60 s). */
@@ -116,7 +118,7 @@ export class TokenService {
     }
     const text = await res.body.text();
     if (res.statusCode === 401 || res.statusCode === 403) {
-      throw errors.tokenRefused(this.opts.upstream, this.opts.credentials !== undefined, scope);
+      throw this.opts.refused?.(scope) ?? errors.tokenRefused(this.opts.upstream, this.opts.credentials !== undefined, scope);
     }
     if (res.statusCode !== 200) throw tokenError(this.opts.upstream, `token service answered ${res.statusCode}`, res.statusCode >= 500 ? 'unavailable' : 'failed');
     let body: { token?: unknown; access_token?: unknown; expires_in?: unknown; issued_at?: unknown };

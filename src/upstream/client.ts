@@ -9,8 +9,10 @@ import { errors, RelaisError, upstreamAnswered } from '../errors.js';
 import { CircuitBreaker, parseRetryAfter } from '../policy/circuit-breaker.js';
 import type { UpstreamConfig } from '../config/schema.js';
 import { isPrivateHost } from './address.js';
-import { TokenService } from './auth.js';
+import { basicAuthorization, TokenService } from './auth.js';
 import { parseChallenges } from './challenge.js';
+import { credentialMaterial, type ClientCredential } from './credential.js';
+import { createHash } from 'node:crypto';
 import { classifyFailure, isAbort, isTransient, toUpstreamError, type UpstreamFailureKind } from './errors.js';
 
 export type UpstreamBody = Dispatcher.ResponseData['body'];
@@ -29,7 +31,15 @@ export interface UpstreamRequest {
   readonly path: string;
   readonly headers?: Readonly<Record<string, string>>;
   readonly signal?: AbortSignal | undefined;
+  /**
+   * A passthrough upstream's request (access: passthrough): the client's own credential, or undefined for an
+   * anonymous client. Ignored for shared upstreams, which use the configured username/password.
+   */
+  readonly credential?: ClientCredential | undefined;
 }
+
+/** Client credentials whose tokens a passthrough upstream's client keeps at most (in memory; the oldest go). */
+const MAX_CLIENT_TOKEN_SERVICES = 1000;
 
 /** What the client reports about each upstream exchange (for metrics and logs). */
 export interface UpstreamObserver {
@@ -57,12 +67,16 @@ export class UpstreamClient {
   private readonly tokens: TokenService;
   private readonly cfg: UpstreamConfig;
   private readonly observer: UpstreamObserver;
+  /** Passthrough upstreams: a token cache per client credential (keyed by its hash), oldest first. */
+  private readonly clientTokens = new Map<string, TokenService>();
+  private readonly clock: { readonly now?: () => number };
 
   /** `now`: the clock of the circuit breaker and the token cache (tests advance one instead of sleeping). */
   constructor(name: string, cfg: UpstreamConfig, observer: UpstreamObserver = {}, clock: { readonly now?: () => number } = {}) {
     this.name = name;
     this.cfg = cfg;
     this.observer = observer;
+    this.clock = clock;
     this.baseUrl = new URL(cfg.url.replace(/\/+$/, ''));
     const upstreamHost = this.baseUrl.hostname;
     this.dispatcher = new Agent({
@@ -182,6 +196,7 @@ export class UpstreamClient {
 
   /** One exchange: auth (answering one challenge), then up to MAX_REDIRECTS redirects. */
   private async sendOnce(req: UpstreamRequest): Promise<UpstreamResponse> {
+    if (this.passthrough) return this.sendAsClient(req);
     let url = this.url(req.path);
     let authorization = await this.tokens.authorizationFor(req.repo, req.signal);
     let answeredChallenge = false;
@@ -211,6 +226,100 @@ export class UpstreamClient {
       if (res.statusCode === 401 || res.statusCode === 403) {
         discard(res.body);
         throw deniedError(this.name, req.repo, this.cfg.username !== undefined);
+      }
+      if ([301, 302, 303, 307, 308].includes(res.statusCode)) {
+        const location = header(res.headers, 'location');
+        discard(res.body);
+        if (location === undefined) throw errors.upstreamRedirectNoLocation(this.name);
+        const next = new URL(location, url);
+        this.checkTarget(next);
+        url = next;
+        continue;
+      }
+      return { status: res.statusCode, headers: res.headers, body: res.body };
+    }
+    throw errors.upstreamTooManyRedirects(this.name);
+  }
+
+  /** Whether this upstream uses each client's own credentials (access: passthrough). */
+  get passthrough(): boolean {
+    return this.cfg.access === 'passthrough';
+  }
+
+  /**
+   * The token cache of one client credential (Basic user and password, or anonymous): the registry token flow
+   * run with the client's credentials, never relais's. Bounded; only the credential's hash is its key.
+   */
+  private clientTokenService(credential: ClientCredential | undefined): TokenService {
+    const key = createHash('sha256').update(credentialMaterial(credential)).digest('hex');
+    const known = this.clientTokens.get(key);
+    if (known) {
+      this.clientTokens.delete(key);
+      this.clientTokens.set(key, known);
+      return known;
+    }
+    const service = new TokenService({
+      upstream: this.name,
+      credentials: credential?.kind === 'basic' ? { username: credential.username, password: credential.password } : undefined,
+      dispatcher: this.dispatcher,
+      headersTimeout: this.cfg.timeouts.headers,
+      bodyTimeout: this.cfg.timeouts.idle,
+      checkUrl: (u) => this.checkTarget(u),
+      // The client's credentials refused by the token service: the client is challenged again (401).
+      refused: (scope) => errors.passthroughChallenge(this.name, scope.replace(/^repository:|:pull$/g, '')),
+      ...(this.clock.now ? { now: this.clock.now } : {}),
+    });
+    this.clientTokens.set(key, service);
+    if (this.clientTokens.size > MAX_CLIENT_TOKEN_SERVICES) {
+      const oldest = this.clientTokens.keys().next();
+      if (oldest.done !== true) this.clientTokens.delete(oldest.value);
+    }
+    return service;
+  }
+
+  /**
+   * One exchange of a passthrough upstream with the client's credential: a Bearer token the client sent is
+   * used as it is; Basic credentials go through the upstream's token flow (or as Basic, if that is its
+   * challenge); no credential is an anonymous request. The upstream's refusal is the client's: 401 with the
+   * upstream's own challenge (no credential, a token it refused, credentials its token service refused) or
+   * 403 (credentials accepted by the token service, still refused for this repository).
+   */
+  private async sendAsClient(req: UpstreamRequest): Promise<UpstreamResponse> {
+    const cred = req.credential;
+    const tokens = cred?.kind === 'bearer' ? undefined : this.clientTokenService(cred);
+    let authorization = cred?.kind === 'bearer' ? `Bearer ${cred.token}` : await tokens?.authorizationFor(req.repo, req.signal);
+    let answeredChallenge = false;
+    let url = this.url(req.path);
+    for (let hop = 0; hop <= MAX_REDIRECTS; hop++) {
+      const sameHost = url.host === this.baseUrl.host;
+      const headers: Record<string, string> = { 'user-agent': 'relais', ...req.headers };
+      if (sameHost && authorization !== undefined) headers.authorization = authorization;
+      const started = performance.now();
+      let res: Dispatcher.ResponseData;
+      try {
+        res = await request(url, { method: req.method, headers, dispatcher: this.dispatcher, signal: req.signal });
+      } catch (e) {
+        this.observer.onExchange?.(this.name, req.method, classifyFailure(e), (performance.now() - started) / 1000);
+        throw e;
+      }
+      this.observer.onExchange?.(this.name, req.method, res.statusCode, (performance.now() - started) / 1000);
+      if (sameHost) this.observer.onHeaders?.(this.name, res.headers);
+      if (res.statusCode === 401 || res.statusCode === 403) {
+        discard(res.body);
+        const challenge = header(res.headers, 'www-authenticate');
+        if (res.statusCode === 401 && sameHost && !answeredChallenge && tokens !== undefined) {
+          answeredChallenge = true;
+          const challenges = parseChallenges(res.headers['www-authenticate']);
+          const basicOnly = !challenges.some((c) => c.scheme === 'bearer') && challenges.some((c) => c.scheme === 'basic');
+          authorization = basicOnly ? (cred?.kind === 'basic' ? basicAuthorization(cred) : undefined) : await tokens.answer(challenges, req.repo, req.signal);
+          if (authorization !== undefined) {
+            hop--;
+            continue;
+          }
+        }
+        // Credentials the token service took (a token was issued) that the registry still refuses: denied.
+        if (res.statusCode === 403 || (cred?.kind === 'basic' && answeredChallenge)) throw errors.passthroughDenied(this.name, req.repo);
+        throw errors.passthroughChallenge(this.name, req.repo, challenge);
       }
       if ([301, 302, 303, 307, 308].includes(res.statusCode)) {
         const location = header(res.headers, 'location');

@@ -82,7 +82,7 @@ export interface RegistryPeer {
 }
 
 export interface RegistryOptions {
-  auth?: { kind: 'htpasswd'; users: Record<string, string> } | { kind: 'token'; users?: Record<string, string> };
+  auth?: { kind: 'htpasswd'; users: Record<string, string> } | { kind: 'token'; users?: Record<string, string>; repositories?: Record<string, string[]> };
   /** distribution in proxy (pull-through cache) mode, the benchmark anchor. */
   proxy?: { remoteUrl: string; username?: string; password?: string };
   /** Allow DELETE of manifests and blobs; default true. */
@@ -175,7 +175,7 @@ async function startIn(dir: string, opts: RegistryOptions): Promise<RegistryPeer
     config.auth = { htpasswd: { realm: 'relais-test', path: file } };
   } else if (opts.auth?.kind === 'token') {
     users = opts.auth.users === undefined ? undefined : { ...opts.auth.users };
-    token = await startTokenIssuer(users === undefined ? { dir } : { dir, users });
+    token = await startTokenIssuer({ dir, ...(users === undefined ? {} : { users }), ...(opts.auth.repositories === undefined ? {} : { repositories: opts.auth.repositories }) });
     config.auth = {
       token: { realm: token.realm, service: token.service, issuer: token.issuer, rootcertbundle: token.certFile },
     };

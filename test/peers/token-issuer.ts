@@ -9,7 +9,10 @@
 //
 // Who gets what: anonymous requests get at most `pull`. With `users` given, Basic credentials
 // must match one of them (else 401) and get every action asked for; without `users`, any Basic
-// credentials are accepted and get every action asked for. Every request served is recorded.
+// credentials are accepted and get every action asked for. With `repositories`, a repository listed there is
+// private: only the users listed for it get any action on it; everyone else (anonymous included) gets a token
+// whose access for it is empty, as Docker Hub's and GitLab's token services answer (the registry then refuses
+// the token). Every request served is recorded.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createPrivateKey, createSign, randomBytes, X509Certificate, type KeyObject } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
@@ -59,6 +62,8 @@ export interface TokenIssuerOptions {
   issuer?: string;
   /** Token lifetime in seconds (default 300). */
   ttlSeconds?: number;
+  /** Private repositories: name -> the users who may pull (and push) it. Others get no action on it. */
+  repositories?: Record<string, string[]>;
 }
 
 function b64url(data: Buffer | string): string {
@@ -141,7 +146,9 @@ export async function startTokenIssuer(opts: TokenIssuerOptions): Promise<TokenI
       for (const one of s.split(' ')) {
         const parsed = parseScope(one);
         if (parsed === null) continue;
-        const actions = user === undefined ? parsed.actions.filter((a) => a === 'pull') : parsed.actions;
+        const allowed = opts.repositories?.[parsed.name];
+        const actions =
+          allowed !== undefined && (user === undefined || !allowed.includes(user)) ? [] : user === undefined ? parsed.actions.filter((a) => a === 'pull') : parsed.actions;
         out.push({ ...parsed, actions });
       }
     }
