@@ -25,6 +25,7 @@ import { createLogger, type Logger } from './observability/logger.js';
 import { createRequestLog, type RequestLog } from './observability/request-log.js';
 import { RelaisMetrics, type RequestInfo } from './observability/metrics.js';
 import { RefreshMetrics } from './observability/refresh-metrics.js';
+import { AccessMetrics } from './observability/access-metrics.js';
 import { PullBudgets } from './policy/budget.js';
 import { BlobService } from './registry/blobs.js';
 import { ListingService } from './registry/listing.js';
@@ -277,8 +278,10 @@ async function startLocked(config: ResolvedConfig, opts: StartOptions, logger: L
     },
   });
   // Passthrough upstreams (docs/access.md): reads pass a gate that asks the upstream with the client's credential.
+  const accessMetrics = new AccessMetrics(metrics.registry);
   const passthrough = new PassthroughGate({
     upstreams,
+    observe: (upstream, outcome) => accessMetrics.check(upstream, outcome),
     confirmations: new ConfirmationCache({ ttlMs: config.passthrough.confirmTtl, maxEntries: config.passthrough.maxConfirmations }, opts.clock ? { now: opts.clock } : {}),
   });
   const isPassthrough = (name: string | undefined): boolean => name !== undefined && passthrough.applies(name);

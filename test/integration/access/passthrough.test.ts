@@ -210,5 +210,9 @@ test('credentials never appear in the data directory, the logs or /metrics', asy
   for (const s of secrets) assert.ok(!logs.includes(s), 'the logs hold a credential');
   const metrics = await (await fetch(`${relais.url}/metrics`)).text();
   assert.ok(metrics.includes('relais_'), 'metrics served');
+  // The gate's decisions are counted, by upstream and outcome only.
+  for (const outcome of ['cached', 'confirmed', 'refused']) {
+    assert.match(metrics, new RegExp(`relais_passthrough_checks_total\\{upstream="${HOST.replace(/\./g, '\\.')}",outcome="${outcome}"\\} [1-9]`), outcome);
+  }
   for (const s of secrets) assert.ok(!metrics.includes(s), '/metrics holds a credential');
 });
