@@ -86,9 +86,9 @@ export interface RegistryHandler {
 export function createRegistryHandler(deps: RegistryHandlerDeps): RegistryHandler {
   const hot = new HotManifests();
   deps.manifests.onForget((digests) => hot.forget(digests));
-  /** Whether an anonymous client may pull from this upstream (the only case the prepared responses serve). */
   const gate = deps.passthrough;
   const anyPassthrough = gate !== undefined && [...deps.routing.upstreams.keys()].some((u) => gate.applies(u));
+  /** Whether an anonymous client may pull from this upstream (the only case the prepared responses serve). */
   const anonymousMayPull = (upstream: string): boolean => {
     // A passthrough upstream's manifest is never a prepared response: every request passes the gate.
     if (gate?.applies(upstream) === true) return false;
