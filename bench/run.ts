@@ -929,6 +929,7 @@ async function proxySection(
   const bound: TlsBound | undefined = tlsBound({ http: http.warm, proxy: proxy.warm, ...(streamed === undefined ? {} : { streamed: streamed.warm }), cipherBytesPerSec, cores });
   const warm = rows.find((r) => r.id === 'proxy_warm_mbps');
   const f2 = (v: number | undefined): string => (v === undefined ? '-' : v.toFixed(2));
+  const signed = (v: number | undefined): string => (v === undefined ? '-' : `${v >= 0 ? '+' : ''}${v.toFixed(2)}`);
   const lines = [
     `Proxy door: the same pulls through relais's HTTPS proxy door (HTTPS_PROXY: CONNECT ${new URL(PROXY_REGISTRY).host}:443, TLS with relais's CA trusted), ` +
       `next to relais's HTTP door in the same run, ${o.rounds} round(s) each (medians; bench/lib/proxy.ts):`,
@@ -940,9 +941,9 @@ async function proxySection(
   ];
   if (bound !== undefined) {
     lines.push(
-      `  extra CPU of the warm pull through the proxy door over the HTTP door's: relais +${f2(bound.extraRelaisCpu)} s ` +
-        `(${bound.noSendfileRelaisCpu === undefined ? '' : `no sendfile through TLS, every byte read into user space: +${f2(bound.noSendfileRelaisCpu)} s as measured with sendfile off; TLS on top: +${f2(bound.tlsRelaisCpu)} s`}), ` +
-        `clients +${f2(bound.extraClientCpu)} s (decrypting, on the same ${cores} cores); the cipher alone needs ${f2(bound.cipherCpuEachSide)} s on each side`,
+      `  extra CPU of the warm pull through the proxy door over the HTTP door's: relais ${signed(bound.extraRelaisCpu)} s ` +
+        `(${bound.noSendfileRelaisCpu === undefined ? '' : `no sendfile through TLS, every byte read into user space: ${signed(bound.noSendfileRelaisCpu)} s as measured with sendfile off; TLS on top: ${signed(bound.tlsRelaisCpu)} s`}), ` +
+        `clients ${signed(bound.extraClientCpu)} s (decrypting, on the same ${cores} cores); the cipher alone needs ${f2(bound.cipherCpuEachSide)} s on each side`,
       `  best proxy/HTTP if TLS cost only the cipher: ${f2(bound.cipherOnlyRatio)}x; from the CPU measured through the door (relais + clients on ${cores} cores): ${f2(bound.measuredCpuRatio)}x`,
     );
   }
