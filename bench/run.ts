@@ -34,6 +34,7 @@ import { sampleRss, treeCpuSeconds } from './lib/rss.js';
 import { netnsSlowLink, parseRate, proxySlowLink, slowLink, type SlowLink } from './lib/slowlink.js';
 import {
   RELAIS_MAIN,
+  PROXY_REGISTRY,
   RELAIS_NODE_FLAGS,
   TARGET_KINDS,
   countUpstream,
@@ -45,6 +46,7 @@ import {
   type UpstreamCounts,
 } from './lib/targets.js';
 import { runWrk, type WrkResult } from './lib/wrk.js';
+import { evpOfCipher, parseOpensslSpeed, probeTls, proxyRows, renderProxyTable, tlsBound, WARM_RATIO_TARGET, type DoorPull, type TlsBound } from './lib/proxy.js';
 import { freePort } from '../test/peers/ports.js';
 import { request } from 'undici';
 
@@ -66,11 +68,14 @@ const USAGE = `usage: npm run bench -- [options]
   --slow-link-method M  auto (netns+tbf, else the proxy), netns, or proxy (token-bucket TCP proxy, no root needed)
   --wrk-seconds S     duration of the manifest-by-tag wrk run (default 10, quick 3)
   --skip-docker       skip the docker pull row
+  --skip-proxy        skip the proxy-door rows (relais's HTTPS proxy door next to its HTTP door)
+  --only proxy        only the proxy-door rows: relais's HTTP door and proxy door, cold and warm (implies
+                      --targets relais --slow-link off --skip-docker --big-clients 0, no TTFB/wrk rows)
   --relais-main FILE  relais entry point to measure (default dist/src/cli/main.js; e.g. another build for before/after)
   --cpu-prof DIR      run relais with node --cpu-prof, profiles written to DIR
   --keep-page-reporting  leave a VM's free page reporting on (default: paused for the run when root; bench/lib/page-reporting.ts)
   --keep              keep the temp dir (logs, configs, caches) for inspection
-  --out FILE          JSON output (default bench/results/<date>-<clients>[-quick].json)
+  --out FILE          JSON output (default bench/results/<date>-<clients>[-proxy][-quick].json)
   -h, --help          this text`;
 
 interface Options {
@@ -86,6 +91,10 @@ interface Options {
   slowLinkMethod: 'auto' | 'netns' | 'proxy';
   wrkSeconds: number;
   skipDocker: boolean;
+  /** The proxy-door rows (relais through its HTTPS proxy door), when relais is a target. */
+  proxy: boolean;
+  /** Only the proxy-door rows. */
+  only: 'proxy' | undefined;
   cpuProf: string | undefined;
   relaisMain: string;
   keep: boolean;
@@ -123,6 +132,8 @@ function parseOptions(argv: string[]): Options {
         'slow-link-method': { type: 'string' },
         'wrk-seconds': { type: 'string' },
         'skip-docker': { type: 'boolean' },
+        'skip-proxy': { type: 'boolean' },
+        only: { type: 'string' },
         'cpu-prof': { type: 'string' },
         'relais-main': { type: 'string' },
         keep: { type: 'boolean' },
@@ -158,22 +169,28 @@ function parseOptions(argv: string[]): Options {
       fail(e instanceof Error ? e.message : String(e));
     }
   }
+  const only = v.only;
+  if (only !== undefined && only !== 'proxy') fail(`--only: the one subset is "proxy", got "${only}"`);
+  if (only === 'proxy' && v['skip-proxy'] === true) fail('--only proxy and --skip-proxy contradict each other');
+  if (only === 'proxy' && (v.targets ?? 'relais') !== 'relais') fail('--only proxy measures relais only (no --targets)');
   const method = v['slow-link-method'] ?? 'auto';
   if (method !== 'auto' && method !== 'netns' && method !== 'proxy') fail(`--slow-link-method must be auto, netns or proxy, got "${method}"`);
   return {
     clients: positiveInt('clients', v.clients, 8),
     clientProcs: positiveInt('client-procs', v['client-procs'], 2),
-    bigClients: positiveInt('big-clients', v['big-clients'], 32, true),
+    bigClients: only === 'proxy' ? 0 : positiveInt('big-clients', v['big-clients'], 32, true),
     rounds: positiveInt('rounds', v.rounds, 1),
     profile: profileText,
     scale,
     // Keep the issue's order: the anchors first, relais last.
-    targets: TARGET_KINDS.filter((k) => targets.includes(k)),
-    slowLinkBits,
-    slowLinkText: slowText,
+    targets: only === 'proxy' ? ['relais'] : TARGET_KINDS.filter((k) => targets.includes(k)),
+    slowLinkBits: only === 'proxy' ? undefined : slowLinkBits,
+    slowLinkText: only === 'proxy' ? 'off' : slowText,
     slowLinkMethod: method,
     wrkSeconds: positiveInt('wrk-seconds', v['wrk-seconds'], profileText === 'quick' ? 3 : 10),
-    skipDocker: v['skip-docker'] === true,
+    skipDocker: only === 'proxy' || v['skip-docker'] === true,
+    proxy: v['skip-proxy'] !== true && (only === 'proxy' || targets.includes('relais')),
+    only,
     cpuProf: v['cpu-prof'],
     relaisMain: v['relais-main'] === undefined ? RELAIS_MAIN : resolve(v['relais-main']),
     keep: v.keep === true,
@@ -217,6 +234,9 @@ interface PullMeasure {
   readonly upstreamCpuSeconds: number;
 }
 
+/** relais measured another way than its default HTTP door: through the proxy door, or with sendfile off. */
+type Door = 'proxy' | 'streamed';
+
 interface TargetResults {
   ttfb?: TtfbResult;
   cold: PullMeasure[];
@@ -240,6 +260,14 @@ class Bench {
   floor: WrkResult | undefined;
   /** Payload bytes/s one transfer gets through the slow link (a 40 MiB blob straight from the upstream). */
   linkBytesPerSec: number | undefined;
+  /** relais pulled through its HTTPS proxy door (the proxy-door rows), when measured. */
+  proxyDoor: TargetResults | undefined;
+  /** relais's HTTP door with sendfile off (the proxy-door rows: what streaming through user space costs without TLS). */
+  streamedDoor: TargetResults | undefined;
+  /** What the proxy door negotiated with the load client's TLS. */
+  tls: { protocol: string; cipher: string } | undefined;
+  /** Blobs a linux/amd64 client of the measured images fetches (each once per cold pull upstream). */
+  uniqueBlobs = 0;
   private seq = 0;
 
   constructor(
@@ -254,13 +282,15 @@ class Bench {
     return Math.round(Math.min(900_000, 60_000 + (delivered / (2 * MB)) * 1000 + ms));
   }
 
-  async fresh(kind: TargetKind, upstream: string, prefix: readonly string[], dir: string): Promise<Running> {
+  async fresh(kind: TargetKind, upstream: string, prefix: readonly string[], dir: string, door?: Door): Promise<Running> {
     await mkdir(dir, { recursive: true });
     const t = await startTarget(kind, {
       workDir: dir,
       upstream,
       prefix,
       relaisMain: this.o.relaisMain,
+      relaisProxyDoor: door === 'proxy',
+      relaisSendfile: door !== 'streamed',
       ...(kind === 'relais' && this.o.cpuProf !== undefined
         ? { relaisNodeArgs: ['--cpu-prof', `--cpu-prof-dir=${this.o.cpuProf}`] }
         : {}),
@@ -294,12 +324,17 @@ class Bench {
     if (w === undefined) return;
     for (let i = 0; i < 2; i++) {
       const r = await runPullSplit(
-        { kind: 'pull', baseUrl: t.url, images: [{ repo: w.repo, tag: w.spec.tag }], clients: 4, layerConcurrency: 3, timeoutMs: 300_000 },
+        { kind: 'pull', ...this.via(t), images: [{ repo: w.repo, tag: w.spec.tag }], clients: 4, layerConcurrency: 3, timeoutMs: 300_000 },
         1,
         prefix,
       );
       if (r.errors.length > 0) throw new Error(`warm-up pull: ${r.errors[0] ?? ''}`);
     }
+  }
+
+  /** Where a pull job goes: the target's URL, or through relais's proxy door when the target has it open. */
+  via(t: Running): { baseUrl: string; proxy?: { url: string; ca: string } } {
+    return t.proxy === undefined ? { baseUrl: t.url } : { baseUrl: t.proxy.registry, proxy: { url: t.proxy.url, ca: t.proxy.ca } };
   }
 
   async ttfb(t: Running, prefix: readonly string[], slow: boolean): Promise<TtfbResult> {
@@ -333,7 +368,7 @@ class Bench {
       r = await runPullSplit(
         {
           kind: 'pull',
-          baseUrl: t.url,
+          ...this.via(t),
           images: this.images.map((i) => ({ repo: i.repo, tag: i.spec.tag })),
           clients,
           layerConcurrency: 3,
@@ -426,13 +461,14 @@ class Bench {
     what: string,
     where: { upstream: string; prefix: readonly string[] },
     f: (t: Running) => Promise<void>,
+    door?: Door,
   ): Promise<void> {
     const t0 = performance.now();
     try {
       this.seq += 1;
-      const dir = join(this.work, 'targets', `${kind}-${this.seq}`);
+      const dir = join(this.work, 'targets', `${kind}${door === undefined ? '' : `-${door}`}-${this.seq}`);
       try {
-        const t = await this.fresh(kind, where.upstream, where.prefix, dir);
+        const t = await this.fresh(kind, where.upstream, where.prefix, dir, door);
         try {
           await f(t);
         } finally {
@@ -465,23 +501,56 @@ class Bench {
         if (res !== undefined) await this.step(kind, res, what, where, (t) => f(t, res, kind));
       }
     };
-    await each('cold TTFB of a joining client', async (t, res) => {
-      res.ttfb = await this.ttfb(t, [], false);
-    });
+    const only = o.only === 'proxy';
+    if (!only) {
+      await each('cold TTFB of a joining client', async (t, res) => {
+        res.ttfb = await this.ttfb(t, [], false);
+      });
+    }
     for (let round = 0; round < o.rounds; round++) {
-      await each(`round ${round + 1}: cold pull, warm pull${round === 0 ? ', wrk' : ''} with ${o.clients} clients`, async (t, res) => {
+      const wrk = round === 0 && !only;
+      await each(`round ${round + 1}: cold pull, warm pull${wrk ? ', wrk' : ''} with ${o.clients} clients`, async (t, res) => {
         res.cold.push(await this.pull(t, up, o.clients, [], false));
         res.warm.push(await this.pull(t, up, o.clients, [], false));
-        if (round === 0) {
+        if (wrk) {
           const mixed = this.images.find((i) => i.spec.name === 'mixed');
           res.wrk = await runWrk(`${t.url}/v2/${mixed?.repo ?? 'library/mixed'}/manifests/latest`, MANIFEST_ACCEPT, { ...WRK_LOAD, seconds: o.wrkSeconds });
         }
       });
+      // Right after relais's HTTP door of the same round, so that other work on the machine skews them alike.
+      const sd = this.streamedDoor;
+      if (sd !== undefined) {
+        await this.step('relais', sd, `round ${round + 1}: HTTP door, sendfile off: cold pull, warm pull with ${o.clients} clients`, where, async (t) => {
+          sd.cold.push(await this.pull(t, up, o.clients, [], false));
+          sd.warm.push(await this.pull(t, up, o.clients, [], false));
+        }, 'streamed');
+      }
+      const pr = this.proxyDoor;
+      if (pr !== undefined) {
+        await this.step(
+          'relais',
+          pr,
+          `round ${round + 1}: proxy door (CONNECT + TLS): cold pull, warm pull with ${o.clients} clients`,
+          where,
+          async (t) => {
+            if (t.proxy === undefined) throw new Error('relais started without its proxy door');
+            if (this.tls === undefined) {
+              this.tls = await probeTls(t.proxy.url, t.proxy.registry, t.proxy.ca);
+              log(`proxy door negotiates ${this.tls.protocol} ${this.tls.cipher}`);
+            }
+            pr.cold.push(await this.pull(t, up, o.clients, [], false));
+            pr.warm.push(await this.pull(t, up, o.clients, [], false));
+          },
+          'proxy',
+        );
+      }
     }
-    try {
-      await this.measureFloor(up);
-    } catch (e) {
-      log(`node:http floor: FAILED ${e instanceof Error ? e.message : String(e)}`);
+    if (!only) {
+      try {
+        await this.measureFloor(up);
+      } catch (e) {
+        log(`node:http floor: FAILED ${e instanceof Error ? e.message : String(e)}`);
+      }
     }
     if (o.bigClients > 0 && o.bigClients !== o.clients) {
       await each(`cold pull with ${o.bigClients} clients`, async (t, res) => {
@@ -821,6 +890,69 @@ function buildCeilings(o: Options, results: Partial<Record<TargetKind, TargetRes
   return out;
 }
 
+const doorPull = (m: PullMeasure): DoorPull => ({
+  mbPerSec: m.mbPerSec,
+  bytes: m.result.bytes,
+  cpuSeconds: m.cpuSeconds,
+  clientCpuSeconds: m.result.clientCpuSeconds ?? 0,
+  blobGets: m.upstream.blobGets,
+  errors: m.result.errors.length,
+});
+
+/** What one core encrypts with `evp` (openssl speed, 16 KiB blocks: a full TLS record), bytes/s; undefined if it cannot run. */
+async function cipherSpeed(evp: string): Promise<number | undefined> {
+  try {
+    const out = await runCmd('openssl', ['speed', '-seconds', '2', '-bytes', '16384', '-evp', evp], { timeoutMs: 30_000 });
+    return parseOpensslSpeed(out, evp);
+  } catch (e) {
+    log(`openssl speed -evp ${evp}: FAILED ${e instanceof Error ? e.message : String(e)}`);
+    return undefined;
+  }
+}
+
+/** The proxy-door rows (bench/lib/proxy.ts) and what bounds them, as text and for the JSON. */
+async function proxySection(
+  o: Options,
+  httpDoor: TargetResults | undefined,
+  bench: Bench,
+  cores: number,
+): Promise<{ text: string; json: Record<string, unknown> } | undefined> {
+  const pd = bench.proxyDoor;
+  if (pd === undefined || httpDoor === undefined) return undefined;
+  const http = { cold: httpDoor.cold.map(doorPull), warm: httpDoor.warm.map(doorPull) };
+  const proxy = { cold: pd.cold.map(doorPull), warm: pd.warm.map(doorPull) };
+  const sd = bench.streamedDoor;
+  const streamed = sd === undefined ? undefined : { cold: sd.cold.map(doorPull), warm: sd.warm.map(doorPull) };
+  const rows = proxyRows(http, proxy, bench.uniqueBlobs, streamed);
+  const evp = bench.tls === undefined ? undefined : evpOfCipher(bench.tls.cipher);
+  const cipherBytesPerSec = evp === undefined ? undefined : await cipherSpeed(evp);
+  const bound: TlsBound | undefined = tlsBound({ http: http.warm, proxy: proxy.warm, ...(streamed === undefined ? {} : { streamed: streamed.warm }), cipherBytesPerSec, cores });
+  const warm = rows.find((r) => r.id === 'proxy_warm_mbps');
+  const f2 = (v: number | undefined): string => (v === undefined ? '-' : v.toFixed(2));
+  const signed = (v: number | undefined): string => (v === undefined ? '-' : `${v >= 0 ? '+' : ''}${v.toFixed(2)}`);
+  const lines = [
+    `Proxy door: the same pulls through relais's HTTPS proxy door (HTTPS_PROXY: CONNECT ${new URL(PROXY_REGISTRY).host}:443, TLS with relais's CA trusted), ` +
+      `next to relais's HTTP door in the same run, ${o.rounds} round(s) each (medians; bench/lib/proxy.ts):`,
+    '',
+    renderProxyTable(rows),
+    '',
+    `warm pull proxy/HTTP: ${warm?.ratio === null || warm?.ratio === undefined ? '-' : `${warm.ratio.toFixed(2)}x`} (target >= ${WARM_RATIO_TARGET}x). What bounds it, measured in this run:`,
+    `  TLS: ${bench.tls === undefined ? 'not probed' : `${bench.tls.protocol} ${bench.tls.cipher}`}; one core ${evp === undefined ? '-' : `encrypts ${evp} at ${cipherBytesPerSec === undefined ? '-' : (cipherBytesPerSec / MB).toFixed(0)} MB/s (openssl speed, 16 KiB records)`}`,
+  ];
+  if (bound !== undefined) {
+    lines.push(
+      `  extra CPU of the warm pull through the proxy door over the HTTP door's: relais ${signed(bound.extraRelaisCpu)} s ` +
+        `(${bound.noSendfileRelaisCpu === undefined ? '' : `no sendfile through TLS, every byte read into user space: ${signed(bound.noSendfileRelaisCpu)} s as measured with sendfile off; TLS on top: ${signed(bound.tlsRelaisCpu)} s`}), ` +
+        `clients ${signed(bound.extraClientCpu)} s (decrypting, on the same ${cores} cores); the cipher alone needs ${f2(bound.cipherCpuEachSide)} s on each side`,
+      `  best proxy/HTTP if TLS cost only the cipher: ${f2(bound.cipherOnlyRatio)}x; from the CPU measured through the door (relais + clients on ${cores} cores): ${f2(bound.measuredCpuRatio)}x`,
+    );
+  }
+  return {
+    text: lines.join('\n'),
+    json: { rows, tls: bench.tls ?? null, cipherEvp: evp ?? null, cipherBytesPerSec: cipherBytesPerSec ?? null, bound: bound ?? null },
+  };
+}
+
 function versions(): Record<string, string> {
   const tryRun = (f: () => string): string => {
     try {
@@ -917,12 +1049,17 @@ async function main(): Promise<void> {
     const unique = new Map<string, number>();
     for (const img of bench.images) for (const b of img.blobs) unique.set(b.digest, b.size);
     bench.imageBytes = [...unique.values()].reduce((a, b) => a + b, 0);
+    bench.uniqueBlobs = unique.size;
     log(`image bytes (unique blobs a linux/amd64 client pulls): ${(bench.imageBytes / MB).toFixed(1)} MB`);
     bench.hashCpuSeconds = await hashCpuSeconds(bench.images.map((img) => ({ dir: join(work, 'images', img.spec.name), blobs: img.blobs })));
     log(`sha256 of those bytes: ${bench.hashCpuSeconds.toFixed(2)} CPU-seconds (the least a cache that verifies digests spends on a cold pull)`);
     await rm(join(work, 'images'), { recursive: true, force: true });
 
     for (const kind of o.targets) results[kind] = { cold: [], warm: [], slow: {}, errors: [] };
+    if (o.proxy) {
+      bench.proxyDoor = { cold: [], warm: [], slow: {}, errors: [] };
+      bench.streamedDoor = { cold: [], warm: [], slow: {}, errors: [] };
+    }
     await bench.measureLoopback(up, results);
     await up.stop();
 
@@ -960,16 +1097,20 @@ async function main(): Promise<void> {
     `load average at start ${loadStart.map((x) => x.toFixed(2)).join(' ')}, at end ${loadavg().map((x) => x.toFixed(2)).join(' ')} (other work on the machine skews every figure)`,
     `wall time ${wallS.toFixed(0)} s`,
   ];
-  process.stdout.write(`\n${header.join('\n')}\n\n${table}\n`);
-  const ceilings = buildCeilings(o, results, bench, cpus().length);
+  process.stdout.write(`\n${header.join('\n')}\n\n${o.only === 'proxy' ? '' : `${table}\n`}`);
+  const ceilings = o.only === 'proxy' ? [] : buildCeilings(o, results, bench, cpus().length);
+  const proxy = o.proxy ? await proxySection(o, results.relais, bench, cpus().length) : undefined;
+  if (proxy !== undefined) process.stdout.write(`${o.only === 'proxy' ? '' : '\n'}${proxy.text}\n`);
   if (ceilings.length > 0) {
     process.stdout.write(`\nWhat this machine allows (best relais/nginx any cache could reach in this run; bench/lib/ceilings.ts):\n\n${renderCeilings(ceilings)}\n`);
   }
   const errors = Object.entries(results).flatMap(([k, r]) => r.errors.map((e) => `${k}: ${e}`));
+  for (const e of bench.proxyDoor?.errors ?? []) errors.push(`relais proxy door: ${e}`);
+  for (const e of bench.streamedDoor?.errors ?? []) errors.push(`relais, sendfile off: ${e}`);
   if (errors.length > 0) process.stdout.write(`\nerrors:\n${errors.map((e) => `  ${e}`).join('\n')}\n`);
 
   const date = started.toISOString().slice(0, 10);
-  const out = o.out ?? join(process.cwd(), 'bench', 'results', `${date}-${o.clients}${o.profile === 'quick' ? '-quick' : ''}.json`);
+  const out = o.out ?? join(process.cwd(), 'bench', 'results', `${date}-${o.clients}${o.only === 'proxy' ? '-proxy' : ''}${o.profile === 'quick' ? '-quick' : ''}.json`);
   await mkdir(dirname(out), { recursive: true });
   const json = {
     started: started.toISOString(),
@@ -998,6 +1139,7 @@ async function main(): Promise<void> {
     ceilings: ceilings.map((c) => ({ ...c, verdict: reach(c) })),
     floor: bench.floor ?? null,
     linkBytesPerSec: bench.linkBytesPerSec ?? null,
+    proxyDoor: proxy === undefined ? null : { ...proxy.json, raw: { proxy: bench.proxyDoor ?? null, streamed: bench.streamedDoor ?? null } },
     raw: results,
     errors,
   };

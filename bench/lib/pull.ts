@@ -4,7 +4,7 @@
 // Each simulated client has its own connection pool, like a separate machine would.
 import { createHash } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
-import { Agent, request } from 'undici';
+import { Agent, ProxyAgent, request, type Dispatcher } from 'undici';
 
 /** What a runtime (dockerd 20.10, containerd) sends when resolving a tag. */
 export const MANIFEST_ACCEPT = [
@@ -32,6 +32,11 @@ export interface PullJob {
   /** Blobs fetched at once per image and client (dockerd's max-concurrent-downloads is 3). */
   readonly layerConcurrency: number;
   readonly timeoutMs: number;
+  /**
+   * Pull through an HTTPS forward proxy (relais's proxy door) instead of straight from baseUrl, which is then
+   * the https:// registry host the proxy intercepts: CONNECT + TLS on every connection, trusting only `ca`.
+   */
+  readonly proxy?: { readonly url: string; readonly ca: string };
 }
 
 export interface PullResult {
@@ -95,9 +100,11 @@ interface Counters {
 }
 
 class Client {
-  readonly agent: Agent;
-  constructor(readonly baseUrl: string, readonly signal: AbortSignal, connections: number) {
-    this.agent = new Agent({ connections, pipelining: 1, bodyTimeout: 0, headersTimeout: 0 });
+  readonly agent: Dispatcher;
+  constructor(readonly baseUrl: string, readonly signal: AbortSignal, connections: number, proxy?: PullJob['proxy']) {
+    const opts = { connections, pipelining: 1, bodyTimeout: 0, headersTimeout: 0 };
+    // Through the proxy each connection is its own CONNECT tunnel with its own TLS session, kept alive like a direct one.
+    this.agent = proxy === undefined ? new Agent(opts) : new ProxyAgent({ ...opts, uri: proxy.url, requestTls: { ca: proxy.ca } });
   }
 
   async manifest(repo: string, reference: string, c: Counters): Promise<{ doc: ManifestDoc; type: string }> {
@@ -181,7 +188,7 @@ export async function runPull(job: PullJob): Promise<PullResult> {
   const c: Counters = { bytes: 0, blobBytes: 0, blobs: 0, manifests: 0 };
   const errors: string[] = [];
   const clientMs: number[] = [];
-  const clients = Array.from({ length: job.clients }, () => new Client(job.baseUrl, signal, job.layerConcurrency + 1));
+  const clients = Array.from({ length: job.clients }, () => new Client(job.baseUrl, signal, job.layerConcurrency + 1, job.proxy));
   const t0 = performance.now();
   await Promise.all(
     clients.map(async (cl) => {

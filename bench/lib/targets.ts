@@ -17,6 +17,8 @@ export interface Running {
   /** http://host:port, as seen from the side the process runs on. */
   readonly url: string;
   readonly proc: Proc;
+  /** relais with its HTTPS proxy door open: the door's URL, the https:// registry it intercepts, relais's CA (PEM). */
+  readonly proxy?: { readonly url: string; readonly registry: string; readonly ca: string };
   stop(): Promise<void>;
 }
 
@@ -203,16 +205,29 @@ export const RELAIS_MAIN = join(process.cwd(), 'dist', 'src', 'cli', 'main.js');
 /** The node flags relais runs with everywhere it is started for real: its bin's shebang, `npm start`, deploy/Dockerfile. */
 export const RELAIS_NODE_FLAGS = ['--max-semi-space-size=4'];
 
+/** The host the proxy door intercepts for the docker.io upstream by default (docs/proxy.md), as clients name it. */
+export const PROXY_REGISTRY = 'https://registry-1.docker.io';
+
 async function startRelais(o: {
   workDir: string;
   upstream: string;
   prefix: readonly string[];
   nodeArgs: readonly string[];
   main: string;
+  proxyDoor: boolean;
+  sendfile: boolean;
 }): Promise<Running> {
   const data = join(o.workDir, 'data');
   await mkdir(data, { recursive: true });
   const port = await freePort();
+  // The proxy door and sendfile need the config file (no flags for them); the flags below still set the rest.
+  const proxyPort = o.proxyDoor ? await freePort() : undefined;
+  const config = join(o.workDir, 'relais.yaml');
+  const yaml = [
+    ...(proxyPort === undefined ? [] : ['proxy:', `  listen: 127.0.0.1:${proxyPort}`]),
+    ...(o.sendfile ? [] : ['server:', '  sendfile: false']),
+  ];
+  if (yaml.length > 0) await writeFile(config, `${yaml.join('\n')}\n`);
   const proc = startProc({
     name: 'relais',
     cmd: process.execPath,
@@ -220,6 +235,7 @@ async function startRelais(o: {
       ...o.nodeArgs,
       o.main,
       'serve',
+      ...(yaml.length === 0 ? [] : ['--config', config]),
       '--listen',
       `127.0.0.1:${port}`,
       '--data',
@@ -234,11 +250,18 @@ async function startRelais(o: {
   const url = `http://127.0.0.1:${port}`;
   try {
     await waitHttp(`${url}/v2/`, proc, 30_000, o.prefix);
+    if (proxyPort !== undefined) {
+      // The CA relais generated at start, as a client downloads it to trust it (GET /_relais/ca.crt).
+      const res = await fetch(`${url}/_relais/ca.crt`);
+      const ca = await res.text();
+      if (res.status !== 200 || !ca.includes('BEGIN CERTIFICATE')) throw new Error(`GET /_relais/ca.crt answered ${res.status}`);
+      return { name: 'relais proxy door', url, proc, proxy: { url: `http://127.0.0.1:${proxyPort}`, registry: PROXY_REGISTRY, ca }, stop: () => proc.stop() };
+    }
   } catch (e) {
     await proc.stop();
     throw e;
   }
-  return { name: 'relais', url, proc, stop: () => proc.stop() };
+  return { name: o.sendfile ? 'relais' : 'relais (sendfile off)', url, proc, stop: () => proc.stop() };
 }
 
 export interface TargetOptions {
@@ -252,6 +275,10 @@ export interface TargetOptions {
   readonly relaisMain?: string;
   /** nginx logs every request (buffered), like relais by default (default true). */
   readonly nginxAccessLog?: boolean;
+  /** relais: also open the HTTPS proxy door (proxy.listen) on a free port (Running.proxy). */
+  readonly relaisProxyDoor?: boolean;
+  /** relais: send cached blobs with sendfile(2) (server.sendfile, default true); false streams them as through TLS. */
+  readonly relaisSendfile?: boolean;
 }
 
 export async function startTarget(kind: TargetKind, o: TargetOptions): Promise<Running> {
@@ -271,6 +298,6 @@ export async function startTarget(kind: TargetKind, o: TargetOptions): Promise<R
     case 'nginx':
       return startNginx(o);
     case 'relais':
-      return startRelais({ ...o, nodeArgs: [...RELAIS_NODE_FLAGS, ...(o.relaisNodeArgs ?? [])], main: o.relaisMain ?? RELAIS_MAIN });
+      return startRelais({ ...o, nodeArgs: [...RELAIS_NODE_FLAGS, ...(o.relaisNodeArgs ?? [])], main: o.relaisMain ?? RELAIS_MAIN, proxyDoor: o.relaisProxyDoor ?? false, sendfile: o.relaisSendfile ?? true });
   }
 }

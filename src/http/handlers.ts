@@ -16,6 +16,7 @@ import { MT } from '../upstream/media-types.js';
 import { ANONYMOUS, type AccessControl } from './access.js';
 import { HotManifests, prepare } from './hot-manifests.js';
 import type { FastAnswer, RequestContext } from './context.js';
+import { writeFileBody } from './file-writer.js';
 import type { Sendfile } from './sendfile.js';
 import { parseApiPath, type ApiRoute } from './route.js';
 
@@ -216,8 +217,10 @@ export function createRegistryHandler(deps: RegistryHandlerDeps): RegistryHandle
     let range: ByteRange | undefined;
     const rangeHeader = req.headers.range;
     if (rangeHeader !== undefined && handle.size !== undefined) range = byteRange(rangeHeader, handle.size);
-    // A local file goes out with sendfile(2) when the connection allows it; anything else is streamed.
-    const file = deps.sendfile?.eligible(res) ? await handle.openFile(range) : undefined;
+    // A local file goes out with sendfile(2) when the connection allows it, else from reused buffers (TLS:
+    // file-writer.ts); anything else (no local file) is streamed.
+    const zeroCopy = deps.sendfile?.eligible(res) === true;
+    const file = await handle.openFile(range);
     const stream = file ? undefined : await handle.open(range);
     common();
     if (range) {
@@ -230,7 +233,8 @@ export function createRegistryHandler(deps: RegistryHandlerDeps): RegistryHandle
       if (handle.size !== undefined) res.setHeader('content-length', handle.size);
       ctx.bytes = handle.size;
     }
-    if (file && deps.sendfile) await deps.sendfile.send(res, file, (n) => (ctx.zeroCopyBytes = (ctx.zeroCopyBytes ?? 0) + n));
+    if (file && zeroCopy && deps.sendfile) await deps.sendfile.send(res, file, (n) => (ctx.zeroCopyBytes = (ctx.zeroCopyBytes ?? 0) + n));
+    else if (file) await writeFileBody(res, file);
     else if (stream) await pipeline(stream, res);
   }
 

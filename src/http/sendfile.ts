@@ -3,7 +3,7 @@
 // addon in native/sendfile hands (socket, file, offset, length) to one background thread that calls
 // Linux sendfile(2) until the kernel has every byte, so the bytes go from the page cache to the socket
 // without entering the JS heap. Without the addon (not built, not Linux) or on TLS connections, relais
-// streams as before.
+// writes the file from reused buffers (file-writer.ts), or streams what has no local file.
 import { createRequire } from 'node:module';
 import type { ServerResponse } from 'node:http';
 import { constants } from 'node:os';
