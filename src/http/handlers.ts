@@ -40,6 +40,8 @@ export interface RegistryHandlerDeps {
    * ghcr.io's, whatever the path says), or undefined for the HTTP door's routing by name and ?ns=.
    */
   readonly boundUpstream?: ((req: IncomingMessage) => string | undefined) | undefined;
+  /** ms since the epoch for the prepared responses' freshness (default Date.now; the manifests' clock). */
+  readonly now?: (() => number) | undefined;
 }
 
 const API_VERSION = 'registry/2.0';
@@ -71,6 +73,7 @@ export interface RegistryHandler {
 
 export function createRegistryHandler(deps: RegistryHandlerDeps): RegistryHandler {
   const hot = new HotManifests();
+  const now = deps.now ?? Date.now;
   deps.manifests.onForget((digests) => hot.forget(digests));
   /** Whether an anonymous client may pull from this upstream (the only case the prepared responses serve). */
   const anonymousMayPull = (upstream: string): boolean => {
@@ -134,7 +137,7 @@ export function createRegistryHandler(deps: RegistryHandlerDeps): RegistryHandle
   function fast(req: IncomingMessage, res: ServerResponse): FastAnswer | undefined {
     const method = req.method;
     if ((method !== 'GET' && method !== 'HEAD') || req.url === undefined || req.headers.authorization !== undefined) return undefined;
-    const e = hot.get(hotKey(req, req.url), Date.now());
+    const e = hot.get(hotKey(req, req.url), now());
     if (e === undefined) return undefined;
     deps.manifests.touch(e.digest);
     res.writeHead(200, e.headers as string[]);
