@@ -77,8 +77,15 @@ async function main(): Promise<void> {
         const out = join(work, `${side}-${round}.json`);
         process.stderr.write(`[compare] round ${round}/${rounds}: ${side} (${sides[side]})\n`);
         await runBench([...pass, '--relais-main', join(sides[side], 'dist', 'src', 'cli', 'main.js'), '--out', out]);
-        const json = JSON.parse(await readFile(out, 'utf8')) as { table: Row[] };
-        runs.push({ side, round, rows: json.table });
+        const json = JSON.parse(await readFile(out, 'utf8')) as { table: Row[]; floor: { requestsPerSec: number } | null };
+        // The manifest rate over the node:http floor measured in the same run: less moved by the machine's load.
+        const rps = json.table.find((r) => r.id === 'manifest_rps')?.relais;
+        const floor = json.floor?.requestsPerSec;
+        const extra: Row[] =
+          rps === undefined || floor === undefined || floor === 0
+            ? []
+            : [{ id: 'manifest_rps_over_floor', label: 'manifest GET by tag / node:http floor (same run)', unit: 'ratio', relais: rps / floor }];
+        runs.push({ side, round, rows: [...json.table, ...extra] });
       }
     }
   } finally {
