@@ -74,8 +74,9 @@ export interface StartOptions {
   /** Where request lines go (default: stdout, in batches; src/observability/request-log.ts). */
   readonly requestLog?: RequestLog;
   /**
-   * ms since the epoch for the upstreams' circuit breakers and token caches and the storage's readiness
-   * cache (default Date.now): tests advance it instead of sleeping through a cooldown.
+   * ms since the epoch for the upstreams' circuit breakers and token caches, the storage's readiness
+   * cache, and the tags' and referrers' freshness (manifests, prepared responses) (default Date.now):
+   * tests advance it instead of sleeping through a cooldown or a TTL.
    */
   readonly clock?: () => number;
   /** What holds the data directory's lock (src/cache/pidfile.ts): "serve" (default), "prefetch"... */
@@ -182,6 +183,7 @@ async function startLocked(config: ResolvedConfig, opts: StartOptions, logger: L
     settings: (name) => upstreamCfg(name),
     maxManifestSize: config.server.maxManifestSize,
     coordinator: cluster?.manifests,
+    ...(opts.clock ? { now: opts.clock } : {}),
     budget: {
       maySpend: (name) => budgets.maySpend(name),
       heldBack: (route, tag) => {
@@ -214,6 +216,7 @@ async function startLocked(config: ResolvedConfig, opts: StartOptions, logger: L
     manifest: (route, tag) => manifests.get(route, tag),
     settings: (name) => upstreamCfg(name),
     maxBodySize: config.server.maxManifestSize,
+    ...(opts.clock ? { now: opts.clock } : {}),
   });
   // Bounded disk: LRU eviction under storage.maxSize, idle age, pins; periodic online gc.
   const evictor = makeEvictor(cluster?.leases, {
@@ -285,7 +288,7 @@ async function startLocked(config: ResolvedConfig, opts: StartOptions, logger: L
     confirmations: new ConfirmationCache({ ttlMs: config.passthrough.confirmTtl, maxEntries: config.passthrough.maxConfirmations }, opts.clock ? { now: opts.clock } : {}),
   });
   const isPassthrough = (name: string | undefined): boolean => name !== undefined && passthrough.applies(name);
-  const registry = createRegistryHandler({ routing, manifests, blobs, listing, referrers, access, sendfile: sendfile.sender, boundUpstream: (req) => binding(req)?.upstream, passthrough });
+  const registry = createRegistryHandler({ routing, manifests, blobs, listing, referrers, access, sendfile: sendfile.sender, boundUpstream: (req) => binding(req)?.upstream, passthrough, now: opts.clock });
   // Runs first: identifies the client, and keeps admin endpoints (status page, /_relais/*) to admins.
   const guard: RouteHandler = async (req, _res, ctx) => {
     // On a proxy connection the Authorization header is the upstream's; the client was identified at CONNECT.

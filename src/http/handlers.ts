@@ -48,6 +48,8 @@ export interface RegistryHandlerDeps {
    * the upstream confirmed the client's own credential. Without it every upstream is shared.
    */
   readonly passthrough?: PassthroughGate | undefined;
+  /** ms since the epoch for the prepared responses' freshness (default Date.now; the manifests' clock). */
+  readonly now?: (() => number) | undefined;
 }
 
 const API_VERSION = 'registry/2.0';
@@ -86,6 +88,7 @@ export interface RegistryHandler {
 
 export function createRegistryHandler(deps: RegistryHandlerDeps): RegistryHandler {
   const hot = new HotManifests();
+  const now = deps.now ?? Date.now;
   deps.manifests.onForget((digests) => hot.forget(digests));
   const gate = deps.passthrough;
   const anyPassthrough = gate !== undefined && [...deps.routing.upstreams.keys()].some((u) => gate.applies(u));
@@ -177,7 +180,7 @@ export function createRegistryHandler(deps: RegistryHandlerDeps): RegistryHandle
   function fast(req: IncomingMessage, res: ServerResponse): FastAnswer | undefined {
     const method = req.method;
     if ((method !== 'GET' && method !== 'HEAD') || req.url === undefined || req.headers.authorization !== undefined) return undefined;
-    const e = hot.get(hotKey(req, req.url), Date.now());
+    const e = hot.get(hotKey(req, req.url), now());
     if (e === undefined) return undefined;
     deps.manifests.touch(e.digest);
     res.writeHead(200, e.headers as string[]);

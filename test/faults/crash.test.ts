@@ -70,10 +70,15 @@ test('7 relais SIGKILLed mid-download and restarted: no partial blob served, spo
   assert.equal(pulled.files.get(layer.digest), layer.size);
   await up.settle();
   assert.equal(up.blobGets(layer.digest), 1, 'fetched again once after the restart');
-  await sleep(200);
   // relais keeps one idle fd per hot blob for the next reader (src/storage/open-files.ts), never a spool file's,
   // and never two for one blob: an fd opened per request and not closed would show as a second one.
-  const open = await openFilesUnder(`${dataDir}/storage`, second.proc.pid);
+  // Streams close asynchronously after the responses: poll (bounded) until they have.
+  const leaked = (fds: string[]): boolean => fds.some((f) => f.includes('/_tmp/')) || new Set(fds).size !== fds.length;
+  let open = await openFilesUnder(`${dataDir}/storage`, second.proc.pid);
+  for (let i = 0; i < 50 && leaked(open); i++) {
+    await sleep(20);
+    open = await openFilesUnder(`${dataDir}/storage`, second.proc.pid);
+  }
   assert.deepEqual(open.filter((f) => f.includes('/_tmp/')), [], 'no fd left open on spool files');
   assert.equal(new Set(open).size, open.length, `at most one fd per blob file: ${open.join(', ')}`);
   const stopped = await second.proc.stop();

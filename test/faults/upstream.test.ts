@@ -63,9 +63,10 @@ test('1 upstream down: cached tags and blobs pull, uncached requests fail fast w
   t.after(() => own.close());
   const img = await pushRandomImage(own.host, 'library/down:v1', { layers: [600_000, 200_000] });
   const never = await pushRandomImage(own.host, 'library/never:v1', { layers: [100_000] });
-  const relais = await relaisFor(t, own.url, { tagTtl: '200ms' });
+  const clock = testClock();
+  const relais = await relaisFor(t, own.url, { tagTtl: '200ms' }, clock);
   await skopeoPull(relais.host, 'library/down:v1');
-  await sleep(250); // the tag expires: the next pull has to ask the (dead) upstream
+  clock.advance(250); // the tag expires: the next pull has to ask the (dead) upstream
 
   await own.stop();
   own.clearLog();
@@ -422,15 +423,15 @@ test('5 429 with a long Retry-After: stale-if-error serves cached tags; the upst
   const clock = testClock();
   const relais = await relaisFor(t, px.url, { tagTtl: '100ms' }, clock);
   await skopeoPull(relais.host, 'library/rl:v1');
-  await sleep(150);
+  clock.advance(150); // the tag expires
   px.setRules([{ path: ANY_MANIFEST, action: { status: 429, headers: { 'retry-after': '3' } } }]);
   px.clear();
   const first = await undiciGet(`${relais.url}/v2/library/rl/manifests/v1`);
   assert.equal(first.status, 200, 'stale-if-error: the cached tag is served');
   assert.equal(first.headers['docker-content-digest'], cached.manifestDigest);
   assert.equal(px.count('*', ANY_MANIFEST), 1);
-  // The back-off started at the 429 (relais's clock had not been moved yet).
-  const t0 = px.requests()[0]?.at ?? Date.now();
+  // The back-off started at the 429, on relais's clock: no later than now.
+  const t0 = clock.now();
   // During the back-off: stale tags keep serving, uncached ones fail fast with Retry-After; nothing goes out.
   let uncachedStatus = 0;
   let retryAfter: string | string[] | undefined;
@@ -472,7 +473,7 @@ test('5 5xx: the circuit breaker stops hammering a failing upstream, stale tags 
   const relais = await relaisFor(t, px.url, { tagTtl: '100ms' }, clock);
   const warm = await undiciGet(`${relais.url}/v2/library/cb/manifests/v1`);
   assert.equal(warm.status, 200);
-  await sleep(150);
+  clock.advance(150); // the tag expires
   px.setRules([{ path: /^\/v2\/.+/, action: { status: 500 } }]);
   px.clear();
   const statuses: number[] = [];

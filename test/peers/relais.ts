@@ -33,7 +33,7 @@ export interface RelaisPeerOptions {
   readonly config?: Record<string, unknown>;
   readonly dataDir?: string;
   readonly port?: number;
-  /** The clock of the upstreams' circuit breakers and the readiness cache (src/app.ts StartOptions.clock). */
+  /** The clock of the circuit breakers, the readiness cache and the tags' TTLs (src/app.ts StartOptions.clock). */
   readonly clock?: () => number;
 }
 

@@ -72,10 +72,17 @@ test('one shared budget, evicted by one replica at a time (the holder of the job
   const old = await pushRandomImage(upstream.host, 'library/old:v1', { layers: [1_000_000, 900_000] });
   const recent = await pushRandomImage(upstream.host, 'library/recent:v1', { layers: [1_000_000, 900_000] });
   await skopeoPull(r0.host, 'library/old:v1');
-  await sleep(1100); // distinct last-access times, and the touches flushed
+  // The clients have their blobs once verified; the replicas store them a moment later. The old image's
+  // rows and last accesses are in the shared index before the recent one is pulled.
+  await r0.instance.blobs.settle();
+  await r0.instance.index.flush();
   await skopeoPull(r1.host, 'library/recent:v1');
-  // The clients have their blobs once verified; the replicas store them a moment later.
   for (const r of replicas) await r.instance.blobs.settle();
+  for (const r of replicas) await r.instance.index.flush();
+  const lastAccess = async (d: string): Promise<number> => (await r0.instance.index.getContent(d))?.lastAccess ?? Number.NaN;
+  const oldest = Math.max(...(await Promise.all(old.layers.map((l) => lastAccess(l.digest)))));
+  const newest = Math.min(...(await Promise.all(recent.layers.map((l) => lastAccess(l.digest)))));
+  assert.ok(oldest < newest, `the old image was used less recently (${oldest} < ${newest})`);
   const usage = await r0.instance.index.usage();
   assert.ok(usage.bytes > 3_000_000, `over budget: ${usage.bytes}`);
 
@@ -96,7 +103,12 @@ test('one shared budget, evicted by one replica at a time (the holder of the job
   await pg.query('evict', 'DELETE FROM download_leases WHERE digest = $1', [EVICT_JOB]);
   const deadline = Date.now() + 15_000;
   while (evictions() === 0 && Date.now() < deadline) await sleep(100);
-  await sleep(1500); // time for a second (wrong) eviction to show up
+  // A second (wrong) eviction would come from a run under way now or from a later one: wait for the
+  // runs under way, run one more on each replica, and wait again.
+  const evictors = replicas.map((r) => r.instance.evictor);
+  await Promise.all(evictors.map((e) => e.idle()));
+  await Promise.all(evictors.map((e) => e.runOnce()));
+  await Promise.all(evictors.map((e) => e.idle()));
   assert.equal(evictions(), 1, 'exactly one eviction run in the cluster');
   for (const l of old.layers) {
     assert.equal(await stored(l.digest), false, `old layer ${l.digest} deleted from S3`);

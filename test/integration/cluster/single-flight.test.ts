@@ -286,9 +286,14 @@ test('the replica fetching a blob is killed midway: another one takes over, clie
       assert.ok(Date.now() < deadline, 'the victim never took the lease of the big layer');
       await sleep(50);
     }
-    // 7 more clients on the surviving replicas: they stream from the victim until it dies.
+    // 7 more clients on the surviving replicas: they join the victim's download and stream from it until it
+    // dies. Killed once every surviving replica serves the big layer to a client (the 10 MB take ~10 s).
     const rest = Array.from({ length: 7 }, (_, i) => pull(others[i % 3] ?? '', others));
-    await sleep(2000);
+    const joinDeadline = Date.now() + 20_000;
+    while (!replicas.every((r) => r.instance.blobs.isBusy(big.digest))) {
+      assert.ok(Date.now() < joinDeadline, 'the other replicas never served the big layer');
+      await sleep(50);
+    }
     assert.equal(await objectExists(bigKey), false, 'mid-download: nothing in the bucket');
     victim.child.kill('SIGKILL');
     await victim.exited;

@@ -4,9 +4,9 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { request } from 'undici';
 import { pushIndex, pushRandomImage, type BuiltImage, type BuiltIndex } from '../../peers/images.js';
+import { testClock } from '../../peers/clock.js';
 import { startRegistry, type RegistryPeer } from '../../peers/registry.js';
 import { startRelais, type RelaisPeer } from '../../peers/relais.js';
 import { ACCEPT_ALL, errorCode, http, sha256, skopeoPull } from './helpers.js';
@@ -202,10 +202,12 @@ test('tags/list with n, last and a Link to the next page in the client\'s name s
 test('tags expire after tagTtl and are revalidated with HEAD; upstream stopped -> stale tags and cached blobs still pull', async () => {
   const up2 = await startRegistry();
   const img = await pushRandomImage(up2.host, 'library/stale:v1', { layers: [400_000, 100_000] });
-  const r2 = await startRelais({ upstreams: { 'docker.io': up2.url }, config: { upstreams: { 'docker.io': { tagTtl: '300ms', retries: { attempts: 1 } } } } });
+  // The tags' clock is moved past the TTL instead of sleeping through it.
+  const clock = testClock();
+  const r2 = await startRelais({ upstreams: { 'docker.io': up2.url }, clock: () => clock.now(), config: { upstreams: { 'docker.io': { tagTtl: '300ms', retries: { attempts: 1 } } } } });
   try {
     await skopeoPull(r2.host, 'library/stale:v1');
-    await sleep(400);
+    clock.advance(400);
     up2.clearLog();
     await skopeoPull(r2.host, 'library/stale:v1');
     await up2.settle();
@@ -213,7 +215,7 @@ test('tags expire after tagTtl and are revalidated with HEAD; upstream stopped -
     assert.equal(up2.manifestGets(), 0, 'unchanged digest: no GET (no pull counted by Docker Hub)');
     assert.equal(up2.blobGets(), 0);
 
-    await sleep(400);
+    clock.advance(400);
     await up2.stop();
     const pulled = await skopeoPull(r2.host, 'library/stale:v1');
     assert.ok(pulled.files.has(img.layers[0]?.digest ?? ''));
@@ -239,7 +241,8 @@ test('tags expire after tagTtl and are revalidated with HEAD; upstream stopped -
 
 test('a changed tag is picked up after its TTL', async () => {
   const up = await startRegistry();
-  const r = await startRelais({ upstreams: { 'docker.io': up.url }, config: { upstreams: { 'docker.io': { tagTtl: '2s' } } } });
+  const clock = testClock();
+  const r = await startRelais({ upstreams: { 'docker.io': up.url }, clock: () => clock.now(), config: { upstreams: { 'docker.io': { tagTtl: '2s' } } } });
   try {
     const v1 = await pushRandomImage(up.host, 'library/moving:latest', { layers: [1000] });
     const a = await http(`${r.url}/v2/library/moving/manifests/latest`);
@@ -247,7 +250,7 @@ test('a changed tag is picked up after its TTL', async () => {
     const v2 = await pushRandomImage(up.host, 'library/moving:latest', { layers: [2000] });
     const b = await http(`${r.url}/v2/library/moving/manifests/latest`);
     assert.equal(b.headers['docker-content-digest'], v1.manifestDigest, 'within the TTL the cached digest is served');
-    await sleep(2100);
+    clock.advance(2100);
     const c = await http(`${r.url}/v2/library/moving/manifests/latest`);
     assert.equal(c.headers['docker-content-digest'], v2.manifestDigest);
   } finally {
@@ -258,7 +261,8 @@ test('a changed tag is picked up after its TTL', async () => {
 
 test('a fresh tag is answered from a prepared response: same bytes and headers, logged and counted, never past its TTL', async () => {
   const up = await startRegistry();
-  const r = await startRelais({ upstreams: { 'docker.io': up.url }, config: { upstreams: { 'docker.io': { tagTtl: '1500ms' } } } });
+  const clock = testClock();
+  const r = await startRelais({ upstreams: { 'docker.io': up.url }, clock: () => clock.now(), config: { upstreams: { 'docker.io': { tagTtl: '1500ms' } } } });
   try {
     const img = await pushRandomImage(up.host, 'library/hot:v1', { layers: [1000] });
     const url = `${r.url}/v2/library/hot/manifests/v1`;
@@ -297,7 +301,7 @@ test('a fresh tag is answered from a prepared response: same bytes and headers, 
     assert.match(metrics, /relais_requests_total\{upstream="docker.io",kind="manifest",result="hit"\} 3/);
 
     // Past the TTL the full path answers again, and revalidates with the upstream.
-    await sleep(1600);
+    clock.advance(1600);
     up.clearLog();
     const after = await http(url, { headers: { accept: ACCEPT_ALL } });
     assert.equal(after.status, 200);

@@ -7,7 +7,7 @@
 // What the upstream saw is counted from distribution's access log and the test upstream's own log.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { testClock } from '../../peers/clock.js';
 import { pushRandomImage, type BuiltImage } from '../../peers/images.js';
 import { pushBlob, putManifest, sha256Digest } from '../../peers/registry-client.js';
 import { startReferrersUpstream } from '../../peers/referrers-upstream.js';
@@ -72,6 +72,8 @@ const FALLBACK_TAG_PATH = /\/manifests\/sha256-[a-f0-9]{64}$/;
 
 let plain: RegistryPeer;
 let relais: RelaisPeer;
+/** relais's clock (tags, referrers answers): moved past a TTL instead of sleeping through it. */
+const clock = testClock();
 let signed: BuiltImage;
 let unsigned: BuiltImage;
 let sbom: Descriptor;
@@ -84,7 +86,7 @@ before(async () => {
   sbom = await pushArtifact(plain, 'library/signed', signed, SBOM, 'sbom of v1');
   sig = await pushArtifact(plain, 'library/signed', signed, SIG, 'signature of v1');
   await pushFallbackTag(plain, 'library/signed', signed, [sbom, sig]);
-  relais = await startRelais({ upstreams: { 'docker.io': plain.url }, config: { upstreams: { 'docker.io': { tagTtl: '1s', notFoundTtl: '1s' } } } });
+  relais = await startRelais({ upstreams: { 'docker.io': plain.url }, clock: () => clock.now(), config: { upstreams: { 'docker.io': { tagTtl: '1s', notFoundTtl: '1s' } } } });
 });
 
 after(async () => {
@@ -154,7 +156,7 @@ test('a referrer pushed later shows up once the answer\'s short TTL has passed (
   assert.deepEqual(parseIndex(before.body).manifests, []);
   const late = await pushArtifact(plain, 'library/signed', unsigned, SIG, 'signature of v2');
   await pushFallbackTag(plain, 'library/signed', unsigned, [late]);
-  await sleep(1100);
+  clock.advance(1100); // past the answers' TTL
   const after = await http(`${relais.url}/v2/signed/referrers/${unsigned.manifestDigest}`);
   assert.deepEqual(digests(parseIndex(after.body)), [late.digest]);
 });
@@ -221,7 +223,7 @@ test('upstream down: the last referrers answer is served past its TTL (stale-if-
   assert.equal(fresh.status, 200);
   await plain.stop();
   try {
-    await sleep(1100);
+    clock.advance(1100); // past the answers' TTL
     const stale = await http(`${relais.url}/v2/signed/referrers/${signed.manifestDigest}`);
     assert.equal(stale.status, 200);
     assert.deepEqual(digests(parseIndex(stale.body)), [sbom.digest, sig.digest].sort());

@@ -11,6 +11,7 @@ import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { testClock } from '../../peers/clock.js';
 import { hostArchitecture, pushIndex, pushBuiltImage, pushRandomImage, type BuiltImage } from '../../peers/images.js';
 import { removeDir, runOk, tempDir } from '../../peers/proc.js';
 import { startRegistry } from '../../peers/registry.js';
@@ -235,7 +236,10 @@ rules:
 void test('relais gc --apply while relais serves: recently used content stays (grace), --grace 0 frees it, a safety limit stops a plan', async (t) => {
   const upstream = await startRegistry();
   t.after(() => upstream.close());
-  const relais = await startRelais({ upstreams: { 'docker.io': upstream.url } });
+  // relais's clock runs 1.1 s behind the CLI's: the tags it records are older than 1s for the CLI at once.
+  const clock = testClock();
+  clock.advance(-1100);
+  const relais = await startRelais({ upstreams: { 'docker.io': upstream.url }, clock: () => clock.now() });
   t.after(() => relais.close());
   const KB = 1024;
   const y1 = await pushRandomImage(upstream.host, `${REPO}:y-cccc0001`, { layers: [100 * KB] });
@@ -243,14 +247,13 @@ void test('relais gc --apply while relais serves: recently used content stays (g
   const y3 = await pushRandomImage(upstream.host, `${REPO}:y-cccc0003`, { layers: [120 * KB] });
   for (const tag of ['y-cccc0001', 'y-cccc0002', 'y-cccc0003']) {
     await skopeoPull(relais.host, `${REPO}:${tag}`);
-    await new Promise((r) => setTimeout(r, 5));
+    clock.advance(5); // distinct fetch times
   }
   await relais.instance.blobs.settle(); // stored, not only delivered
   const blobsDir = join(relais.dataDir, 'storage', 'blobs');
   const tagsNow = async (): Promise<string[]> => (await relais.instance.index.listAllTags()).map((x) => x.tag).sort();
 
   // Every tag of the family older than 1s would go: 2 of 3 (one stays: minKeep) is over the 50% limit.
-  await new Promise((r) => setTimeout(r, 1100));
   const before = await hashTree(blobsDir);
   const limited = await relaisCli(['gc', '--data', relais.dataDir, '--older-than', '1s', '--apply', '--age', 'cached']);
   assert.equal(limited.code, 2, limited.stdout + limited.stderr);

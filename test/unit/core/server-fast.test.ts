@@ -51,7 +51,8 @@ test('a fast path that answers owns the request; one that declines leaves it to 
   try {
     assert.equal(await (await request(`${srv.url}/hot`)).body.text(), 'prepared');
     assert.equal(await (await request(`${srv.url}/cold`)).body.text(), 'full path');
-    await new Promise((r) => setTimeout(r, 50));
+    // Request lines are written when a response ends: poll (bounded) until both are there.
+    for (let i = 0; i < 100 && srv.lines().filter((l) => l.msg === 'request').length < 2; i++) await new Promise((r) => setTimeout(r, 5));
     const lines = srv.lines().filter((l) => l.msg === 'request');
     assert.deepEqual(lines.map((l) => l.path).sort(), ['/cold', '/hot']);
     // What the fast path said it sent is what the log and the metrics hear, once per request.
