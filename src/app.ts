@@ -34,6 +34,7 @@ import type { RoutingTable, UpstreamRoute } from './registry/routing.js';
 import { openStorage } from './storage/create.js';
 import type { StorageDriver } from './storage/driver.js';
 import { UpstreamClient } from './upstream/client.js';
+import { ACCEPT_CACHED_MANIFESTS } from './upstream/media-types.js';
 import { loadCa, type ProxyCa } from './proxy/ca.js';
 import { createProxyDoor, type ProxyBinding, type ProxyDoor } from './proxy/door.js';
 import { proxyHosts } from './proxy/hosts.js';
@@ -272,7 +273,7 @@ async function startLocked(config: ResolvedConfig, opts: StartOptions, logger: L
     const client = upstreams.get(route.upstream);
     if (!client) return false;
     try {
-      const r = await client.send({ method: 'HEAD', repo: route.repo, path: `/v2/${route.repo}/${what}/${digest}` });
+      const r = await client.send({ method: 'HEAD', repo: route.repo, path: `/v2/${route.repo}/${what}/${digest}`, ...(what === 'manifests' ? { headers: { accept: ACCEPT_CACHED_MANIFESTS } } : {}) });
       r.body.dump().catch(() => undefined);
       return r.status === 200;
     } catch {

@@ -191,6 +191,11 @@ export function observePush(k: PushKeeping, upstream: string, method: string, ur
             else if (req.kind === 'chunk') {
               if (a.status === 202) tap.accepted(first(a.headers.range));
               else tap.rejected(a.status);
+            } else if (req.kind === 'monolithic' && a.status === 202) {
+              // An upstream without monolithic POST (distribution 2.8) ignores the body and opens a session.
+              tap.rejected(a.status);
+              const uuid = uploadUuid(a.headers);
+              if (uuid !== undefined) k.sessions.start(route, uuid);
             } else tap.completed(a.status, req.digest);
           });
         },

@@ -190,7 +190,13 @@ export class UploadSessions {
    * The upstream answered 201 to a cross-repository mount: the blob is now in `route`'s repository there. When
    * relais holds it, it is linked to that repository (as a HEAD of the upstream would).
    */
-  async mounted(route: UpstreamRoute, digest: string): Promise<boolean> {
+  mounted(route: UpstreamRoute, digest: string): Promise<boolean> {
+    const p = this.link(route, digest);
+    this.track(p.then(() => undefined));
+    return p;
+  }
+
+  private async link(route: UpstreamRoute, digest: string): Promise<boolean> {
     if (!SHA256.test(digest) && !/^sha512:[a-f0-9]{128}$/.test(digest)) return false;
     const have = await this.opts.index.getContent(digest);
     if (!have || have.mediaType !== undefined) return false;
