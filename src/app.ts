@@ -303,15 +303,17 @@ async function startLocked(config: ResolvedConfig, opts: StartOptions, logger: L
   const intercept = createInterceptHandler({
     binding,
     learned,
-    push: pushes
+    push: proxyOn
       ? (name, method, url, headers) =>
           observePush(
             {
               route: (upstream, repoName) => resolveBoundRoute(routing, upstream, repoName),
               sessions: pushes,
               maxManifestSize: config.server.maxManifestSize,
-              keepManifest: (route, reference, body, contentType, upstreamDigest) =>
-                pushes.background(async () => {
+              keepManifest: async (route, reference, body, contentType, upstreamDigest) => {
+                manifests.forgetNotFound(route, reference);
+                if (!pushes) return;
+                await pushes.background(async () => {
                   const digest = upstreamDigest ?? reference;
                   if (!(await readable(route, 'manifests', digest))) {
                     logger.info({ event: 'push-refused', upstream: route.upstream, repo: route.repo, reference }, 'push: manifest not kept (not readable under the read rules)');
@@ -320,7 +322,8 @@ async function startLocked(config: ResolvedConfig, opts: StartOptions, logger: L
                   const r = await manifests.keepPushed(route, reference, body, contentType, upstreamDigest);
                   if (r.kept) logger.debug({ event: 'push-kept', upstream: route.upstream, repo: route.repo, reference, digest: r.digest }, 'push: manifest kept');
                   else logger.info({ event: 'push-not-kept', upstream: route.upstream, repo: route.repo, reference, why: r.reason }, `push: manifest not kept (${r.reason})`);
-                }),
+                });
+              },
               onError: (e) => logger.warn({ event: 'push-failed', err: e instanceof Error ? e.message : String(e) }, 'push: keeping failed (the push itself was relayed)'),
             },
             name,

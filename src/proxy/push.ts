@@ -13,14 +13,18 @@ import type { UpstreamRoute } from '../registry/routing.js';
 export interface PushKeeping {
   /** The route of a repository name on a connection bound to `upstream` (throws for an invalid name). */
   route(upstream: string, name: string): UpstreamRoute;
-  readonly sessions: {
+  /** The blob upload sessions; undefined: blobs are not kept (proxy.keepPushes.enabled: false). */
+  readonly sessions?: {
     start(route: UpstreamRoute, uuid: string | undefined): boolean;
     monolithic(route: UpstreamRoute): ChunkTap | undefined;
     chunk(route: UpstreamRoute, uuid: string, start: number | undefined): ChunkTap | undefined;
     cancel(route: UpstreamRoute, uuid: string): void;
     mounted(route: UpstreamRoute, digest: string): Promise<boolean>;
   };
-  /** A manifest the upstream accepted (201): verified and recorded for its tag by the cache. */
+  /**
+   * A manifest the upstream accepted (201): verified and recorded for its tag by the cache (or, when pushes are
+   * not kept, only a 404 remembered for the reference forgotten).
+   */
   keepManifest(route: UpstreamRoute, reference: string, body: Buffer, contentType: string | undefined, upstreamDigest: string | undefined): Promise<void>;
   readonly maxManifestSize: number;
   /** Failures of the keeping itself (never the push's). */
@@ -148,6 +152,8 @@ export function observePush(k: PushKeeping, upstream: string, method: string, ur
     return undefined;
   }
   const fail = (e: unknown): void => k.onError?.(e);
+  const sessions = k.sessions;
+  if (sessions === undefined && req.kind !== 'manifest') return undefined;
   const status = (a: ForwardedAnswer | undefined): number | undefined => a?.status;
 
   switch (req.kind) {
@@ -158,18 +164,18 @@ export function observePush(k: PushKeeping, upstream: string, method: string, ur
         answered: (a) => {
           if (a === undefined) return;
           if (req.kind === 'mount' && a.status === 201) {
-            k.sessions.mounted(route, req.digest).catch(fail);
+            sessions?.mounted(route, req.digest).catch(fail);
             return;
           }
           if (a.status !== 202) return;
           const uuid = uploadUuid(a.headers);
-          if (uuid !== undefined) k.sessions.start(route, uuid);
+          if (uuid !== undefined) sessions?.start(route, uuid);
         },
       };
     case 'monolithic':
     case 'chunk':
     case 'final': {
-      const tap = req.kind === 'monolithic' ? k.sessions.monolithic(route) : k.sessions.chunk(route, req.uuid, req.start);
+      const tap = req.kind === 'monolithic' ? sessions?.monolithic(route) : sessions?.chunk(route, req.uuid, req.start);
       if (tap === undefined) return undefined;
       let ended: Promise<boolean> = Promise.resolve(true);
       return {
@@ -195,7 +201,7 @@ export function observePush(k: PushKeeping, upstream: string, method: string, ur
               // An upstream without monolithic POST (distribution 2.8) ignores the body and opens a session.
               tap.rejected(a.status);
               const uuid = uploadUuid(a.headers);
-              if (uuid !== undefined) k.sessions.start(route, uuid);
+              if (uuid !== undefined) sessions?.start(route, uuid);
             } else tap.completed(a.status, req.digest);
           });
         },
@@ -204,7 +210,7 @@ export function observePush(k: PushKeeping, upstream: string, method: string, ur
     case 'cancel':
       return {
         tee: (body) => body,
-        answered: () => k.sessions.cancel(route, req.uuid),
+        answered: () => sessions?.cancel(route, req.uuid),
       };
     case 'manifest': {
       const declared = Number(first(headers['content-length']));

@@ -284,6 +284,11 @@ export class ManifestService {
     }
   }
 
+  /** A manifest was just pushed under this reference: a 404 remembered for it is no longer true. */
+  forgetNotFound(route: UpstreamRoute, reference: string): void {
+    this.notFound.delete(`${route.upstream}/${route.repo}:${reference}`);
+  }
+
   /**
    * A manifest a client pushed (through the proxy door) and the upstream accepted: stored and recorded as a
    * fetch would record it, by digest and for its tag, confirmed now (so fresh for the upstream's tagTtl, then

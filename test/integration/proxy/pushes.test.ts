@@ -240,9 +240,14 @@ test('hand-made chunked upload: several PATCHes on separate connections, final P
 
   // DELETE of a manifest is forwarded and its answer relayed (distribution has delete enabled).
   const manifest = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json', config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: monoDigest, size: mono.byteLength }, layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar', digest, size: data.byteLength }] }));
+  // Asked before it exists: relais remembers the 404 (notFoundTtl); the push makes it untrue at once.
+  assert.equal((await registryFetch(`${relais.url}/v2/team/hand/manifests/v1`, { headers: { accept: MANIFEST_ACCEPT } })).status, 404);
   const mput = await door('PUT', '/v2/team/hand/manifests/v1', { token, body: manifest, headers: { 'content-type': 'application/vnd.oci.image.manifest.v1+json' } });
   assert.equal(mput.status, 201, mput.body.toString());
   await pushes().settle();
+  const pulled = await registryFetch(`${relais.url}/v2/team/hand/manifests/v1`, { headers: { accept: MANIFEST_ACCEPT } });
+  assert.equal(pulled.status, 200, 'the pushed tag is served at once');
+  assert.deepEqual(pulled.body, manifest);
   assert.equal((await relais.instance.index.getTag(HOST, 'team/hand', 'v1'))?.digest, sha256Digest(manifest), `pushed manifest recorded for its tag ${JSON.stringify(relais.logs().filter((l) => typeof l.event === 'string' && l.event.startsWith('push')))}`);
   const del = await door('DELETE', `/v2/team/hand/manifests/${sha256Digest(manifest)}`, { token: tokenFor({ 'team/hand': ['pull', 'push', 'delete'] }) });
   assert.equal(del.status, 202, del.body.toString());
