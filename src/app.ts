@@ -324,6 +324,13 @@ async function startLocked(config: ResolvedConfig, opts: StartOptions, logger: L
                   else logger.info({ event: 'push-not-kept', upstream: route.upstream, repo: route.repo, reference, why: r.reason }, `push: manifest not kept (${r.reason})`);
                 });
               },
+              manifestDeleted: (route, reference) => {
+                const work = async (): Promise<void> => {
+                  const gone = await manifests.forgetDeleted(route, reference);
+                  if (gone.length > 0) logger.info({ event: 'push-deleted', upstream: route.upstream, repo: route.repo, reference, tags: gone }, 'push: manifest deleted upstream, its tags forgotten');
+                };
+                return pushes ? pushes.background(work) : work();
+              },
               onError: (e) => logger.warn({ event: 'push-failed', err: e instanceof Error ? e.message : String(e) }, 'push: keeping failed (the push itself was relayed)'),
             },
             name,

@@ -1,7 +1,7 @@
 // Pushes through the proxy door (docs/proxy.md, "Pushes"): intercept.ts forwards every push request verbatim
 // and streamed; this module watches those exchanges to keep what was pushed. It reads the registry API's upload
 // forms (POST /blobs/uploads/ with or without ?digest= or ?mount=&from=, PATCH chunks, the final PUT ?digest=,
-// DELETE of an upload, manifest PUT), tees request bodies into the upload sessions (src/registry/pushes.ts) as
+// DELETE of an upload, manifest PUT and DELETE), tees request bodies into the upload sessions (src/registry/pushes.ts) as
 // they pass, and tells them what the upstream answered. It never changes a request or an answer, never holds a
 // whole layer in memory (a manifest body only, up to server.maxManifestSize), and keeps no request header.
 import type { IncomingHttpHeaders } from 'node:http';
@@ -26,6 +26,8 @@ export interface PushKeeping {
    * not kept, only a 404 remembered for the reference forgotten).
    */
   keepManifest(route: UpstreamRoute, reference: string, body: Buffer, contentType: string | undefined, upstreamDigest: string | undefined): Promise<void>;
+  /** The upstream accepted (202) a DELETE of a manifest: the cache forgets the tags naming it. */
+  manifestDeleted(route: UpstreamRoute, reference: string): Promise<void>;
   readonly maxManifestSize: number;
   /** Failures of the keeping itself (never the push's). */
   readonly onError?: (e: unknown) => void;
@@ -53,7 +55,8 @@ export type PushRequest =
   | { readonly kind: 'chunk'; readonly name: string; readonly uuid: string; readonly start: number | undefined }
   | { readonly kind: 'final'; readonly name: string; readonly uuid: string; readonly digest: string; readonly start: number | undefined }
   | { readonly kind: 'cancel'; readonly name: string; readonly uuid: string }
-  | { readonly kind: 'manifest'; readonly name: string; readonly reference: string };
+  | { readonly kind: 'manifest'; readonly name: string; readonly reference: string }
+  | { readonly kind: 'deleteManifest'; readonly name: string; readonly reference: string };
 
 const UPLOADS = /^\/v2\/(.+)\/blobs\/uploads\/?$/;
 const UPLOAD = /^\/v2\/(.+)\/blobs\/uploads\/([A-Za-z0-9_.=-]+)$/;
@@ -89,9 +92,9 @@ export function classifyPush(method: string, url: string, headers: IncomingHttpH
       return digest === undefined ? undefined : { kind: 'final', name: u[1], uuid: u[2], digest, start: start() };
     }
   }
-  if (method === 'PUT') {
+  if (method === 'PUT' || method === 'DELETE') {
     const m = MANIFEST.exec(path);
-    if (m?.[1] && m[2]) return { kind: 'manifest', name: m[1], reference: m[2] };
+    if (m?.[1] && m[2]) return { kind: method === 'PUT' ? 'manifest' : 'deleteManifest', name: m[1], reference: m[2] };
   }
   return undefined;
 }
@@ -153,7 +156,7 @@ export function observePush(k: PushKeeping, upstream: string, method: string, ur
   }
   const fail = (e: unknown): void => k.onError?.(e);
   const sessions = k.sessions;
-  if (sessions === undefined && req.kind !== 'manifest') return undefined;
+  if (sessions === undefined && req.kind !== 'manifest' && req.kind !== 'deleteManifest') return undefined;
   const status = (a: ForwardedAnswer | undefined): number | undefined => a?.status;
 
   switch (req.kind) {
@@ -211,6 +214,13 @@ export function observePush(k: PushKeeping, upstream: string, method: string, ur
       return {
         tee: (body) => body,
         answered: () => sessions?.cancel(route, req.uuid),
+      };
+    case 'deleteManifest':
+      return {
+        tee: (body) => body,
+        answered: (a) => {
+          if (a?.status === 202) k.manifestDeleted(route, req.reference).catch(fail);
+        },
       };
     case 'manifest': {
       const declared = Number(first(headers['content-length']));

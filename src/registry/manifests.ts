@@ -284,6 +284,27 @@ export class ManifestService {
     }
   }
 
+  /**
+   * The upstream accepted a DELETE of a manifest (through the proxy door): the repository's tags naming it (or
+   * the tag deleted) are forgotten, so the next pull asks the upstream. Returns the tags forgotten.
+   */
+  async forgetDeleted(route: UpstreamRoute, reference: string): Promise<string[]> {
+    const gone: string[] = [];
+    const digests = new Set<string>();
+    const candidates = isDigest(reference) ? await this.opts.index.listTags(route.upstream, route.repo) : [reference];
+    for (const tag of candidates) {
+      const entry = await this.opts.index.getTag(route.upstream, route.repo, tag);
+      if (!entry || (isDigest(reference) && entry.digest !== reference)) continue;
+      await this.opts.index.deleteTag(route.upstream, route.repo, tag);
+      this.tags.delete(`${route.upstream}/${route.repo}:${tag}`);
+      digests.add(entry.digest);
+      gone.push(tag);
+    }
+    // Prepared responses answer by URL until their freshness ends: the ones of these digests must go.
+    if (digests.size > 0) for (const l of this.forgetListeners) l(digests);
+    return gone;
+  }
+
   /** A manifest was just pushed under this reference: a 404 remembered for it is no longer true. */
   forgetNotFound(route: UpstreamRoute, reference: string): void {
     this.notFound.delete(`${route.upstream}/${route.repo}:${reference}`);

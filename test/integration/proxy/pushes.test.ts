@@ -251,6 +251,12 @@ test('hand-made chunked upload: several PATCHes on separate connections, final P
   assert.equal((await relais.instance.index.getTag(HOST, 'team/hand', 'v1'))?.digest, sha256Digest(manifest), `pushed manifest recorded for its tag ${JSON.stringify(relais.logs().filter((l) => typeof l.event === 'string' && l.event.startsWith('push')))}`);
   const del = await door('DELETE', `/v2/team/hand/manifests/${sha256Digest(manifest)}`, { token: tokenFor({ 'team/hand': ['pull', 'push', 'delete'] }) });
   assert.equal(del.status, 202, del.body.toString());
+  // relais forgets the tag at once: the next pull asks the upstream, which has no such manifest any more.
+  await pushes().settle();
+  assert.equal(await relais.instance.index.getTag(HOST, 'team/hand', 'v1'), undefined, 'tag forgotten');
+  gitlab.clearLog();
+  assert.equal((await registryFetch(`${relais.url}/v2/team/hand/manifests/v1`, { headers: { accept: MANIFEST_ACCEPT } })).status, 404);
+  assert.ok(gitlab.manifestGets() + gitlab.manifestHeads() >= 1, 'asked the upstream');
 });
 
 test('a digest mismatch is never committed: the bytes stay out of the cache and a later pull fetches them upstream', async () => {

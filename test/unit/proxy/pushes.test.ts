@@ -25,6 +25,7 @@ test('classifyPush: every upload form, manifests, and what is not a push', () =>
   assert.deepEqual(classifyPush('PUT', '/v2/team/app/blobs/uploads/u-1?_state=s&digest=sha256%3Aab', {}), { kind: 'final', name: 'team/app', uuid: 'u-1', digest: 'sha256:ab', start: undefined });
   assert.deepEqual(classifyPush('DELETE', '/v2/team/app/blobs/uploads/u-1', {}), { kind: 'cancel', name: 'team/app', uuid: 'u-1' });
   assert.deepEqual(classifyPush('PUT', '/v2/team/app/manifests/v1', {}), { kind: 'manifest', name: 'team/app', reference: 'v1' });
+  assert.deepEqual(classifyPush('DELETE', '/v2/team/app/manifests/sha256:ab', {}), { kind: 'deleteManifest', name: 'team/app', reference: 'sha256:ab' });
   // A PUT without a digest is not a final chunk; reads and other paths are no pushes.
   assert.equal(classifyPush('PUT', '/v2/team/app/blobs/uploads/u-1', {}), undefined);
   assert.equal(classifyPush('GET', '/v2/team/app/blobs/uploads/u-1', {}), undefined);
