@@ -14,6 +14,7 @@
 //
 // Run on demand (not part of npm test):
 //   npx tsc -p tsconfig.json && node dist/bench/proxy-push.js [--json FILE]
+// BENCH_VERBOSE=1 prints each job's output and relais's request lines.
 import { randomBytes } from 'node:crypto';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
