@@ -37,10 +37,14 @@ import type { RoutingTable, UpstreamRoute } from './registry/routing.js';
 import { openStorage } from './storage/create.js';
 import type { StorageDriver } from './storage/driver.js';
 import { UpstreamClient } from './upstream/client.js';
+import { ACCEPT_CACHED_MANIFESTS } from './upstream/media-types.js';
 import { loadCa, type ProxyCa } from './proxy/ca.js';
 import { createProxyDoor, type ProxyBinding, type ProxyDoor } from './proxy/door.js';
 import { proxyHosts } from './proxy/hosts.js';
 import { createInterceptHandler, LearnedHosts } from './proxy/intercept.js';
+import { observePush } from './proxy/push.js';
+import { UploadSessions } from './registry/pushes.js';
+import { resolveBoundRoute } from './registry/routing.js';
 import { ANONYMOUS, type Principal } from './http/access.js';
 
 export interface RelaisInstance {
@@ -59,6 +63,8 @@ export interface RelaisInstance {
   readonly hotManifests: HotManifests;
   /** The HTTPS proxy door (proxy.listen), when configured: its address and CA. */
   readonly proxy?: { readonly url: string; readonly port: number; readonly ca: ProxyCa; readonly door: ProxyDoor } | undefined;
+  /** Pushes kept from the proxy door (src/registry/pushes.ts), when the door is on and proxy.keepPushes.enabled. */
+  readonly pushes?: UploadSessions | undefined;
   /** Refresh-ahead of hot tags (src/cache/refresh.ts). */
   readonly refreshAhead: RefreshAhead;
   /** The upstreams' pull budgets, from their rate-limit headers (src/policy/budget.ts). */
@@ -266,9 +272,79 @@ async function startLocked(config: ResolvedConfig, opts: StartOptions, logger: L
   const bindings = new WeakMap<object, ProxyBinding<Principal>>();
   const binding = (req: { socket: object }): ProxyBinding<Principal> | undefined => bindings.get(req.socket);
   const learned = new LearnedHosts();
+  // Pushes through the door: hashed as they pass, kept once the upstream accepted them (docs/proxy.md#pushes).
+  // What is kept is served under the read rules of pulled content; with relais's own credential, only what
+  // that credential can read is kept (asked with a HEAD once per pushed blob and manifest).
+  const readable = async (route: UpstreamRoute, what: 'blobs' | 'manifests', digest: string): Promise<boolean> => {
+    const client = upstreams.get(route.upstream);
+    if (!client) return false;
+    try {
+      const r = await client.send({ method: 'HEAD', repo: route.repo, path: `/v2/${route.repo}/${what}/${digest}`, ...(what === 'manifests' ? { headers: { accept: ACCEPT_CACHED_MANIFESTS } } : {}) });
+      r.body.dump().catch(() => undefined);
+      return r.status === 200;
+    } catch {
+      return false;
+    }
+  };
+  const keep = config.proxy.keepPushes;
+  const pushes = proxyOn && keep.enabled
+    ? new UploadSessions({
+        storage,
+        index,
+        spoolDir,
+        maxUploads: keep.maxUploads,
+        idleMs: keep.idleTimeout,
+        mayKeep: (route, digest) => readable(route, 'blobs', digest),
+        onStored: () => evictor.onStored(),
+        onEvent: (event, detail) => {
+          const line = { event: `push-${event}`, ...detail };
+          if (event === 'kept' || event === 'mounted') logger.debug(line, `push: blob ${event}`);
+          else logger.info(line, `push: blob not kept (${event})`);
+        },
+      })
+    : undefined;
+  if (pushes) blobs.addSpoolSource(() => pushes.spoolFiles());
+  const pushSweep = pushes ? setInterval(() => pushes.sweep(), Math.max(1000, Math.min(60_000, keep.idleTimeout / 2))) : undefined;
+  pushSweep?.unref();
   const intercept = createInterceptHandler({
     binding,
     learned,
+    push: proxyOn
+      ? (name, method, url, headers) =>
+          observePush(
+            {
+              route: (upstream, repoName) => resolveBoundRoute(routing, upstream, repoName),
+              sessions: pushes,
+              maxManifestSize: config.server.maxManifestSize,
+              keepManifest: async (route, reference, body, contentType, upstreamDigest) => {
+                manifests.forgetNotFound(route, reference);
+                if (!pushes) return;
+                await pushes.background(async () => {
+                  const digest = upstreamDigest ?? reference;
+                  if (!(await readable(route, 'manifests', digest))) {
+                    logger.info({ event: 'push-refused', upstream: route.upstream, repo: route.repo, reference }, 'push: manifest not kept (not readable under the read rules)');
+                    return;
+                  }
+                  const r = await manifests.keepPushed(route, reference, body, contentType, upstreamDigest);
+                  if (r.kept) logger.debug({ event: 'push-kept', upstream: route.upstream, repo: route.repo, reference, digest: r.digest }, 'push: manifest kept');
+                  else logger.info({ event: 'push-not-kept', upstream: route.upstream, repo: route.repo, reference, why: r.reason }, `push: manifest not kept (${r.reason})`);
+                });
+              },
+              manifestDeleted: (route, reference) => {
+                const work = async (): Promise<void> => {
+                  const gone = await manifests.forgetDeleted(route, reference);
+                  if (gone.length > 0) logger.info({ event: 'push-deleted', upstream: route.upstream, repo: route.repo, reference, tags: gone }, 'push: manifest deleted upstream, its tags forgotten');
+                };
+                return pushes ? pushes.background(work) : work();
+              },
+              onError: (e) => logger.warn({ event: 'push-failed', err: e instanceof Error ? e.message : String(e) }, 'push: keeping failed (the push itself was relayed)'),
+            },
+            name,
+            method,
+            url,
+            headers,
+          )
+      : undefined,
     upstream: (name) => {
       const client = upstreams.get(name);
       if (!client) throw new Error(`upstream ${name} is not configured`);
@@ -464,6 +540,7 @@ async function startLocked(config: ResolvedConfig, opts: StartOptions, logger: L
     evictor,
     hotManifests: registry.hot,
     proxy,
+    pushes,
     refreshAhead,
     budgets,
     sendfile: sendfile.status,
@@ -473,6 +550,8 @@ async function startLocked(config: ResolvedConfig, opts: StartOptions, logger: L
         await prefetcher.stop();
         await refreshAhead.stop();
         await Promise.all([proxy?.door.close(), http.drain(config.server.drainTimeout)]);
+        if (pushSweep) clearInterval(pushSweep);
+        await pushes?.close();
         await evictor.stop();
         await blobs.cancelAll();
         // Refreshes whose downloads were just cancelled end now; none may touch the index once it is closed.

@@ -268,12 +268,23 @@ export const registryHostName = z
  *                       never intercepted; every other host that is not an upstream's is refused
  *   ca.cert    unset    the operator's CA (PEM); default: generated at first start into <dataDir>/ca/
  *   ca.key     unset    its private key (PEM), never served
+ *   keepPushes.enabled      true   keep what clients push through the door once the upstream accepted it
+ *   keepPushes.maxUploads   32     blob uploads tracked at once (more are forwarded without being kept)
+ *   keepPushes.idleTimeout  10m    a tracked upload without a request for this long is dropped (its spool removed)
  */
 export const proxySchema = z
   .object({
     listen: hostPort.optional(),
     tunnel: z.array(registryHostName).default([]),
     ca: z.object({ cert: z.string().min(1), key: z.string().min(1) }).strict().optional(),
+    keepPushes: z
+      .object({
+        enabled: z.boolean().default(true),
+        maxUploads: z.number().int().min(1).max(10_000).default(32),
+        idleTimeout: duration.default(10 * 60_000),
+      })
+      .strict()
+      .prefault({}),
   })
   .strict();
 

@@ -2,8 +2,8 @@
 // manifest, GET of a blob, tags, referrers) is left to the registry handler: the same cache, single-flight
 // and verification as the HTTP door. Everything else (pushes, blob HEADs, token endpoints on the same host,
 // the /v2/ ping, other paths) is forwarded verbatim and streamed to the upstream's configured URL with the
-// client's own headers, and the answer relayed as it is (401 challenges included): nothing cached, no client
-// credential kept. Token services named in those challenges become reachable through the door (LearnedHosts).
+// client's own headers, and the answer relayed as it is (401 challenges included); no client credential kept.
+// Pushes the upstream accepted are kept in the cache by src/proxy/push.ts, which only watches the exchange. Token services named in those challenges become reachable through the door (LearnedHosts).
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { pipeline } from 'node:stream/promises';
 import { errors } from '../errors.js';
@@ -11,6 +11,7 @@ import { isPrivateHost } from '../upstream/address.js';
 import { parseChallenges } from '../upstream/challenge.js';
 import type { ForwardRequest, UpstreamResponse } from '../upstream/client.js';
 import type { ProxyBinding } from './door.js';
+import type { PushObservation } from './push.js';
 
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'host']);
 
@@ -66,6 +67,8 @@ export interface InterceptDeps {
   readonly upstream: (name: string) => { readonly name: string; readonly baseUrl: URL; readonly allowPrivate: boolean };
   readonly forward: (upstream: string, req: ForwardRequest) => Promise<UpstreamResponse>;
   readonly learned: LearnedHosts;
+  /** Watches push requests to keep what the upstream accepted (src/proxy/push.ts); never changes them. */
+  readonly push?: ((upstream: string, method: string, url: string, headers: IncomingMessage['headers']) => PushObservation | undefined) | undefined;
 }
 
 /** The handler for requests of intercepted connections that the cache does not answer; false for the others. */
@@ -88,10 +91,13 @@ export function createInterceptHandler(deps: InterceptDeps) {
     res.once('close', () => {
       if (!res.writableFinished) abort.abort();
     });
+    const pushed = deps.push?.(binding.upstream, method, url, req.headers);
+    const body = hasBody ? req : undefined;
     let answer: UpstreamResponse;
     try {
-      answer = await deps.forward(binding.upstream, { method, path: url, headers, body: hasBody ? req : undefined, signal: abort.signal });
+      answer = await deps.forward(binding.upstream, { method, path: url, headers, body: pushed ? pushed.tee(body) : body, signal: abort.signal });
     } catch (e) {
+      pushed?.answered(undefined);
       // The ping decides nothing a cached pull needs: with the upstream down, cached images stay pullable.
       if ((path === '/v2/' || path === '/v2') && (method === 'GET' || method === 'HEAD')) {
         res.writeHead(200, { 'content-type': 'application/json', 'content-length': 2, 'docker-distribution-api-version': 'registry/2.0' });
@@ -100,6 +106,7 @@ export function createInterceptHandler(deps: InterceptDeps) {
       }
       throw errors.forwardFailed(binding.upstream, e);
     }
+    pushed?.answered(answer);
     const out: Record<string, string | string[]> = {};
     for (const [k, v] of Object.entries(answer.headers)) if (v !== undefined && !HOP_BY_HOP.has(k)) out[k] = v;
     if (answer.status === 401) deps.learned.learn(answer.headers['www-authenticate'], up);

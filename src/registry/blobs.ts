@@ -55,6 +55,7 @@ export class BlobService {
   private readonly holds = new BlobHolds();
   private readonly reader: SpoolReader;
   private readonly source: BlobSource;
+  private readonly spoolSources: (() => Iterable<string>)[] = [];
 
   constructor(private readonly opts: BlobServiceOptions) {
     const admission = new SpaceAdmission({ storage: opts.storage, spoolDir: opts.spoolDir, pending: (d) => this.downloads.pendingBytes(d), makeRoom: opts.makeRoom });
@@ -247,9 +248,16 @@ export class BlobService {
     return busy;
   }
 
-  /** The spool files of the downloads in flight (gc leaves them alone). */
+  /** The spool files of the downloads in flight, and of the other writers registered (gc leaves them alone). */
   spoolFiles(): Set<string> {
-    return new Set([...this.downloads.values()].map((d) => d.spoolPath));
+    const files = new Set([...this.downloads.values()].map((d) => d.spoolPath));
+    for (const more of this.spoolSources) for (const f of more()) files.add(f);
+    return files;
+  }
+
+  /** Other writers of the spool directory (kept pushes, src/registry/pushes.ts) name their live files here. */
+  addSpoolSource(files: () => Iterable<string>): void {
+    this.spoolSources.push(files);
   }
 
   /** The downloads in flight (status page, metrics). */

@@ -260,7 +260,7 @@ export const SPOOL_GATHER_MS = 2;
  * KiB: 224 MB written 64 KiB at a time took 160-210 ms of system time here, 512 KiB at a time 50-70 ms
  * (2026-12-04). A slow upstream's bytes still reach the disk, and the followers, within SPOOL_GATHER_MS.
  */
-class SpoolWriter {
+export class SpoolWriter {
   private queue: Buffer[] = [];
   private queued = 0;
   private inWrite = 0;

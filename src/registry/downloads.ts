@@ -32,6 +32,29 @@ export interface DownloadTableOptions {
   readonly observer?: BlobObserver | undefined;
 }
 
+/**
+ * Moves a verified spool file into storage under its digest and records it in the index, linked to the
+ * route's repository: how every blob enters the cache (a download here, a kept push in pushes.ts).
+ */
+export async function commitSpooledBlob(
+  to: { readonly storage: StorageDriver; readonly index: CacheIndex },
+  route: UpstreamRoute,
+  digest: string,
+  spoolPath: string,
+  size: number,
+  now: number,
+): Promise<void> {
+  await to.storage.importFile(blobKey(digest), spoolPath);
+  try {
+    await to.index.putBlob(digest, size, now);
+    await to.index.linkContent(route.upstream, route.repo, [digest]);
+  } catch (e) {
+    // An unindexed file is never served and never evicted: do not leave it behind (e.g. SQLITE_FULL).
+    await to.storage.delete(blobKey(digest)).catch(() => undefined);
+    throw e;
+  }
+}
+
 export class DownloadTable implements LocalBlobSource {
   private readonly table = new Map<string, BlobDownload>();
   /** Download outcomes since start (tests, status): resumes, digest mismatches, failures, bytes received from upstreams. */
@@ -80,18 +103,7 @@ export class DownloadTable implements LocalBlobSource {
       credential: route.credential,
       spoolPath: join(this.opts.spoolDir, `${digest.replace(':', '-')}.${randomUUID().slice(0, 8)}.part`),
       attempts: this.opts.attempts(route.upstream),
-      commit: async (spool, size) => {
-        await storage.importFile(blobKey(digest), spool);
-        try {
-          const now = Date.now();
-          await index.putBlob(digest, size, now);
-          await index.linkContent(route.upstream, route.repo, [digest]);
-        } catch (e) {
-          // An unindexed file is never served and never evicted: do not leave it behind (e.g. SQLITE_FULL).
-          await storage.delete(blobKey(digest)).catch(() => undefined);
-          throw e;
-        }
-      },
+      commit: (spool, size) => commitSpooledBlob({ storage, index }, route, digest, spool, size, Date.now()),
       reserve: (size) => this.opts.admit(digest, size),
       onProgress: (n) => obs?.bytesFetched?.(route.upstream, n),
       onEvent: (event, detail) => {

@@ -285,6 +285,76 @@ export class ManifestService {
     }
   }
 
+  /**
+   * The upstream accepted a DELETE of a manifest (through the proxy door): the repository's tags naming it (or
+   * the tag deleted) are forgotten, so the next pull asks the upstream. Returns the tags forgotten.
+   */
+  async forgetDeleted(route: UpstreamRoute, reference: string): Promise<string[]> {
+    const gone: string[] = [];
+    const digests = new Set<string>();
+    const candidates = isDigest(reference) ? await this.opts.index.listTags(route.upstream, route.repo) : [reference];
+    for (const tag of candidates) {
+      const entry = await this.opts.index.getTag(route.upstream, route.repo, tag);
+      if (!entry || (isDigest(reference) && entry.digest !== reference)) continue;
+      await this.opts.index.deleteTag(route.upstream, route.repo, tag);
+      this.tags.delete(`${route.upstream}/${route.repo}:${tag}`);
+      digests.add(entry.digest);
+      gone.push(tag);
+    }
+    // Prepared responses answer by URL until their freshness ends: the ones of these digests must go.
+    if (digests.size > 0) for (const l of this.forgetListeners) l(digests);
+    return gone;
+  }
+
+  /** A manifest was just pushed under this reference: a 404 remembered for it is no longer true. */
+  forgetNotFound(route: UpstreamRoute, reference: string): void {
+    this.notFound.delete(`${route.upstream}/${route.repo}:${reference}`);
+  }
+
+  /**
+   * A manifest a client pushed (through the proxy door) and the upstream accepted: stored and recorded as a
+   * fetch would record it, by digest and for its tag, confirmed now (so fresh for the upstream's tagTtl, then
+   * revalidated with HEAD like any tag). Kept only when the digest of the bytes equals the digest the upstream
+   * answered (Docker-Content-Digest) and, for a push by digest, the reference. Prepared responses for the
+   * tag's previous digest are dropped, so the next pull of the tag gets what was pushed.
+   */
+  async keepPushed(route: UpstreamRoute, reference: string, body: Buffer, contentType: string | undefined, upstreamDigest: string | undefined): Promise<{ readonly kept: true; readonly digest: string } | { readonly kept: false; readonly reason: string }> {
+    const expected = isDigest(reference) ? reference : upstreamDigest;
+    if (expected === undefined) return { kept: false, reason: 'the upstream sent no Docker-Content-Digest' };
+    if (upstreamDigest !== undefined && upstreamDigest !== expected) return { kept: false, reason: 'the upstream\'s digest differs from the reference' };
+    const alg = expected.startsWith('sha512:') ? 'sha512' : 'sha256';
+    const digest = `${alg}:${createHash(alg).update(body).digest('hex')}`;
+    if (digest !== expected) return { kept: false, reason: 'digest mismatch' };
+    if (body.byteLength > this.opts.maxManifestSize) return { kept: false, reason: 'over server.maxManifestSize' };
+    let doc: unknown;
+    try {
+      doc = JSON.parse(body.toString('utf8'));
+    } catch {
+      return { kept: false, reason: 'not JSON' };
+    }
+    const declared = doc !== null && typeof doc === 'object' ? (doc as { mediaType?: unknown }).mediaType : undefined;
+    const ct = contentType?.split(';')[0]?.trim();
+    const mediaType = ct !== undefined && ct !== '' && ct !== 'application/json' ? ct : typeof declared === 'string' ? declared : MT.ociManifest;
+    const tag = isDigest(reference) ? undefined : reference;
+    const key = `${route.upstream}/${route.repo}:${reference}`;
+    const previous = tag === undefined ? undefined : (this.tags.get(key) ?? (await this.opts.index.getTag(route.upstream, route.repo, tag)));
+    const now = this.now();
+    try {
+      await this.opts.storage.putContent(blobKey(digest), body);
+      await this.opts.index.putManifest({ upstream: route.upstream, repo: route.repo, digest, size: body.byteLength, mediaType, references: manifestReferences(doc), tag, now });
+    } catch (e) {
+      throw asStorageFull(e) ?? e;
+    }
+    this.memory.set(digest, { mediaType, body });
+    this.notFound.delete(key);
+    if (tag !== undefined) {
+      this.rememberTag(key, { digest, fetchedAt: now, checkedAt: now });
+      // Prepared responses answer by URL until their freshness ends: the ones of the tag's old digest must go.
+      if (previous !== undefined && previous.digest !== digest) for (const l of this.forgetListeners) l(new Set([previous.digest]));
+    }
+    return { kept: true, digest };
+  }
+
   // --- Refresh-ahead (src/cache/refresh.ts) -------------------------------------------------------
   /**
    * Revalidates a cached tag ahead of its TTL: HEAD first (free against Docker Hub's limit). Unchanged: the
