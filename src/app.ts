@@ -275,7 +275,10 @@ async function startLocked(config: ResolvedConfig, opts: StartOptions, logger: L
   // Pushes through the door: hashed as they pass, kept once the upstream accepted them (docs/proxy.md#pushes).
   // What is kept is served under the read rules of pulled content; with relais's own credential, only what
   // that credential can read is kept (asked with a HEAD once per pushed blob and manifest).
+  // A passthrough upstream's content is served only after the upstream confirmed each client's own credential
+  // (docs/access.md), so what its pushes leave is kept without asking: relais has no credential of its own there.
   const readable = async (route: UpstreamRoute, what: 'blobs' | 'manifests', digest: string): Promise<boolean> => {
+    if (config.upstreams[route.upstream]?.access === 'passthrough') return true;
     const client = upstreams.get(route.upstream);
     if (!client) return false;
     try {
