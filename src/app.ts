@@ -38,6 +38,7 @@ import { loadCa, type ProxyCa } from './proxy/ca.js';
 import { createProxyDoor, type ProxyBinding, type ProxyDoor } from './proxy/door.js';
 import { proxyHosts } from './proxy/hosts.js';
 import { createInterceptHandler, LearnedHosts } from './proxy/intercept.js';
+import { pushedManifest } from './proxy/pushed.js';
 import { ANONYMOUS, type Principal } from './http/access.js';
 
 export interface RelaisInstance {
@@ -268,10 +269,14 @@ async function startLocked(config: ResolvedConfig, opts: StartOptions, logger: L
       if (!client) throw new Error(`upstream ${name} is not configured`);
       return { name, baseUrl: client.baseUrl, allowPrivate: upstreamCfg(name).allowPrivateRedirects };
     },
-    forward: (name, r) => {
+    forward: async (name, r) => {
       const client = upstreams.get(name);
       if (!client) throw new Error(`upstream ${name} is not configured`);
-      return client.forward(r);
+      const answer = await client.forward(r);
+      // A pushed tag: relais's remembered 404 or old digest for it must not outlive the push.
+      const pushed = pushedManifest(r.method, r.path, answer.status);
+      if (pushed) await manifests.written({ upstream: name, repo: pushed.repo }, pushed.reference);
+      return answer;
     },
   });
   const registry = createRegistryHandler({ routing, manifests, blobs, listing, referrers, access, sendfile: sendfile.sender, boundUpstream: (req) => binding(req)?.upstream });
