@@ -13,6 +13,7 @@ import { startRelais, type RelaisPeer } from '../../peers/relais.js';
 import { fetchThrough } from '../../peers/proxy-client.js';
 import { skopeoCopyToDir, writeCertDir, writeRegistriesConf } from '../../peers/skopeo.js';
 import { podmanPull } from '../../peers/podman.js';
+import { startDockerd } from '../../peers/dockerd.js';
 import { readFile } from 'node:fs/promises';
 
 let up: RegistryPeer;
@@ -73,7 +74,7 @@ test('skopeo through the same proxy (HTTPS_PROXY, relais CA in --src-cert-dir): 
   assert.equal(up.blobGets(img.layers[0]?.digest ?? ''), 0, 'the layer was cached by the first test');
 });
 
-test('mixed load on one new image: HTTP-door clients (skopeo mirror, curl) and proxy-door clients (skopeo, podman, curl) at once: one upstream GET per blob', async (t) => {
+test('mixed load on one new image: HTTP-door clients (dockerd registry-mirrors, skopeo mirror, curl) and proxy-door clients (skopeo, podman, curl) at once: one upstream GET per blob', async (t) => {
   const p = relais.instance.proxy;
   assert.ok(p);
   // A new image: nothing of it cached yet. 'tar' layers, so podman can unpack them.
@@ -100,9 +101,14 @@ test('mixed load on one new image: HTTP-door clients (skopeo mirror, curl) and p
     assert.equal(r.code, 0, `${name}: ${r.stderr}`);
     return sha(r.manifest ?? Buffer.alloc(0));
   };
+  // dockerd with registry-mirrors (what docker:dind --registry-mirror does): Docker Hub names, which relais
+  // routes to its default upstream (here the only one).
+  const dockerd = await startDockerd({ mirrors: [relais.url], insecureRegistries: [relais.host] });
+  t.after(() => dockerd.stop());
   up.clearLog();
   const started = performance.now();
   const results = await Promise.all([
+    dockerd.dockerOk(['pull', 'owner/mixed:1']).then((r) => /Digest: (sha256:[0-9a-f]{64})/.exec(r.stdout)?.[1] ?? r.stdout),
     skopeo('http-skopeo-1', 'ghcr.io/owner/mixed:1', { registriesConf: conf }),
     skopeo('http-skopeo-2', 'ghcr.io/owner/mixed:1', { registriesConf: conf }),
     curl('http-curl', [`${relais.url}/v2/ghcr.io/owner/mixed/blobs/${big}`]),
@@ -115,9 +121,9 @@ test('mixed load on one new image: HTTP-door clients (skopeo mirror, curl) and p
     curl('proxy-curl-1', ['--proxy', p.url, '--cacert', caFile, `https://ghcr.test/v2/owner/mixed/blobs/${big}`]),
     curl('proxy-curl-2', ['--proxy', p.url, '--cacert', caFile, `https://ghcr.test/v2/owner/mixed/blobs/${big}`]),
   ]);
-  t.diagnostic(`8 clients (3 via the HTTP door, 5 via the proxy door), ${((mixed.totalBytes / 1e6)).toFixed(1)} MB image: ${(performance.now() - started).toFixed(0)} ms`);
+  t.diagnostic(`9 clients (4 via the HTTP door, 5 via the proxy door), ${((mixed.totalBytes / 1e6)).toFixed(1)} MB image: ${(performance.now() - started).toFixed(0)} ms`);
   // Every client got the image (skopeo and podman verify every digest themselves) or the big layer.
-  assert.deepEqual(results, [mixed.manifestDigest, mixed.manifestDigest, big, mixed.manifestDigest, mixed.manifestDigest, mixed.manifestDigest, big, big]);
+  assert.deepEqual(results, [mixed.manifestDigest, mixed.manifestDigest, mixed.manifestDigest, big, mixed.manifestDigest, mixed.manifestDigest, mixed.manifestDigest, big, big]);
   // Both doors' requests reached relais's cache...
   const reqs = relais.logs().filter((l) => l.msg === 'request' && l.upstream === 'ghcr.io' && String(l.path).startsWith('/v2/'));
   assert.ok(reqs.some((l) => String(l.path).startsWith('/v2/ghcr.io/owner/mixed/')), 'HTTP door used');
