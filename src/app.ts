@@ -45,6 +45,7 @@ import { createInterceptHandler, LearnedHosts } from './proxy/intercept.js';
 import { observePush } from './proxy/push.js';
 import { UploadSessions } from './registry/pushes.js';
 import { resolveBoundRoute } from './registry/routing.js';
+import { pushedManifest } from './proxy/pushed.js';
 import { ANONYMOUS, type Principal } from './http/access.js';
 
 export interface RelaisInstance {
@@ -353,10 +354,14 @@ async function startLocked(config: ResolvedConfig, opts: StartOptions, logger: L
       if (!client) throw new Error(`upstream ${name} is not configured`);
       return { name, baseUrl: client.baseUrl, allowPrivate: upstreamCfg(name).allowPrivateRedirects };
     },
-    forward: (name, r) => {
+    forward: async (name, r) => {
       const client = upstreams.get(name);
       if (!client) throw new Error(`upstream ${name} is not configured`);
-      return client.forward(r);
+      const answer = await client.forward(r);
+      // A pushed tag: relais's remembered 404 or old digest for it must not outlive the push.
+      const pushed = pushedManifest(r.method, r.path, answer.status);
+      if (pushed) await manifests.written({ upstream: name, repo: pushed.repo }, pushed.reference);
+      return answer;
     },
   });
   // Passthrough upstreams (docs/access.md): reads pass a gate that asks the upstream with the client's credential.

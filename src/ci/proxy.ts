@@ -13,6 +13,9 @@ export const DOCKER_HUB_HOSTS: readonly string[] = ['registry-1.docker.io', 'doc
 /** Where dockerd looks for per-registry CA certificates. */
 export const DOCKER_CERTS_D = '/etc/docker/certs.d';
 
+/** The system roots of docker:dind (Alpine), which Go reads first. */
+export const SYSTEM_CA_BUNDLE = '/etc/ssl/certs/ca-certificates.crt';
+
 /** The variable that lists the intercepted hosts in the generated wiring (read by `relais ci doctor`). */
 export const INTERCEPT_HOSTS_VAR = 'RELAIS_INTERCEPT_HOSTS';
 
@@ -117,15 +120,18 @@ export function defaultCaUrl(proxy: string): string {
 /**
  * The dind service entrypoint of `relais ci gitlab --proxy`: fetches relais's CA from its HTTP door
  * (RELAIS_CA_URL) or takes it from RELAIS_CA (PEM), writes it as certs.d/<host>/ca.crt for every host in
- * RELAIS_INTERCEPT_HOSTS, then starts docker:dind's own entrypoint with the service's command. A dind that
- * cannot get the CA stops with a message rather than start and fail every pull with x509 errors.
+ * RELAIS_INTERCEPT_HOSTS, appends it to the system bundle (dockerd's own pulls of Docker Hub ignore certs.d:
+ * measured with dockerd 20.10, test/integration/proxy/certsd.test.ts), then starts docker:dind's own entrypoint
+ * with the service's command. A dind that cannot get the CA stops with a message rather than start and fail
+ * every pull with x509 errors.
  */
-export function dindProxyEntrypoint(certsDir = DOCKER_CERTS_D): string[] {
+export function dindProxyEntrypoint(certsDir = DOCKER_CERTS_D, bundle = SYSTEM_CA_BUNDLE): string[] {
   const script = [
     'set -e',
     'if [ -n "$RELAIS_CA" ]; then printf \'%s\\n\' "$RELAIS_CA" > /tmp/relais-ca.crt;',
     'elif ! wget -q -O /tmp/relais-ca.crt "$RELAIS_CA_URL"; then echo "relais: cannot fetch the CA from $RELAIS_CA_URL" >&2; exit 1; fi',
     `for h in $${INTERCEPT_HOSTS_VAR}; do mkdir -p "${certsDir}/$h"; cp /tmp/relais-ca.crt "${certsDir}/$h/ca.crt"; done`,
+    `if [ -f "${bundle}" ]; then cat /tmp/relais-ca.crt >> "${bundle}"; fi`,
     'exec dockerd-entrypoint.sh "$@"',
   ].join('\n');
   return ['sh', '-c', script, 'dind'];

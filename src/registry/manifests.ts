@@ -411,6 +411,21 @@ export class ManifestService {
     for (const l of this.forgetListeners) l(gone);
   }
 
+  /**
+   * A client wrote this tag or digest at the upstream (a push forwarded by the proxy door): a remembered 404
+   * and the tag's mapping are out of date, so the next pull asks the upstream instead of answering from them.
+   */
+  async written(route: UpstreamRoute, reference: string): Promise<void> {
+    const key = `${route.upstream}/${route.repo}:${reference}`;
+    this.notFound.delete(key);
+    if (isDigest(reference)) return;
+    this.tags.delete(key);
+    const old = await this.opts.index.getTag(route.upstream, route.repo, reference);
+    await this.opts.index.deleteTag(route.upstream, route.repo, reference);
+    // Prepared responses answer by URL until their freshness ends: the old digest's must go too.
+    if (old) for (const l of this.forgetListeners) l(new Set([old.digest]));
+  }
+
   /** Calls `listener` with the digests each time eviction or gc makes relais forget manifests. */
   onForget(listener: (digests: ReadonlySet<string>) => void): void {
     this.forgetListeners.push(listener);

@@ -49,6 +49,9 @@ test('proxy door: a corrupted byte from the upstream is never served; the client
   const again = await get(d);
   assert.equal(again.status, 200);
   assert.equal(sha(again.body), d);
+  // What the upstream saw: the corrupted GET, then one fresh fetch; nothing kept from the first.
+  await up.settle();
+  assert.equal(up.blobGets(d), 2, 'the corrupted GET, then one fresh GET');
   recordFault({ group: '12 proxy door', fault: 'corrupted byte in a blob, through the proxy door', client: 'TLS through CONNECT', clientSaw: 'never wrong bytes as a complete body; next GET verified', upstreamSaw: 'the corrupted GET, then a fresh one', onDisk: 'only the verified blob' });
 });
 
@@ -56,9 +59,15 @@ test('proxy door: a reset mid-body is resumed; the client gets the verified blob
   const d = img.layers[1]?.digest ?? '';
   px.setRules([{ method: 'GET', path: /\/blobs\//, times: 1, action: { resetAfter: 500_000 } }]);
   const { get } = await door(t);
+  px.clear();
   const res = await get(d);
   assert.equal(res.status, 200);
   assert.equal(sha(res.body), d);
+  // The reset GET, then one resuming with Range where the reset cut it (not the whole blob again).
+  const gets = px.requests().filter((q) => q.method === 'GET' && q.path.endsWith(`/blobs/${d}`));
+  assert.equal(gets.length, 2, JSON.stringify(gets.map((q) => q.headers.range)));
+  assert.equal(gets[0]?.headers.range, undefined);
+  assert.match(String(gets[1]?.headers.range), /^bytes=[1-9]\d*-$/);
   recordFault({ group: '12 proxy door', fault: 'upstream resets mid-body, through the proxy door', client: 'TLS through CONNECT', clientSaw: '200, digest verified', upstreamSaw: 'a Range GET resuming the blob', onDisk: 'the verified blob' });
 });
 

@@ -4,7 +4,7 @@
 //
 // Docker reaches registries the way a user's would: `registry-mirrors` (docker.io only, what
 // docker:dind --registry-mirror does) and `insecure-registries` (plain HTTP).
-import { readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -19,6 +19,12 @@ export interface DockerdOptions {
   extraConfig?: Record<string, unknown>;
   /** Extra environment of the daemon, e.g. HTTPS_PROXY and SSL_CERT_FILE (the proxy door's tests). */
   env?: Record<string, string>;
+  /**
+   * Per-host CA files: host -> PEM, written as `<certs.d>/<host>/ca.crt`. dockerd 20.10 reads only
+   * /etc/docker/certs.d (no flag changes it), so the daemon then runs in a private mount namespace
+   * (`unshare -m`) where a temp dir is bind-mounted onto /etc/docker: nothing global is touched.
+   */
+  certsD?: Record<string, string>;
   /** How long to wait for `docker version` to answer; default 60 s. */
   startTimeoutMs?: number;
 }
@@ -84,11 +90,20 @@ export async function startDockerd(opts: DockerdOptions = {}): Promise<Dockerd> 
   };
   const configFile = join(dir, 'daemon.json');
   await writeFile(configFile, JSON.stringify(config, null, 2));
-  const proc = await startProcess(
-    'dockerd',
-    ['--config-file', configFile, '--data-root', dataRoot, '--exec-root', execRoot, '-H', `unix://${sock}`, '--pidfile', join(dir, 'docker.pid')],
-    { name: 'dockerd', logDir: dir, ...(opts.env ? { extraEnv: opts.env } : {}) },
-  );
+  const daemonArgs = ['--config-file', configFile, '--data-root', dataRoot, '--exec-root', execRoot, '-H', `unix://${sock}`, '--pidfile', join(dir, 'docker.pid')];
+  let cmd = 'dockerd';
+  let args = daemonArgs;
+  if (opts.certsD !== undefined) {
+    const etcDocker = join(dir, 'etc-docker');
+    for (const [host, pem] of Object.entries(opts.certsD)) {
+      await mkdir(join(etcDocker, 'certs.d', host), { recursive: true });
+      await writeFile(join(etcDocker, 'certs.d', host, 'ca.crt'), pem);
+    }
+    // unshare execs sh, sh execs dockerd: the managed pid is dockerd's; the mount lives as long as the namespace.
+    cmd = 'unshare';
+    args = ['--mount', '--propagation', 'private', 'sh', '-c', '[ -d /etc/docker ] || { echo "certsD needs an existing /etc/docker to mount over (in a private namespace)" >&2; exit 1; }; mount --bind "$0" /etc/docker && exec dockerd "$@"', etcDocker, ...daemonArgs];
+  }
+  const proc = await startProcess(cmd, args, { name: 'dockerd', logDir: dir, ...(opts.env ? { extraEnv: opts.env } : {}) });
   const host = `unix://${sock}`;
   const env = { DOCKER_HOST: host, DOCKER_CONFIG: dockerConfig };
   const docker = (args: string[], runOpts: RunOptions = {}): Promise<RunResult> =>

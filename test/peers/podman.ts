@@ -11,6 +11,10 @@ export interface PodmanPullOptions {
   creds?: Creds;
   /** Default false: plain HTTP allowed. */
   tlsVerify?: boolean;
+  /** A directory with ca.crt to trust (--cert-dir); implies tlsVerify unless set. */
+  certDir?: string;
+  /** More environment, e.g. HTTPS_PROXY (the proxy door's tests). */
+  env?: Record<string, string>;
   /** e.g. linux/arm64 */
   platform?: string;
   /** Keep storage in this dir instead of a temp dir deleted after the pull. */
@@ -40,11 +44,12 @@ export function podmanStorageArgs(dir: string): string[] {
 /** `podman pull REF` with private storage; never throws for a failed pull (check code). */
 export async function podmanPull(ref: string, opts: PodmanPullOptions = {}): Promise<PodmanPullResult> {
   const dir = opts.storageDir ?? (await tempDir('podman'));
-  const env: Record<string, string> = { REGISTRY_AUTH_FILE: join(dir, 'auth.json') };
+  const env: Record<string, string> = { ...(opts.env ?? {}), REGISTRY_AUTH_FILE: join(dir, 'auth.json') };
   if (opts.registriesConf !== undefined) env.CONTAINERS_REGISTRIES_CONF = opts.registriesConf;
   try {
     await writeFile(env.REGISTRY_AUTH_FILE ?? '', '{"auths":{}}\n'); // podman wants the file to exist
-    const args = [...podmanStorageArgs(dir), 'pull', `--tls-verify=${String(opts.tlsVerify ?? false)}`];
+    const args = [...podmanStorageArgs(dir), 'pull', `--tls-verify=${String(opts.tlsVerify ?? opts.certDir !== undefined)}`];
+    if (opts.certDir !== undefined) args.push('--cert-dir', opts.certDir);
     if (opts.creds !== undefined) args.push('--creds', `${opts.creds.username}:${opts.creds.password}`);
     if (opts.platform !== undefined) args.push('--platform', opts.platform);
     args.push(ref);

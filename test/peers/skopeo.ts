@@ -55,6 +55,8 @@ export interface SkopeoClientOptions {
   tlsVerify?: boolean;
   /** A directory with ca.crt (see writeCertDir) to trust for HTTPS; implies tlsVerify unless set. */
   certDir?: string;
+  /** More environment, e.g. HTTPS_PROXY (the proxy door's tests). */
+  env?: Record<string, string>;
   timeoutMs?: number;
 }
 
@@ -98,7 +100,7 @@ export async function skopeoCopyToDir(ref: string, dir: string, opts: SkopeoClie
   const args = [...globalArgs(opts), 'copy', ...srcArgs(opts, '--src-')];
   if (opts.all === true) args.push('--all');
   args.push(`docker://${ref}`, `dir:${dir}`);
-  const r = await run('skopeo', args, { timeoutMs: opts.timeoutMs ?? 300_000 });
+  const r = await run('skopeo', args, { timeoutMs: opts.timeoutMs ?? 300_000, ...(opts.env ? { extraEnv: opts.env } : {}) });
   if (r.code !== 0) return r;
   return { ...r, manifest: await readFile(join(dir, 'manifest.json')) };
 }

@@ -280,12 +280,16 @@ describe('relais ci gitlab --mirror http:// and --proxy', () => {
       writeFileSync(join(bin, 'dockerd-entrypoint.sh'), '#!/bin/sh\necho "dockerd $*"\n');
       chmodSync(join(bin, 'dockerd-entrypoint.sh'), 0o755);
       const certs = join(dir, 'certs.d');
-      const [shell, c, script, name] = dindProxyEntrypoint(certs);
+      const bundle = join(dir, 'ca-certificates.crt');
+      writeFileSync(bundle, 'SYSTEM ROOTS\n');
+      const [shell, c, script, name] = dindProxyEntrypoint(certs, bundle);
       assert.equal(shell, 'sh');
       const env = { PATH: `${bin}:${process.env['PATH'] ?? ''}`, RELAIS_INTERCEPT_HOSTS: 'ghcr.io registry-1.docker.io', RELAIS_CA_URL: `http://127.0.0.1:${port}/_relais/ca.crt` };
       const out = await sh([c ?? '-c', script ?? '', name ?? 'dind', '--mtu=1450'], env);
       assert.equal(out.stdout, 'dockerd --mtu=1450\n');
       for (const h of ['ghcr.io', 'registry-1.docker.io']) assert.equal(readFileSync(join(certs, h, 'ca.crt'), 'utf8'), `${pem}\n`);
+      // And added to the system roots (dockerd's own Docker Hub pulls use only those), never replacing them.
+      assert.equal(readFileSync(bundle, 'utf8'), `SYSTEM ROOTS\n${pem}\n`);
       // RELAIS_CA (the CA written into the job) wins over fetching.
       rmSync(certs, { recursive: true });
       await sh([c ?? '-c', script ?? '', name ?? 'dind'], { ...env, RELAIS_CA: pem, RELAIS_CA_URL: 'http://127.0.0.1:1/nope' });

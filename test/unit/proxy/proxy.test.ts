@@ -10,6 +10,7 @@ import * as x509 from '@peculiar/x509';
 import { constraintPermits, loadCa, permittedNames } from '../../../src/proxy/ca.js';
 import { parseTarget } from '../../../src/proxy/door.js';
 import { isCachedRead } from '../../../src/proxy/intercept.js';
+import { pushedManifest } from '../../../src/proxy/pushed.js';
 
 test('parseTarget: host:port lowercased, trailing dot dropped, junk refused', () => {
   assert.deepEqual(parseTarget('GHCR.io.:443'), { host: 'ghcr.io', port: 443, key: 'ghcr.io:443' });
@@ -27,6 +28,16 @@ test('isCachedRead: manifests, blob GETs, tags and referrers; never uploads, blo
   assert.equal(isCachedRead('PUT', '/v2/owner/app/manifests/1'), false);
   assert.equal(isCachedRead('GET', '/v2/'), false);
   assert.equal(isCachedRead('GET', '/token'), false);
+});
+
+test('pushedManifest: only manifest PUT/DELETE the upstream accepted', () => {
+  assert.deepEqual(pushedManifest('PUT', '/v2/team/app/manifests/feature-x', 201), { repo: 'team/app', reference: 'feature-x' });
+  assert.deepEqual(pushedManifest('DELETE', '/v2/a/b/c/manifests/sha256:abc?x=1', 202), { repo: 'a/b/c', reference: 'sha256:abc' });
+  assert.equal(pushedManifest('PUT', '/v2/team/app/manifests/feature-x', 401), undefined);
+  assert.equal(pushedManifest('PUT', '/v2/team/app/manifests/feature-x', 500), undefined);
+  assert.equal(pushedManifest('GET', '/v2/team/app/manifests/feature-x', 200), undefined);
+  assert.equal(pushedManifest('PUT', '/v2/team/app/blobs/uploads/123', 201), undefined);
+  assert.equal(pushedManifest('PUT', '/v2/team/app/manifests/%zz', 201), undefined);
 });
 
 test('constraintPermits follows RFC 5280 dNSName subtrees', () => {
