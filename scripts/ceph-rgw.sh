@@ -6,6 +6,8 @@
 #   scripts/ceph-rgw.sh start DIR   -> prints S3_ENDPOINT=..., S3_ACCESS_KEY_ID=..., S3_SECRET_ACCESS_KEY=...,
 #                                      S3_REGION=... (also written to DIR/env); takes about 3-5 s
 #   scripts/ceph-rgw.sh stop DIR    -> stops the daemons by their pid files and deletes DIR
+#   scripts/ceph-rgw.sh rgw-stop DIR  -> stops only the gateway (S3 down, the cluster and its data kept)
+#   scripts/ceph-rgw.sh rgw-start DIR -> starts the gateway again on the same port; returns once it answers
 #
 # Environment: MON_PORT, RGW_PORT (default: free ports), MEMSTORE_BYTES (default 4 GiB, taken lazily).
 # Needs the Debian packages ceph-mon ceph-osd radosgw (scripts/setup-peers.sh installs them).
@@ -199,7 +201,34 @@ EOF
   cat "$dir/env"
 }
 
+# The gateway alone: tests stop it to see what relais answers while S3 is down, then bring it back.
+stop_rgw() {
+  local f=$dir/run/client.rgw.a.pid p i
+  [[ -f "$f" ]] || { echo "ceph-rgw: no gateway pid file in $dir/run" >&2; exit 1; }
+  p=$(cat "$f")
+  [[ "$p" =~ ^[0-9]+$ ]] && ((p > 1)) || { echo "ceph-rgw: bad pid in $f" >&2; exit 1; }
+  kill -TERM "$p" 2>/dev/null || true
+  for ((i = 0; i < 100; i++)); do
+    alive "$p" || return 0
+    sleep 0.1
+  done
+  kill -KILL "$p" 2>/dev/null || true
+}
+
+start_rgw() {
+  [[ -f "$dir/ceph.conf" ]] || { echo "ceph-rgw: no cluster in $dir" >&2; exit 1; }
+  dir=$(cd "$dir" && pwd)
+  local rgw_port
+  rgw_port=$(sed -n 's/^rgw frontends = beast endpoint=127.0.0.1:\([0-9]*\)$/\1/p' "$dir/ceph.conf")
+  export CEPH_CONF=$dir/ceph.conf
+  radosgw -c "$dir/ceph.conf" -n client.rgw.a >/dev/null 2>>"$dir/log/rgw.err" || fail "radosgw did not start"
+  rgw_up() { curl -s -o /dev/null "http://127.0.0.1:$rgw_port/"; }
+  wait_for 60 "the RGW to answer HTTP on port $rgw_port" rgw_up
+}
+
 case "$cmd" in
+  rgw-stop) stop_rgw ;;
+  rgw-start) start_rgw ;;
   start)
     if [[ -e "$dir/ceph.conf" ]]; then
       echo "ceph-rgw: $dir already holds a cluster (stop it first)" >&2

@@ -174,6 +174,8 @@ async function startLocked(config: ResolvedConfig, opts: StartOptions, logger: L
     wrapSource: cluster ? (local) => cluster.wrap(local) : undefined,
     // Disk full: evict least-recently-used images first, when storage.maxSize is set (the evictor is built below).
     makeRoom: (bytes) => evictor.makeRoom(bytes),
+    // storage.maxSize holds strictly: a blob's room is made (by eviction) before it is stored.
+    budget: config.storage.maxSize === undefined ? undefined : { maxSize: config.storage.maxSize, usage: async () => (await index.usage()).bytes },
     observer: {
       event: (event, detail) => logger.warn({ event, ...detail }, `blob download: ${event}`),
       bytesFetched: (upstream, n) => metrics.bytesFetched(upstream, n),

@@ -32,6 +32,8 @@ export type OciErrorCode =
   | 'UPSTREAM_DIGEST_MISMATCH'
   | 'STORAGE_FULL'
   | 'STORAGE_ERROR'
+  /** distribution's code for a 503: the service (here: a dependency of relais) is unavailable. */
+  | 'UNAVAILABLE'
   | 'CONFIG_INVALID'
   | 'DATA_DIR_IN_USE'
   | 'STARTUP_FAILED'
@@ -113,6 +115,8 @@ function entry<A extends readonly unknown[]>(code: OciErrorCode, status: number,
   return Object.assign(fn, { code, status, hinted: spec.hint !== undefined, with: (extra: ErrorExtra, ...args: A) => build(extra, args) });
 }
 
+/** Retry-After (seconds) of a dependency outage: about how long a PostgreSQL or S3 restart takes. */
+export const OUTAGE_RETRY_AFTER_S = 5;
 const UPSTREAM_DOWN_HINT = 'check that the upstream is up and reachable from relais (its URL, DNS, firewall); relais retries and serves what it has cached meanwhile';
 const UPSTREAM_BROKEN_HINT = 'the upstream misbehaved: try again; if it persists, check the upstream registry (or the proxy in front of it)';
 const BUG_HINT = 'this is a bug in relais: report it with the log line around it';
@@ -239,6 +243,20 @@ export const errors = {
   }),
   htpasswdNotBcrypt: entry('CONFIG_INVALID', 500, (file: string, line: number) => `${file}:${line}: only bcrypt entries are supported`, { hint: 'create users with `htpasswd -B FILE USER`' }),
   htpasswdUnreadable: entry('CONFIG_INVALID', 500, (file: string, code: string) => `auth.htpasswd: cannot read ${file} (${code})`, { hint: 'check auth.htpasswd and that relais may read the file' }),
+
+  // --- dependency outages: PostgreSQL (index.driver: postgres) or S3 (storage.driver: s3) down ---
+  // Recognised where relais talks to them (src/index/outage.ts, src/storage/outage.ts), never in handlers:
+  // a 503 the client retries after Retry-After, and /readyz says 503 until the dependency is back.
+  indexUnavailable: entry('UNAVAILABLE', 503, (why: string, _cause?: unknown) => `the cache index (PostgreSQL) is unavailable (${why}); try again shortly`, {
+    hint: 'check that PostgreSQL is up and reachable from relais (index.postgres.url); relais answers again by itself once it is',
+    headers: () => ({ 'retry-after': String(OUTAGE_RETRY_AFTER_S) }),
+    cause: (_w: string, cause?: unknown) => cause,
+  }),
+  storageUnavailable: entry('UNAVAILABLE', 503, (why: string, _cause?: unknown) => `the cache storage (S3) is unavailable (${why}); try again shortly`, {
+    hint: 'check that the S3 service is up and reachable from relais (storage.s3.endpoint, bucket); relais answers again by itself once it is',
+    headers: () => ({ 'retry-after': String(OUTAGE_RETRY_AFTER_S) }),
+    cause: (_w: string, cause?: unknown) => cause,
+  }),
 
   // --- relais gc / ls / stats / prefetch ---
   noCache: entry('CONFIG_INVALID', 500, (dataDir: string) => `no relais cache in ${dataDir} (no index.db)`, { hint: 'point --data (or --config) at the directory relais serve uses' }),

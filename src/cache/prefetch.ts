@@ -3,9 +3,9 @@
 // a few at a time; the bytes are counted and dropped. Used by `relais prefetch` and the `prefetch:`
 // schedule in the config.
 import { arch } from 'node:os';
-import { request } from 'undici';
 import { errors, type RelaisError } from '../errors.js';
 import { ACCEPT_IMAGES } from '../upstream/media-types.js';
+import { RegistryClient, type RegistryStream } from '../upstream/registry-client.js';
 
 
 export interface PrefetchTarget {
@@ -101,19 +101,36 @@ function platformMatches(d: Descriptor, wanted: string): boolean {
 }
 
 export async function prefetch(targets: readonly PrefetchTarget[], opts: PrefetchOptions): Promise<PrefetchSummary> {
+  const client = new RegistryClient({
+    url: opts.server,
+    authorization: opts.authorization,
+    // relais retried the upstream already: an error it answers is final for this run.
+    retries: 0,
+    concurrency: Math.max(1, opts.concurrency) + 1,
+    userAgent: 'relais-prefetch',
+    description: `relais ${opts.server}`,
+  });
+  try {
+    return await prefetchWith(client, targets, opts);
+  } finally {
+    await client.close();
+  }
+}
+
+async function prefetchWith(client: RegistryClient, targets: readonly PrefetchTarget[], opts: PrefetchOptions): Promise<PrefetchSummary> {
   const started = performance.now();
-  const before = await upstreamFetched(opts);
+  const before = await upstreamFetched(client, opts);
   const results: ImageResult[] = [];
   // Blobs already fetched in this run (images often share base layers).
   const seen = new Set<string>();
   for (const t of targets) {
-    const r = await prefetchOne(t, opts, seen).catch(
+    const r = await prefetchOne(client, t, opts, seen).catch(
       (e: unknown): ImageResult => ({ image: t.image, ok: false, error: e instanceof Error ? e.message : String(e), platforms: [], manifests: 0, blobs: 0, bytes: 0 }),
     );
     results.push(r);
     opts.progress?.imageDone?.(r);
   }
-  const after = await upstreamFetched(opts);
+  const after = await upstreamFetched(client, opts);
   return {
     images: results,
     bytes: results.reduce((n, r) => n + r.bytes, 0),
@@ -124,9 +141,9 @@ export async function prefetch(targets: readonly PrefetchTarget[], opts: Prefetc
   };
 }
 
-async function prefetchOne(t: PrefetchTarget, opts: PrefetchOptions, seen: Set<string>): Promise<ImageResult> {
+async function prefetchOne(client: RegistryClient, t: PrefetchTarget, opts: PrefetchOptions, seen: Set<string>): Promise<ImageResult> {
   const { name, reference } = parseImage(t.image);
-  const top = await getManifest(opts, name, reference);
+  const top = await getManifest(client, opts, name, reference);
   const doc = top.doc;
   let manifests = 1;
   const images: { platform: string; doc: ManifestDoc }[] = [];
@@ -141,7 +158,7 @@ async function prefetchOne(t: PrefetchTarget, opts: PrefetchOptions, seen: Set<s
       throw errors.prefetchNoPlatform(t.image, wanted.join(' or '), offered);
     }
     for (const c of children) {
-      const child = await getManifest(opts, name, c.digest);
+      const child = await getManifest(client, opts, name, c.digest);
       manifests++;
       images.push({ platform: platformOf(c), doc: child.doc });
     }
@@ -164,7 +181,7 @@ async function prefetchOne(t: PrefetchTarget, opts: PrefetchOptions, seen: Set<s
       const b = blobs[next++];
       if (b === undefined) return;
       // (not `bytes += await …`: that would read `bytes` before the await and lose the other workers' counts)
-      const n = await getBlob(opts, name, b);
+      const n = await getBlob(client, opts, name, b);
       bytes += n;
     }
   };
@@ -178,31 +195,26 @@ interface ManifestDoc {
   readonly layers?: readonly Descriptor[];
 }
 
-function headers(opts: PrefetchOptions, extra: Record<string, string> = {}): Record<string, string> {
-  return { 'user-agent': 'relais-prefetch', ...(opts.authorization === undefined ? {} : { authorization: opts.authorization }), ...extra };
-}
-
-async function failure(res: { statusCode: number; body: { text(): Promise<string> } }, what: string): Promise<RelaisError> {
+async function failure(res: RegistryStream, what: string): Promise<RelaisError> {
   const text = await res.body.text().catch(() => '');
-  const message = `HTTP ${res.statusCode}`;
   try {
     const e = (JSON.parse(text) as { errors?: { code?: string; message?: string }[] }).errors?.[0];
     if (e) return errors.prefetchServerError(`${e.code ?? 'ERROR'}: ${e.message ?? what}`);
   } catch {
     /* not JSON */
   }
-  return errors.prefetchServerError(`${what}: ${message}`);
+  return errors.prefetchServerError(`${what}: HTTP ${res.status}`);
 }
 
-async function getManifest(opts: PrefetchOptions, name: string, reference: string): Promise<{ doc: ManifestDoc }> {
-  const res = await request(`${opts.server}/v2/${name}/manifests/${reference}`, { headers: headers(opts, { accept: ACCEPT_IMAGES }), signal: opts.signal });
-  if (res.statusCode !== 200) throw await failure(res, `manifest ${name}:${reference}`);
+async function getManifest(client: RegistryClient, opts: PrefetchOptions, name: string, reference: string): Promise<{ doc: ManifestDoc }> {
+  const res = await client.open(name, client.url(`/v2/${name}/manifests/${reference}`), { headers: { accept: ACCEPT_IMAGES }, signal: opts.signal });
+  if (res.status !== 200) throw await failure(res, `manifest ${name}:${reference}`);
   return { doc: (await res.body.json()) as ManifestDoc };
 }
 
-async function getBlob(opts: PrefetchOptions, name: string, d: Descriptor): Promise<number> {
-  const res = await request(`${opts.server}/v2/${name}/blobs/${d.digest}`, { headers: headers(opts), signal: opts.signal });
-  if (res.statusCode !== 200) throw await failure(res, `blob ${d.digest}`);
+async function getBlob(client: RegistryClient, opts: PrefetchOptions, name: string, d: Descriptor): Promise<number> {
+  const res = await client.open(name, client.url(`/v2/${name}/blobs/${d.digest}`), { signal: opts.signal });
+  if (res.status !== 200) throw await failure(res, `blob ${d.digest}`);
   let n = 0;
   for await (const chunk of res.body as AsyncIterable<Buffer>) {
     n += chunk.byteLength;
@@ -213,13 +225,12 @@ async function getBlob(opts: PrefetchOptions, name: string, d: Descriptor): Prom
 }
 
 /** Sum of relais_upstream_fetched_bytes_total, or undefined when /metrics is not there. */
-async function upstreamFetched(opts: PrefetchOptions): Promise<number | undefined> {
+async function upstreamFetched(client: RegistryClient, opts: PrefetchOptions): Promise<number | undefined> {
   try {
-    const res = await request(`${opts.server}/metrics`, { headers: headers(opts), signal: opts.signal });
-    const text = await res.body.text();
-    if (res.statusCode !== 200) return undefined;
+    const res = await client.send('GET', '', client.url('/metrics'), { signal: opts.signal });
+    if (res.status !== 200) return undefined;
     let sum = 0;
-    for (const line of text.split('\n')) {
+    for (const line of res.body.toString('utf8').split('\n')) {
       const m = /^relais_upstream_fetched_bytes_total(?:\{[^}]*\})? (\S+)$/.exec(line);
       if (m) sum += Number(m[1]);
     }

@@ -2,9 +2,9 @@
 // docker's own output to the job log, and asks the registry how many bytes moved.
 
 import { spawn } from 'node:child_process';
-import { Agent, type Dispatcher, interceptors, request } from 'undici';
 import { errors } from '../errors.js';
 import { ACCEPT_IMAGES } from '../upstream/media-types.js';
+import { RegistryClient } from '../upstream/registry-client.js';
 import {
   type BuildOutputStats,
   type BuildSummary,
@@ -155,9 +155,29 @@ function isLoopback(host: string): boolean {
 /** Layers of an image in its registry: compressed digest and size, with the matching diff id. */
 export async function imageLayers(ref: string, creds: { user: string; password: string } | undefined): Promise<LayerInfo[]> {
   const p = parseImageRef(ref);
-  const base = `${isLoopback(p.host) ? 'http' : 'https'}://${p.host}/v2/${p.name}`;
-  const client = new RegistryClient(creds);
-  let manifest = await client.getJson(`${base}/manifests/${p.reference}`, ACCEPT_IMAGES);
+  const client = new RegistryClient({
+    url: `${isLoopback(p.host) ? 'http' : 'https'}://${p.host}`,
+    credentials: creds === undefined ? undefined : { username: creds.user, password: creds.password },
+    retries: 1,
+    timeoutMs: 30_000,
+    userAgent: 'relais-ci',
+  });
+  try {
+    return await layersOf(client, p);
+  } finally {
+    await client.close();
+  }
+}
+
+async function layersOf(client: RegistryClient, p: ParsedRef): Promise<LayerInfo[]> {
+  const getJson = async (path: string, accept: string): Promise<unknown> => {
+    // Registries may redirect blob reads to object storage (GitLab's does): open() follows.
+    const res = await client.open(p.name, client.url(`/v2/${p.name}${path}`), { headers: { accept } });
+    const text = await res.body.text();
+    if (res.status !== 200) throw client.fail({ status: res.status, body: text }, `GET ${p.name}${path}`, p.name);
+    return JSON.parse(text) as unknown;
+  };
+  let manifest = await getJson(`/manifests/${p.reference}`, ACCEPT_IMAGES);
   const list = field(manifest, 'manifests');
   if (Array.isArray(list)) {
     const pick = list.find((m) => {
@@ -166,12 +186,12 @@ export async function imageLayers(ref: string, creds: { user: string; password: 
     }) as unknown;
     const digest = field(pick ?? list[0], 'digest');
     if (typeof digest !== 'string') return [];
-    manifest = await client.getJson(`${base}/manifests/${digest}`, ACCEPT_IMAGES);
+    manifest = await getJson(`/manifests/${digest}`, ACCEPT_IMAGES);
   }
   const configDigest = field(field(manifest, 'config'), 'digest');
   const layers = field(manifest, 'layers');
   if (typeof configDigest !== 'string' || !Array.isArray(layers)) return [];
-  const config = await client.getJson(`${base}/blobs/${configDigest}`, '*/*');
+  const config = await getJson(`/blobs/${configDigest}`, '*/*');
   const diffIds = field(field(config, 'rootfs'), 'diff_ids');
   return layers.map((l, i) => ({
     digest: String(field(l, 'digest')),
@@ -184,53 +204,3 @@ function field(v: unknown, key: string): unknown {
   return typeof v === 'object' && v !== null ? (v as Record<string, unknown>)[key] : undefined;
 }
 
-/** Just enough of the distribution auth dance (Basic, or Bearer via the realm) to read manifests. */
-class RegistryClient {
-  private auth: string | undefined;
-  // Registries may redirect blob reads to object storage (GitLab's does).
-  private readonly dispatcher: Dispatcher = new Agent().compose(interceptors.redirect({ maxRedirections: 3 }));
-  constructor(private readonly creds: { user: string; password: string } | undefined) {}
-
-  async getJson(url: string, accept: string): Promise<unknown> {
-    for (let attempt = 0; attempt < 2; attempt++) {
-      const headers: Record<string, string> = { accept };
-      if (this.auth !== undefined) headers['authorization'] = this.auth;
-      const res = await request(url, { headers, headersTimeout: 10_000, bodyTimeout: 30_000, dispatcher: this.dispatcher });
-      if (res.statusCode === 401 && attempt === 0) {
-        const challenge = res.headers['www-authenticate'];
-        await res.body.dump();
-        this.auth = await this.authorize(typeof challenge === 'string' ? challenge : '');
-        continue;
-      }
-      if (res.statusCode !== 200) {
-        await res.body.dump();
-        throw new Error(`GET ${url}: HTTP ${res.statusCode}`);
-      }
-      return JSON.parse(await res.body.text()) as unknown;
-    }
-    throw new Error(`GET ${url}: unauthorized`);
-  }
-
-  private async authorize(challenge: string): Promise<string | undefined> {
-    const basic = this.creds === undefined ? undefined : `Basic ${Buffer.from(`${this.creds.user}:${this.creds.password}`).toString('base64')}`;
-    if (/^basic/i.test(challenge)) return basic;
-    if (!/^bearer/i.test(challenge)) return basic;
-    const params = new Map<string, string>();
-    for (const m of challenge.matchAll(/(\w+)="([^"]*)"/g)) if (m[1] !== undefined && m[2] !== undefined) params.set(m[1], m[2]);
-    const realm = params.get('realm');
-    if (realm === undefined) return basic;
-    const u = new URL(realm);
-    for (const k of ['service', 'scope']) {
-      const v = params.get(k);
-      if (v !== undefined) u.searchParams.set(k, v);
-    }
-    const res = await request(u, {
-      headers: basic === undefined ? {} : { authorization: basic },
-      headersTimeout: 10_000,
-      dispatcher: this.dispatcher,
-    });
-    const body: unknown = await res.body.json();
-    const token = field(body, 'token') ?? field(body, 'access_token');
-    return typeof token === 'string' ? `Bearer ${token}` : basic;
-  }
-}

@@ -1,16 +1,23 @@
-// Cleanup's client for any OCI distribution registry: Bearer token and Basic auth (answering the
-// registry's challenge with the upstream TokenService), tags/list pagination with Link, retries with
-// backoff on 429/5xx (honouring Retry-After), and a bound on requests in flight.
-import { createHash } from 'node:crypto';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { Agent, request } from 'undici';
-import { errors, isRelaisError, type RelaisError } from '../errors.js';
-import { parseRetryAfter } from '../policy/circuit-breaker.js';
-import { TokenService, type Credentials } from '../upstream/auth.js';
-import { parseChallenges } from '../upstream/challenge.js';
+// Cleanup's backend for any OCI distribution registry: the registry API's tags, manifests, blobs,
+// referrers and deletes over the one registry client (src/upstream/registry-client.ts), which answers the
+// registry's challenge (Bearer token or Basic), retries 429/5xx with backoff (honouring Retry-After),
+// follows Link pages and bounds the requests in flight.
+import { errors, type RelaisError } from '../errors.js';
 import { ACCEPT_ALL_MANIFESTS, ACCEPT_REFERRERS } from '../upstream/media-types.js';
+import {
+  firstHeader as h,
+  mediaTypeOf,
+  MAX_REDIRECTS,
+  nextLink,
+  RegistryClient,
+  registryErrorMessage as errorMessage,
+  sha256,
+  type Credentials,
+  type RegistryReply,
+} from '../upstream/registry-client.js';
 import type { DeleteOutcome, Descriptor, FetchedManifest, ManifestRef, RegistryBackend } from './backend.js';
-import { Limiter } from './limit.js';
+
+export { nextLink, sha256 };
 
 export interface OciRegistryOptions {
   readonly url: string;
@@ -26,165 +33,42 @@ export interface OciRegistryOptions {
   readonly tagsPageSize?: number;
 }
 
-interface Response {
-  readonly status: number;
-  readonly headers: Record<string, string | string[] | undefined>;
-  readonly body: Buffer;
-}
-
-type ScopeClass = 'pull' | 'push' | 'delete';
-
-const RETRY_STATUS = new Set([429, 500, 502, 503, 504]);
-const TRANSIENT_CODES = new Set(['ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'ETIMEDOUT', 'UND_ERR_SOCKET', 'UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT']);
-const MAX_REDIRECTS = 5;
-
-function h(headers: Response['headers'], name: string): string | undefined {
-  const v = headers[name];
-  return Array.isArray(v) ? v[0] : v;
-}
-
-export function sha256(body: Buffer): string {
-  return `sha256:${createHash('sha256').update(body).digest('hex')}`;
-}
-
-/** The next page from a `Link: </v2/x/tags/list?n=100&last=y>; rel="next"` header, resolved against base. */
-export function nextLink(link: string | undefined, base: URL): URL | undefined {
-  if (link === undefined) return undefined;
-  for (const part of link.split(',')) {
-    const m = /<([^>]+)>\s*;(.*)/.exec(part.trim());
-    if (m?.[1] !== undefined && /rel="?next"?/i.test(m[2] ?? '')) return new URL(m[1], base);
-  }
-  return undefined;
-}
-
-function errorMessage(body: Buffer): string {
-  try {
-    const j = JSON.parse(body.toString('utf8')) as { errors?: { code?: string; message?: string }[] };
-    const e = j.errors?.[0];
-    if (e) return [e.code, e.message].filter((x) => x !== undefined && x !== '').join(': ');
-  } catch {
-    /* not JSON */
-  }
-  return body.toString('utf8').slice(0, 200).trim();
-}
-
 export class OciRegistry implements RegistryBackend {
   readonly description: string;
   readonly canReadManifests = true;
-  private readonly base: URL;
-  private readonly dispatcher: Agent;
-  private readonly tokens: TokenService;
-  private readonly limiter: Limiter;
-  private readonly retries: number;
-  private readonly retryBaseMs: number;
-  private readonly userAgent: string;
+  private readonly client: RegistryClient;
   private readonly tagsPageSize: number;
-  private readonly credentials: Credentials | undefined;
-  private readonly auth = new Map<string, string>();
-  private basic: string | undefined;
   private referrersSupported: boolean | undefined;
-  /** Counts of what was sent, for reports and tests. */
-  readonly stats = { requests: 0, retries: 0, tokenFetches: 0 };
 
   constructor(opts: OciRegistryOptions) {
-    this.base = new URL(opts.url.replace(/\/+$/, ''));
-    this.description = `registry ${this.base.origin}${this.base.pathname === '/' ? '' : this.base.pathname}`;
-    const timeout = opts.timeoutMs ?? 30_000;
-    this.dispatcher = new Agent({ connect: { timeout }, headersTimeout: timeout, bodyTimeout: timeout, connections: 32 });
-    this.credentials = opts.credentials;
-    this.tokens = new TokenService({
-      upstream: this.base.host,
+    this.client = new RegistryClient({
+      url: opts.url,
       credentials: opts.credentials,
-      dispatcher: this.dispatcher,
-      headersTimeout: timeout,
-      bodyTimeout: timeout,
-      // The user names the registry on the command line; its token realm may be anywhere it says.
-      checkUrl: (u) => {
-        if (u.protocol !== 'https:' && u.protocol !== 'http:') throw errors.tokenRealmInvalid(u.href);
-      },
+      ...(opts.concurrency === undefined ? {} : { concurrency: opts.concurrency }),
+      ...(opts.retries === undefined ? {} : { retries: opts.retries }),
+      ...(opts.retryBaseMs === undefined ? {} : { retryBaseMs: opts.retryBaseMs }),
+      ...(opts.timeoutMs === undefined ? {} : { timeoutMs: opts.timeoutMs }),
+      userAgent: opts.userAgent ?? 'relais-cleanup',
     });
-    this.limiter = new Limiter(opts.concurrency ?? 8);
-    this.retries = opts.retries ?? 4;
-    this.retryBaseMs = opts.retryBaseMs ?? 250;
-    this.userAgent = opts.userAgent ?? 'relais-cleanup';
+    this.description = this.client.description;
     this.tagsPageSize = opts.tagsPageSize ?? 1000;
   }
 
+  /** Counts of what was sent, for reports and tests. */
+  get stats(): { readonly requests: number; readonly retries: number; readonly tokenFetches: number } {
+    return this.client.stats;
+  }
+
   private url(path: string): URL {
-    return new URL(this.base.pathname.replace(/\/$/, '') + path, this.base);
+    return this.client.url(path);
   }
 
-  private async send(method: string, repo: string, target: URL, headers: Record<string, string> = {}, body?: Buffer): Promise<Response> {
-    return this.limiter.run(() => this.sendNow(method, repo, target, headers, body));
+  private send(method: string, repo: string, target: URL, headers: Record<string, string> = {}, body?: Buffer): Promise<RegistryReply> {
+    return this.client.send(method, repo, target, { headers, body });
   }
 
-  private async sendNow(method: string, repo: string, target: URL, headers: Record<string, string>, body?: Buffer): Promise<Response> {
-    const cls: ScopeClass = method === 'GET' || method === 'HEAD' ? 'pull' : method === 'DELETE' ? 'delete' : 'push';
-    const key = `${repo}|${cls}`;
-    let answeredChallenge = false;
-    for (let attempt = 0; ; attempt++) {
-      const hdrs: Record<string, string> = { 'user-agent': this.userAgent, ...headers };
-      const authz = this.auth.get(key) ?? this.basic;
-      if (authz !== undefined && target.origin === this.base.origin) hdrs.authorization = authz;
-      let res: Response;
-      try {
-        this.stats.requests++;
-        const r = await request(target, { method: method, headers: hdrs, body: body ?? null, dispatcher: this.dispatcher });
-        const buf = method === 'HEAD' ? Buffer.alloc(0) : Buffer.from(await r.body.arrayBuffer());
-        if (method === 'HEAD') await r.body.dump();
-        res = { status: r.statusCode, headers: r.headers, body: buf };
-      } catch (e) {
-        const code = (e as { code?: string }).code ?? '';
-        if (TRANSIENT_CODES.has(code) && attempt < this.retries) {
-          this.stats.retries++;
-          await sleep(this.backoff(attempt, undefined));
-          continue;
-        }
-        throw errors.registryUnreachable.with({ cause: e }, this.description, `${method} ${target.pathname}`, code || (e as Error).message);
-      }
-      if (res.status === 401 && !answeredChallenge) {
-        answeredChallenge = true;
-        const challenges = parseChallenges(res.headers['www-authenticate']);
-        let answer: string | undefined;
-        try {
-          this.stats.tokenFetches++;
-          answer = await this.tokens.answer(challenges, repo);
-        } catch (e) {
-          if (isRelaisError(e) && e.code === 'UNAUTHORIZED')
-            throw errors.registryTokenRefused(this.description, this.credentials !== undefined, repo);
-          throw e;
-        }
-        if (answer !== undefined) {
-          if (answer.startsWith('Basic ')) this.basic = answer;
-          else this.auth.set(key, answer);
-          attempt--;
-          continue;
-        }
-      }
-      if (RETRY_STATUS.has(res.status) && attempt < this.retries) {
-        this.stats.retries++;
-        await sleep(this.backoff(attempt, h(res.headers, 'retry-after')));
-        continue;
-      }
-      return res;
-    }
-  }
-
-  private backoff(attempt: number, retryAfter: string | undefined): number {
-    const ra = parseRetryAfter(retryAfter);
-    if (ra !== undefined) return Math.min(ra, 60_000);
-    const base = this.retryBaseMs * 2 ** attempt;
-    return base + Math.floor(Math.random() * base * 0.3);
-  }
-
-  private fail(res: Response, what: string, repo: string): RelaisError {
-    const detail = errorMessage(res.body);
-    const msg = `${this.description}: ${what} answered ${res.status}${detail === '' ? '' : ` (${detail})`}`;
-    if (res.status === 401)
-      return errors.registryUnauthorized(msg, this.credentials !== undefined);
-    if (res.status === 403) return errors.registryDenied(msg, repo);
-    if (res.status === 404 && /NAME_UNKNOWN/.test(detail)) return errors.registryRepoUnknown(msg, repo);
-    return (res.status === 429 || res.status >= 500 ? errors.registryUnavailable : errors.registryFailed)(msg);
+  private fail(res: RegistryReply, what: string, repo: string): RelaisError {
+    return this.client.fail(res, what, repo);
   }
 
   async listTags(repo: string): Promise<string[]> {
@@ -206,7 +90,7 @@ export class OciRegistry implements RegistryBackend {
     if (res.status === 404) return null;
     if (res.status !== 200) throw this.fail(res, `HEAD ${repo}:${ref}`, repo);
     const digest = h(res.headers, 'docker-content-digest');
-    const mediaType = (h(res.headers, 'content-type') ?? '').split(';')[0]?.trim() ?? '';
+    const mediaType = mediaTypeOf(res.headers);
     if (digest === undefined || digest === '') {
       // Some registries leave the digest out of HEAD answers: compute it from the body.
       const m = await this.getManifest(repo, ref);
@@ -222,7 +106,7 @@ export class OciRegistry implements RegistryBackend {
     const computed = sha256(res.body);
     if (ref.startsWith('sha256:') && computed !== ref)
       throw errors.registryManifestDigestMismatch(this.description, `${repo}@${ref}`, computed);
-    const mediaType = (h(res.headers, 'content-type') ?? '').split(';')[0]?.trim() ?? '';
+    const mediaType = mediaTypeOf(res.headers);
     const declared = h(res.headers, 'docker-content-digest');
     return { digest: ref.includes(':') ? ref : (declared ?? computed), mediaType, size: res.body.length, body: res.body };
   }
@@ -280,7 +164,7 @@ export class OciRegistry implements RegistryBackend {
   }
 
   async close(): Promise<void> {
-    await this.dispatcher.close();
+    await this.client.close();
   }
 }
 

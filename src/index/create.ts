@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import type { IndexConfig } from '../config/schema.js';
 import { errors } from '../errors.js';
 import type { CacheIndex } from './index.js';
+import { guardPostgresOutages } from './outage.js';
 // The PostgreSQL driver (pg) is loaded only when configured: a single node never pays for it.
 import type { PostgresIndex } from './postgres.js';
 import { SqliteIndex } from './sqlite.js';
@@ -34,7 +35,8 @@ export async function openIndex(cfg: IndexConfig, dataDir: string): Promise<Inde
       })();
       throw errors.postgresUnusable.with({ cause: e }, where, (e as Error).message);
     }
-    return { index, postgres: index, ready: () => index.ping() };
+    // The index the core uses answers a database outage as 503 with Retry-After; readiness pings the pool itself.
+    return { index: guardPostgresOutages(index), postgres: index, ready: () => index.ping() };
   }
   const index = new SqliteIndex(join(dataDir, 'index.db'));
   return { index, postgres: undefined, ready: () => Promise.resolve(index.db.open) };

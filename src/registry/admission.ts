@@ -1,6 +1,10 @@
 // Admission of a download into the cache: does the blob fit? Checked before the first byte is spooled, so
-// a client gets a 503 STORAGE_FULL it can retry instead of a broken transfer.
+// a client gets a 503 STORAGE_FULL it can retry instead of a broken transfer. Two limits: the storage
+// budget (storage.maxSize: room is made by eviction BEFORE the blob is stored, counting the downloads in
+// flight, so the budget holds instead of being overshot by what is being stored at once) and the disk's
+// free space.
 import { statfs } from 'node:fs/promises';
+import { budgetShortfall } from '../policy/eviction.js';
 import type { StorageDriver } from '../storage/driver.js';
 import { storageFullError } from './download.js';
 
@@ -15,6 +19,22 @@ export interface AdmissionOptions {
   readonly pending: (digest: string) => number;
   /** Disk full: evict to free at least this many bytes (when a budget is configured); returns bytes freed. */
   readonly makeRoom?: ((bytes: number) => Promise<number>) | undefined;
+  /** storage.maxSize, when configured: the budget the cache and the downloads in flight stay within. */
+  readonly budget?: StorageBudget | undefined;
+}
+
+export interface StorageBudget {
+  readonly maxSize: number;
+  /** Bytes the index counts as cached. */
+  usage(): Promise<number>;
+  /** Full sizes of the other downloads in flight (all but `digest`'s): space they have reserved. */
+  reserved(digest: string): number;
+}
+
+/** What the budget check found (for tests and the log): bytes still over the budget after eviction. */
+export interface BudgetOutcome {
+  readonly shortBefore: number;
+  readonly shortAfter: number;
 }
 
 export class SpaceAdmission {
@@ -25,13 +45,33 @@ export class SpaceAdmission {
    * the other downloads in flight still need; asks eviction for room first.
    */
   async admit(digest: string, size: number): Promise<void> {
+    await this.reserveInBudget(digest, size);
+    await this.fitOnDisk(digest, size);
+  }
+
+  /**
+   * Evicts, before the blob is stored, what the budget needs for it beside the cache and the other downloads
+   * in flight. When what is left cannot be evicted (blobs being downloaded or served, pinned images), the
+   * blob is still admitted: the budget is then exceeded by at most what is in use (docs/operations.md).
+   */
+  async reserveInBudget(digest: string, size: number): Promise<BudgetOutcome | undefined> {
+    const b = this.opts.budget;
+    if (!b) return undefined;
+    const short = async (): Promise<number> => budgetShortfall({ used: await b.usage(), reserved: b.reserved(digest), size, maxSize: b.maxSize });
+    const shortBefore = await short();
+    if (shortBefore === 0 || !this.opts.makeRoom) return { shortBefore, shortAfter: shortBefore };
+    await this.opts.makeRoom(shortBefore);
+    return { shortBefore, shortAfter: await short() };
+  }
+
+  private async fitOnDisk(digest: string, size: number): Promise<void> {
     // A driver that cannot tell (object stores) still spools the whole blob locally: check the spool's disk.
     const free = (await this.opts.storage.freeSpace?.()) ?? (await statfs(this.opts.spoolDir).then((s) => s.bavail * s.bsize, () => undefined));
     if (free === undefined) return;
     const pending = this.opts.pending(digest);
     if (size + pending + SPACE_MARGIN > free && this.opts.makeRoom) {
       const freed = await this.opts.makeRoom(size + pending + SPACE_MARGIN - free);
-      if (freed > 0) return this.admit(digest, size);
+      if (freed > 0) return this.fitOnDisk(digest, size);
     }
     if (size + pending + SPACE_MARGIN > free) {
       throw storageFullError(`${size} bytes needed, ${Math.max(0, free - pending)} free${pending > 0 ? ` after ${pending} bytes for downloads in flight` : ''}`);

@@ -35,6 +35,8 @@ export interface BlobServiceOptions {
   readonly wrapSource?: ((local: LocalBlobSource) => BlobSource) | undefined;
   /** Disk full: evict to free at least this many bytes (when a budget is configured); returns bytes freed. */
   readonly makeRoom?: ((bytes: number) => Promise<number>) | undefined;
+  /** storage.maxSize: room for a blob is made before it is stored (admission.ts). */
+  readonly budget?: { readonly maxSize: number; usage(): Promise<number> } | undefined;
 }
 
 /** A download in flight in this process, as another replica streams it (src/cluster/peers.ts). */
@@ -58,7 +60,8 @@ export class BlobService {
   private readonly spoolSources: (() => Iterable<string>)[] = [];
 
   constructor(private readonly opts: BlobServiceOptions) {
-    const admission = new SpaceAdmission({ storage: opts.storage, spoolDir: opts.spoolDir, pending: (d) => this.downloads.pendingBytes(d), makeRoom: opts.makeRoom });
+    const budget = opts.budget && { maxSize: opts.budget.maxSize, usage: () => opts.budget?.usage() ?? Promise.resolve(0), reserved: (d: string) => this.downloads.reservedBytes(d) };
+    const admission = new SpaceAdmission({ storage: opts.storage, spoolDir: opts.spoolDir, pending: (d) => this.downloads.pendingBytes(d), makeRoom: opts.makeRoom, budget });
     this.downloads = new DownloadTable({
       storage: opts.storage,
       index: opts.index,

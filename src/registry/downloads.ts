@@ -92,6 +92,13 @@ export class DownloadTable implements LocalBlobSource {
     return pending;
   }
 
+  /** Full sizes of the downloads in flight (all but `digest`'s): the budget they reserve until they are indexed. */
+  reservedBytes(digest: string): number {
+    let reserved = 0;
+    for (const d of this.table.values()) if (d.digest !== digest && d.size !== undefined) reserved += d.size;
+    return reserved;
+  }
+
   private start(route: UpstreamRoute, digest: string): BlobDownload {
     const upstream = this.opts.upstream(route.upstream);
     const obs = this.opts.observer;

@@ -7,6 +7,7 @@ import type { StorageConfig } from '../config/schema.js';
 import { errors } from '../errors.js';
 import type { StorageDriver } from './driver.js';
 import { FilesystemDriver } from './fs.js';
+import { guardS3Outages } from './outage.js';
 
 export interface StorageSetup {
   readonly storage: StorageDriver;
@@ -40,7 +41,8 @@ export async function openStorage(cfg: StorageConfig, dataDir: string, clock: { 
     await mkdir(spoolDir, { recursive: true });
     let last: { at: number; ok: boolean } | undefined;
     return {
-      storage: driver,
+      // An S3 outage answers 503 with Retry-After (storage/outage.ts), not 500.
+      storage: guardS3Outages(driver),
       spoolDir,
       ready: async () => {
         if (last && now() - last.at < READY_CACHE_MS) return last.ok;

@@ -17,6 +17,10 @@ export interface PostgresPeer {
   /** Runs one SQL statement as the superuser in a database (for checks). */
   query<R extends pg.QueryResultRow>(database: string, sql: string, params?: unknown[]): Promise<R[]>;
   readonly process: ManagedProcess;
+  /** Stops the server, data kept (PostgreSQL down: outage tests). */
+  stop(): Promise<void>;
+  /** Starts it again on the same port and data; resolves once it answers. */
+  start(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -62,34 +66,49 @@ export async function startPostgres(): Promise<PostgresPeer> {
   try {
     await runOk(...cmd('initdb', ['-D', data, '-U', 'relais', '--auth=trust', '-E', 'UTF8', '--locale=C', '--no-sync']), { timeoutMs: 60_000 });
     const port = await freePort();
-    const proc = await startProcess(
-      ...cmd('postgres', [
-        '-D', data, '-p', String(port), '-k', dir,
-        '-c', 'listen_addresses=127.0.0.1',
-        // A throwaway database: durability is not what the tests check.
-        '-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off',
-        '-c', 'max_connections=300', '-c', 'log_min_messages=warning',
-      ]),
-      { name: 'postgres' },
-    );
-    const adminUrl = `postgres://relais@127.0.0.1:${port}/postgres`;
-    const deadline = Date.now() + 30_000;
-    for (;;) {
-      const c = new pg.Client({ connectionString: adminUrl });
-      try {
-        await c.connect();
-        await c.query('SELECT 1');
-        await c.end();
-        break;
-      } catch (e) {
-        await c.end().catch(() => undefined);
-        if (proc.exitInfo() !== null || Date.now() > deadline) {
-          await proc.stop();
-          throw new Error(`PostgreSQL did not start (${String(e)}):\n${proc.output()}`);
+    const launch = async (): Promise<ManagedProcess> => {
+      const p = await startProcess(
+        ...cmd('postgres', [
+          '-D', data, '-p', String(port), '-k', dir,
+          '-c', 'listen_addresses=127.0.0.1',
+          // A throwaway database: durability is not what the tests check.
+          '-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off',
+          '-c', 'max_connections=300', '-c', 'log_min_messages=warning',
+        ]),
+        { name: 'postgres' },
+      );
+      const deadline = Date.now() + 30_000;
+      for (;;) {
+        const c = new pg.Client({ connectionString: adminUrl });
+        try {
+          await c.connect();
+          await c.query('SELECT 1');
+          await c.end();
+          return p;
+        } catch (e) {
+          await c.end().catch(() => undefined);
+          if (p.exitInfo() !== null || Date.now() > deadline) {
+            await p.stop();
+            throw new Error(`PostgreSQL did not start (${String(e)}):\n${p.output()}`);
+          }
+          await sleep(100);
         }
-        await sleep(100);
       }
-    }
+    };
+    const adminUrl = `postgres://relais@127.0.0.1:${port}/postgres`;
+    let proc = await launch();
+    /** SIGINT: PostgreSQL's fast shutdown (SIGTERM would wait for clients to leave). */
+    const shutdown = async (): Promise<void> => {
+      if (proc.exitInfo() === null) {
+        try {
+          process.kill(proc.pid, 'SIGINT');
+        } catch {
+          /* gone */
+        }
+        await Promise.race([proc.exited, sleep(10_000)]);
+      }
+      await proc.stop();
+    };
     const query = async <R extends pg.QueryResultRow>(database: string, sql: string, params: unknown[] = []): Promise<R[]> => {
       const c = new pg.Client({ connectionString: `postgres://relais@127.0.0.1:${port}/${database}` });
       await c.connect();
@@ -103,7 +122,14 @@ export async function startPostgres(): Promise<PostgresPeer> {
     return {
       port,
       adminUrl,
-      process: proc,
+      get process() {
+        return proc;
+      },
+      stop: shutdown,
+      start: async () => {
+        if (proc.exitInfo() === null) return;
+        proc = await launch();
+      },
       createDatabase: async (name) => {
         if (!/^[a-z_][a-z0-9_]*$/.test(name)) throw new Error(`bad database name ${name}`);
         await query('postgres', `CREATE DATABASE ${name}`);
@@ -111,17 +137,8 @@ export async function startPostgres(): Promise<PostgresPeer> {
       },
       query,
       close: () => {
-        // SIGINT: PostgreSQL's fast shutdown (SIGTERM would wait for clients to leave).
         closed ??= (async () => {
-          if (proc.exitInfo() === null) {
-            try {
-              process.kill(proc.pid, 'SIGINT');
-            } catch {
-              /* gone */
-            }
-            await Promise.race([proc.exited, sleep(10_000)]);
-          }
-          await proc.stop();
+          await shutdown();
           await removeDir(dir);
         })();
         return closed;

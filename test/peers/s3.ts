@@ -27,6 +27,10 @@ export interface S3Peer {
   pendingUploads(bucket: string): Promise<number>;
   /** The `storage.s3` section of a relais config for this server. */
   storageConfig(bucket: string, prefix?: string): Record<string, unknown>;
+  /** Stops the gateway only (S3 down; the cluster and its objects stay): outage tests. */
+  stopGateway(): Promise<void>;
+  /** Starts the gateway again on the same port; resolves once it answers HTTP. */
+  startGateway(): Promise<void>;
   /** Stops the daemons and deletes the directory. Idempotent. */
   close(): Promise<void>;
 }
@@ -110,6 +114,14 @@ export async function startS3(): Promise<S3Peer> {
     pendingUploads: async (bucket) => {
       const res = await client.send(new ListMultipartUploadsCommand({ Bucket: bucket }));
       return res.Uploads?.length ?? 0;
+    },
+    stopGateway: async () => {
+      const r = await run('bash', [SCRIPT, 'rgw-stop', dir], { timeoutMs: 30_000 });
+      if (r.code !== 0) throw new Error(`scripts/ceph-rgw.sh rgw-stop failed:\n${r.stderr}`);
+    },
+    startGateway: async () => {
+      const r = await run('bash', [SCRIPT, 'rgw-start', dir], { timeoutMs: 90_000 });
+      if (r.code !== 0) throw new Error(`scripts/ceph-rgw.sh rgw-start failed:\n${r.stderr}`);
     },
     storageConfig: (bucket, prefix) => ({ bucket, endpoint, region, accessKeyId, secretAccessKey, ...(prefix !== undefined ? { prefix } : {}) }),
     close: () => {
