@@ -27,8 +27,6 @@ export interface BlobServiceOptions {
   readonly storage: StorageDriver;
   readonly index: CacheIndex;
   readonly upstreams: ReadonlyMap<string, UpstreamClient>;
-  /** Local directory for spool files (same filesystem as storage for the filesystem driver). */
-  readonly spoolDir: string;
   readonly attempts: (upstream: string) => number;
   readonly observer?: BlobObserver;
   /** Cluster mode: wraps the core's own source, so that a fetch may be another replica's (app.ts, src/cluster/peers.ts). */
@@ -57,12 +55,11 @@ export class BlobService {
   private readonly source: BlobSource;
 
   constructor(private readonly opts: BlobServiceOptions) {
-    const admission = new SpaceAdmission({ storage: opts.storage, spoolDir: opts.spoolDir, pending: (d) => this.downloads.pendingBytes(d), makeRoom: opts.makeRoom });
+    const admission = new SpaceAdmission({ storage: opts.storage, pending: (d) => this.downloads.pendingBytes(d), makeRoom: opts.makeRoom });
     this.downloads = new DownloadTable({
       storage: opts.storage,
       index: opts.index,
       upstream: (name) => this.upstream(name),
-      spoolDir: opts.spoolDir,
       attempts: opts.attempts,
       admit: (digest, size) => admission.admit(digest, size),
       observer: opts.observer,
@@ -247,9 +244,11 @@ export class BlobService {
     return busy;
   }
 
-  /** The spool files of the downloads in flight (gc leaves them alone). */
+  /** The spool files (the storage writers' staged files) of the downloads in flight: gc leaves them alone. */
   spoolFiles(): Set<string> {
-    return new Set([...this.downloads.values()].map((d) => d.spoolPath));
+    const files = new Set<string>();
+    for (const d of this.downloads.values()) if (d.localPath !== undefined) files.add(d.localPath);
+    return files;
   }
 
   /** The downloads in flight (status page, metrics). */

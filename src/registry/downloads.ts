@@ -1,8 +1,6 @@
 // The downloads table: the single download of each digest in this process (single-flight), with the events
 // the rest of relais hears about them (started, ended, bytes fetched, resumes, mismatches, failures). It is
 // the core's own blob source: a miss starts a download here or joins the one in flight.
-import { randomUUID } from 'node:crypto';
-import { join } from 'node:path';
 import type { CacheIndex } from '../index/index.js';
 import { blobKey, type StorageDriver } from '../storage/driver.js';
 import type { UpstreamClient } from '../upstream/client.js';
@@ -24,8 +22,6 @@ export interface DownloadTableOptions {
   readonly storage: StorageDriver;
   readonly index: CacheIndex;
   readonly upstream: (name: string) => UpstreamClient;
-  /** Local directory for spool files (same filesystem as storage for the filesystem driver). */
-  readonly spoolDir: string;
   readonly attempts: (upstream: string) => number;
   /** Once the size is known, before the first byte: throws (STORAGE_FULL) to refuse the download. */
   readonly admit: (digest: string, size: number) => Promise<void>;
@@ -77,10 +73,10 @@ export class DownloadTable implements LocalBlobSource {
       digest,
       upstream,
       repo: route.repo,
-      spoolPath: join(this.opts.spoolDir, `${digest.replace(':', '-')}.${randomUUID().slice(0, 8)}.part`),
+      // The spool is the storage driver's writer for the blob's key: committed once the digest is verified.
+      writer: () => storage.writer(blobKey(digest)),
       attempts: this.opts.attempts(route.upstream),
-      commit: async (spool, size) => {
-        await storage.importFile(blobKey(digest), spool);
+      commit: async (size) => {
         try {
           const now = Date.now();
           await index.putBlob(digest, size, now);
