@@ -120,9 +120,13 @@ export class BlobDownload {
     const alg = this.digest.slice(0, this.digest.indexOf(':'));
     const hash = createHash(alg);
     let writer: StorageWriter | undefined;
+    let held: WrittenFile | undefined;
     try {
       writer = await this.writer;
       this.spool = writer;
+      // The followers' shared read fd, opened now, before the spool writes keep the thread pool busy: a client
+      // joining the download opens nothing (docs/performance.md, optimisation 7). Held until the download ends.
+      held = await writer.readWritten();
       await this.fetchInto(writer, hash);
       const actual = `${alg}:${hash.digest('hex')}`;
       if (actual !== this.digest) {
@@ -149,6 +153,7 @@ export class BlobDownload {
       this.opts.onEvent?.('failed', { digest: this.digest, error: error.message, code: error.code });
       throw error;
     } finally {
+      await held?.close();
       this.spool = undefined;
       this.resolveSizeKnown();
       this.notify();

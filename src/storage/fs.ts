@@ -4,11 +4,10 @@
 import { createReadStream } from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, rm, stat, statfs, type FileHandle } from 'node:fs/promises';
 import { dirname, join, relative, sep } from 'node:path';
-import { randomUUID } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { StorageNotFound, type ByteRange, type LocalFile, type StatInfo, type StorageDriver, type StorageWriter } from './driver.js';
 import { OpenFiles } from './open-files.js';
-import { StagedWriter } from './staged-writer.js';
+import { StagedWriter, stagedName } from './staged-writer.js';
 
 const TMP_DIR = '_tmp';
 /** Idle fds of hot objects kept open for openLocal (src/storage/open-files.ts), and for how long. */
@@ -35,9 +34,9 @@ export class FilesystemDriver implements StorageDriver {
     return join(this.root, TMP_DIR);
   }
 
-  async tempPath(): Promise<string> {
+  async tempPath(key: string): Promise<string> {
     await this.ensureDir(this.tmpDir);
-    return join(this.tmpDir, randomUUID());
+    return join(this.tmpDir, stagedName(key));
   }
 
   private async ensureDir(dir: string): Promise<void> {
@@ -115,7 +114,7 @@ export class FilesystemDriver implements StorageDriver {
   async writer(key: string): Promise<StorageWriter> {
     const target = this.path(key);
     return StagedWriter.create(
-      await this.tempPath(),
+      await this.tempPath(key),
       async (staged, _size, releasePath) => {
         await this.ensureDir(dirname(target));
         await releasePath();

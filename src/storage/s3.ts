@@ -4,7 +4,6 @@
 // key when it is larger than a part, else one PutObject. S3 shows an object only once the upload completes, so
 // a reader never sees a partial blob, and a failed upload is aborted (its parts dropped).
 import { createReadStream } from 'node:fs';
-import { randomUUID } from 'node:crypto';
 import { open, rm, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -24,7 +23,7 @@ import {
   type CompletedPart,
 } from '@aws-sdk/client-s3';
 import { StorageNotFound, type ByteRange, type StatInfo, type StorageDriver, type StorageWriter } from './driver.js';
-import { StagedWriter } from './staged-writer.js';
+import { StagedWriter, stagedName } from './staged-writer.js';
 
 export interface S3DriverOptions {
   readonly bucket: string;
@@ -161,7 +160,7 @@ export class S3Driver implements StorageDriver {
   async writer(key: string, signal?: AbortSignal): Promise<StorageWriter> {
     const objectKey = this.objectKey(key);
     return StagedWriter.create(
-      join(this.stagingDir, randomUUID()),
+      join(this.stagingDir, stagedName(key)),
       async (staged, size, releasePath) => {
         await this.upload(key, objectKey, staged, size, signal);
         // The followers' shared fd outlives the unlink.

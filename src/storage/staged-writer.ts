@@ -2,6 +2,7 @@
 // driver (fs: fdatasync + rename in the same filesystem; S3: an upload of the file). The staged file is what a
 // download's followers read while it grows: one read-only fd shared by all of them (sendfile(2) or positional
 // reads), opened on first use and kept valid through the publish's rename or unlink until the last one lets go.
+import { randomUUID } from 'node:crypto';
 import { open, rm, type FileHandle } from 'node:fs/promises';
 import type { StorageWriter, WrittenFile } from './driver.js';
 
@@ -10,6 +11,11 @@ import type { StorageWriter, WrittenFile } from './driver.js';
  * removed (it lets a reader open in progress finish first); after it no new reader opens the path.
  */
 export type Publish = (localPath: string, size: number, releasePath: () => Promise<void>) => Promise<void>;
+
+/** A staged file's name: the key's last segment (a blob's digest hex, for an operator's `ls`), unique per writer. */
+export function stagedName(key: string): string {
+  return `${key.slice(key.lastIndexOf('/') + 1)}.${randomUUID().slice(0, 8)}.part`;
+}
 
 type State = 'open' | 'committing' | 'committed' | 'failed' | 'cancelled';
 
