@@ -121,7 +121,7 @@ export async function startRelais(config: ResolvedConfig, opts: StartOptions = {
 async function startLocked(config: ResolvedConfig, opts: StartOptions, logger: Logger, requestLog: RequestLog | undefined, dataDir: string, lock: DataLock): Promise<RelaisInstance> {
   // Filesystem or S3 (storage.driver); spool files left by a crash are removed before serving.
   const storageSetup = await openStorage(config.storage, dataDir, { now: opts.clock });
-  const { storage, spoolDir } = storageSetup;
+  const { storage, stagingDir } = storageSetup;
   // SQLite in dataDir, or PostgreSQL shared by a cluster (index.driver).
   const indexSetup = await openIndex(config.index, dataDir).catch((e: unknown) => {
     storageSetup.close();
@@ -168,7 +168,6 @@ async function startLocked(config: ResolvedConfig, opts: StartOptions, logger: L
     storage,
     index,
     upstreams,
-    spoolDir,
     attempts: (name) => upstreamCfg(name).retries.attempts,
     // Cluster mode: every fetch from an upstream (a miss, a refetch of a lost object) claims the download lease.
     wrapSource: cluster ? (local) => cluster.wrap(local) : undefined,
@@ -235,7 +234,7 @@ async function startLocked(config: ResolvedConfig, opts: StartOptions, logger: L
     forget: (digests) => manifests.forget(digests),
     settings: config.storage,
     pinContext: { defaultUpstream: config.defaultUpstream, libraryPrefix: (u) => routing.upstreams.get(u)?.libraryPrefix ?? false },
-    tmpDir: spoolDir,
+    tmpDir: stagingDir,
     logger,
     metrics,
   });
@@ -297,7 +296,7 @@ async function startLocked(config: ResolvedConfig, opts: StartOptions, logger: L
     ? new UploadSessions({
         storage,
         index,
-        spoolDir,
+        spoolDir: stagingDir,
         maxUploads: keep.maxUploads,
         idleMs: keep.idleTimeout,
         mayKeep: (route, digest) => readable(route, 'blobs', digest),

@@ -3,7 +3,6 @@
 // budget (storage.maxSize: room is made by eviction BEFORE the blob is stored, counting the downloads in
 // flight, so the budget holds instead of being overshot by what is being stored at once) and the disk's
 // free space.
-import { statfs } from 'node:fs/promises';
 import { budgetShortfall } from '../policy/eviction.js';
 import type { StorageDriver } from '../storage/driver.js';
 import { storageFullError } from './download.js';
@@ -12,9 +11,8 @@ import { storageFullError } from './download.js';
 const SPACE_MARGIN = 1024 * 1024;
 
 export interface AdmissionOptions {
+  /** Free space for new writes (fs: the storage's disk; S3: the local disk its writes are staged on). */
   readonly storage: Pick<StorageDriver, 'freeSpace'>;
-  /** Where spool files go: its disk is checked when the storage cannot tell (object stores spool locally). */
-  readonly spoolDir: string;
   /** Bytes the other downloads in flight still need (all but `digest`'s). */
   readonly pending: (digest: string) => number;
   /** Disk full: evict to free at least this many bytes (when a budget is configured); returns bytes freed. */
@@ -41,8 +39,8 @@ export class SpaceAdmission {
   constructor(private readonly opts: AdmissionOptions) {}
 
   /**
-   * Refuses a download that cannot fit: free space (of the storage, else of the spool directory) minus what
-   * the other downloads in flight still need; asks eviction for room first.
+   * Refuses a download that cannot fit: the free space the storage reports (for S3, the local disk its writer
+   * stages blobs on) minus what the other downloads in flight still need; asks eviction for room first.
    */
   async admit(digest: string, size: number): Promise<void> {
     await this.reserveInBudget(digest, size);
@@ -65,8 +63,7 @@ export class SpaceAdmission {
   }
 
   private async fitOnDisk(digest: string, size: number): Promise<void> {
-    // A driver that cannot tell (object stores) still spools the whole blob locally: check the spool's disk.
-    const free = (await this.opts.storage.freeSpace?.()) ?? (await statfs(this.opts.spoolDir).then((s) => s.bavail * s.bsize, () => undefined));
+    const free = await this.opts.storage.freeSpace?.();
     if (free === undefined) return;
     const pending = this.opts.pending(digest);
     if (size + pending + SPACE_MARGIN > free && this.opts.makeRoom) {

@@ -27,8 +27,6 @@ export interface BlobServiceOptions {
   readonly storage: StorageDriver;
   readonly index: CacheIndex;
   readonly upstreams: ReadonlyMap<string, UpstreamClient>;
-  /** Local directory for spool files (same filesystem as storage for the filesystem driver). */
-  readonly spoolDir: string;
   readonly attempts: (upstream: string) => number;
   readonly observer?: BlobObserver;
   /** Cluster mode: wraps the core's own source, so that a fetch may be another replica's (app.ts, src/cluster/peers.ts). */
@@ -61,12 +59,11 @@ export class BlobService {
 
   constructor(private readonly opts: BlobServiceOptions) {
     const budget = opts.budget && { maxSize: opts.budget.maxSize, usage: () => opts.budget?.usage() ?? Promise.resolve(0), reserved: (d: string) => this.downloads.reservedBytes(d) };
-    const admission = new SpaceAdmission({ storage: opts.storage, spoolDir: opts.spoolDir, pending: (d) => this.downloads.pendingBytes(d), makeRoom: opts.makeRoom, budget });
+    const admission = new SpaceAdmission({ storage: opts.storage, pending: (d) => this.downloads.pendingBytes(d), makeRoom: opts.makeRoom, budget });
     this.downloads = new DownloadTable({
       storage: opts.storage,
       index: opts.index,
       upstream: (name) => this.upstream(name),
-      spoolDir: opts.spoolDir,
       attempts: opts.attempts,
       admit: (digest, size) => admission.admit(digest, size),
       observer: opts.observer,
@@ -251,14 +248,15 @@ export class BlobService {
     return busy;
   }
 
-  /** The spool files of the downloads in flight, and of the other writers registered (gc leaves them alone). */
+  /** The spool files (the storage writers' staged files) of the downloads in flight, and of the other writers registered: gc leaves them alone. */
   spoolFiles(): Set<string> {
-    const files = new Set([...this.downloads.values()].map((d) => d.spoolPath));
+    const files = new Set<string>();
+    for (const d of this.downloads.values()) if (d.localPath !== undefined) files.add(d.localPath);
     for (const more of this.spoolSources) for (const f of more()) files.add(f);
     return files;
   }
 
-  /** Other writers of the spool directory (kept pushes, src/registry/pushes.ts) name their live files here. */
+  /** Other writers of the spool (kept pushes, src/registry/pushes.ts) name their live files here. */
   addSpoolSource(files: () => Iterable<string>): void {
     this.spoolSources.push(files);
   }

@@ -1,13 +1,15 @@
 // One upstream download of one blob, shared by every client that wants it (single-flight).
 //
-// The bytes are spooled to a temp file while they are hashed. Clients follow the spool as it grows, so
-// nobody waits for the whole blob before the first byte, and the download belongs to no client: it goes on
-// when they disconnect. Only a blob whose digest matches is committed (rename into storage); on a mismatch
-// the spool is deleted and every follower is failed. Followers are never given the final byte of their
+// The bytes are written through the storage driver's writer (the spool: a local file the driver stages them
+// in, src/storage/staged-writer.ts) while they are hashed. Clients follow the spool as it grows
+// (StorageWriter.readWritten), so nobody waits for the whole blob before the first byte, and the download
+// belongs to no client: it goes on when they disconnect. Only a blob whose digest matches is committed (the
+// writer's commit: a rename into storage, an upload to S3); on a mismatch the writer is cancelled and every
+// follower is failed. Followers are never given the final byte of their
 // response before the digest is verified, so a client can never see a complete-looking transfer of wrong bytes.
 import { createHash, type Hash } from 'node:crypto';
-import { open, rm, type FileHandle } from 'node:fs/promises';
 import { RelaisError, errors } from '../errors.js';
+import type { StorageWriter, WrittenFile } from '../storage/driver.js';
 import type { UpstreamClient } from '../upstream/client.js';
 import type { ClientCredential } from '../upstream/credential.js';
 import { discard, header } from '../upstream/client.js';
@@ -22,11 +24,12 @@ export interface DownloadOptions {
   readonly repo: string;
   /** A passthrough upstream: the credential of the client whose request started the download. */
   readonly credential?: ClientCredential | undefined;
-  readonly spoolPath: string;
+  /** The storage writer the bytes go through (the spool); its commit makes the verified blob visible. */
+  readonly writer: () => Promise<StorageWriter>;
   /** Attempts for the body (resumed with Range where the upstream supports it). */
   readonly attempts: number;
-  /** Moves the verified spool file into storage and records it in the index. */
-  readonly commit: (spoolPath: string, size: number) => Promise<void>;
+  /** Records the committed blob (in the index); runs once the writer committed. */
+  readonly commit: (size: number) => Promise<void>;
   /** Called once the size is known, before the first byte is spooled: throws (e.g. STORAGE_FULL) to refuse the download. */
   readonly reserve?: (size: number) => Promise<void>;
   readonly onProgress?: (bytes: number) => void;
@@ -35,7 +38,6 @@ export interface DownloadOptions {
 
 export class BlobDownload {
   readonly digest: string;
-  readonly spoolPath: string;
   readonly upstreamName: string;
   readonly repo: string;
   readonly startedAt = Date.now();
@@ -56,10 +58,9 @@ export class BlobDownload {
   /** Resolves when committed; rejects when failed. */
   readonly done: Promise<void>;
 
-  /** One read-only fd of the spool, shared by every follower: a client joining the download opens nothing. */
-  private reader: FileHandle | undefined;
-  private readerUsers = 0;
-  private ended = false;
+  /** The spool: created when the download starts. */
+  private readonly writer: Promise<StorageWriter>;
+  private spool: StorageWriter | undefined;
 
   private readonly abort = new AbortController();
   private wake: { promise: Promise<void>; resolve: () => void };
@@ -69,11 +70,13 @@ export class BlobDownload {
 
   constructor(private readonly opts: DownloadOptions) {
     this.digest = opts.digest;
-    this.spoolPath = opts.spoolPath;
     this.upstreamName = opts.upstream.name;
     this.repo = opts.repo;
     this.wake = deferred();
     this.sizeKnown = new Promise((r) => (this.resolveSizeKnown = r));
+    this.writer = opts.writer();
+    // run() reports a failure to create it.
+    this.writer.catch(() => undefined);
     this.done = this.run();
     // Followers observe failures through `state`; nobody must see an unhandled rejection.
     this.done.catch(() => undefined);
@@ -94,31 +97,20 @@ export class BlobDownload {
     this.abort.abort();
   }
 
-  /**
-   * The spool open for reading (for sendfile): the fd stays valid through the commit's rename and a failure's
-   * unlink, until every follower has released it. Undefined once the download has ended and nobody holds it.
-   */
-  acquireReader(): { readonly fd: number; release(): Promise<void> } | undefined {
-    const reader = this.reader;
-    if (!reader) return undefined;
-    this.readerUsers++;
-    let released = false;
-    return {
-      fd: reader.fd,
-      release: async () => {
-        if (released) return;
-        released = true;
-        this.readerUsers--;
-        await this.closeReaderIfUnused();
-      },
-    };
+  /** The spool's local file while the download runs (gc leaves it alone). */
+  get localPath(): string | undefined {
+    return this.spool?.localPath;
   }
 
-  private async closeReaderIfUnused(): Promise<void> {
-    if (!this.ended || this.readerUsers > 0 || !this.reader) return;
-    const r = this.reader;
-    this.reader = undefined;
-    await r.close().catch(() => undefined);
+  /**
+   * The spool open for reading (an fd for sendfile, positional reads for a stream), shared by every follower: a
+   * client joining the download opens nothing. The handle stays valid through the commit and a failure's cancel,
+   * until closed. Undefined once the download's writer has finished and nobody holds the spool any more: read
+   * the committed object then (after `done`).
+   */
+  async readSpool(): Promise<WrittenFile | undefined> {
+    const w = await this.writer.catch(() => undefined);
+    return w?.readWritten();
   }
 
   private notify(): void {
@@ -130,11 +122,15 @@ export class BlobDownload {
   private async run(): Promise<void> {
     const alg = this.digest.slice(0, this.digest.indexOf(':'));
     const hash = createHash(alg);
-    let fh: FileHandle | undefined;
+    let writer: StorageWriter | undefined;
+    let held: WrittenFile | undefined;
     try {
-      fh = await open(this.spoolPath, 'wx');
-      this.reader = await open(this.spoolPath, 'r');
-      await this.fetchInto(fh, hash);
+      writer = await this.writer;
+      this.spool = writer;
+      // The followers' shared read fd, opened now, before the spool writes keep the thread pool busy: a client
+      // joining the download opens nothing (docs/performance.md, optimisation 7). Held until the download ends.
+      held = await writer.readWritten();
+      await this.fetchInto(writer, hash);
       const actual = `${alg}:${hash.digest('hex')}`;
       if (actual !== this.digest) {
         this.opts.onEvent?.('digest_mismatch', { digest: this.digest, actual, upstream: this.upstreamName });
@@ -146,33 +142,31 @@ export class BlobDownload {
       this.size = this.written;
       this.verified = true;
       this.notify();
-      await fh.datasync();
-      await fh.close();
-      fh = undefined;
-      await this.opts.commit(this.spoolPath, this.written);
+      // Only verified bytes are committed: the storage layer makes them visible at once, or not at all.
+      await writer.commit();
+      await this.opts.commit(this.written);
       this.state = 'committed';
     } catch (e) {
       const error = e instanceof RelaisError ? e : isAbort(e) ? errors.downloadCancelled() : storageOrUpstreamError(this.upstreamName, e);
       // The spool goes before anyone learns of the failure: a client that saw its transfer fail never
-      // finds the spool still taking disk space (which matters when the disk is full).
-      await fh?.close().catch(() => undefined);
-      await rm(this.spoolPath, { force: true }).catch(() => undefined);
+      // finds the spool still taking disk space (which matters when the disk is full). After a commit, cancel does nothing.
+      await writer?.cancel().catch(() => undefined);
       this.error = error;
       this.state = 'failed';
       this.opts.onEvent?.('failed', { digest: this.digest, error: error.message, code: error.code });
       throw error;
     } finally {
-      this.ended = true;
-      await this.closeReaderIfUnused();
+      await held?.close();
+      this.spool = undefined;
       this.resolveSizeKnown();
       this.notify();
     }
   }
 
-  private async fetchInto(fh: FileHandle, hash: Hash): Promise<void> {
+  private async fetchInto(writer: StorageWriter, hash: Hash): Promise<void> {
     const signal = this.abort.signal;
-    // Followers see bytes once they are on disk (`written`), and are woken for each batch.
-    const spool = new SpoolWriter(fh, this.written, (n) => {
+    // Followers see bytes once they are on the spool (`written`), and are woken for each batch.
+    const spool = new SpoolWriter(writer, (n) => {
       this.written += n;
       this.opts.onProgress?.(n);
       this.notify();
@@ -269,8 +263,7 @@ export class SpoolWriter {
   private error: Error | undefined;
 
   constructor(
-    private readonly fh: FileHandle,
-    private position: number,
+    private readonly writer: Pick<StorageWriter, 'write'>,
     private readonly onWritten: (bytes: number) => void,
   ) {}
 
@@ -316,9 +309,9 @@ export class SpoolWriter {
         this.queue = [];
         this.queued = 0;
         this.inWrite = n;
-        await writevAll(this.fh, batch, n, this.position);
+        // One writev per batch (the writer continues a short write, or throws ENOSPC).
+        await this.writer.write(batch);
         this.inWrite = 0;
-        this.position += n;
         this.onWritten(n);
         // What arrived during the write: written at once if it is a batch, else gathered a little longer.
         if (this.queued > 0 && this.queued < SPOOL_WRITE_BYTES) {
@@ -333,26 +326,6 @@ export class SpoolWriter {
     } finally {
       if (this.timer === undefined) this.running = undefined;
     }
-  }
-}
-
-/** writev of a batch; a short write (the disk filling up) is continued piece by piece, ending in ENOSPC. */
-async function writevAll(fh: FileHandle, bufs: Buffer[], total: number, position: number): Promise<void> {
-  const { bytesWritten } = bufs.length === 1 && bufs[0] ? await fh.write(bufs[0], 0, total, position) : await fh.writev(bufs, position);
-  if (bytesWritten === total) return;
-  await writeAll(fh, Buffer.concat(bufs).subarray(bytesWritten), position + bytesWritten);
-}
-
-/**
- * Writes every byte at `position`. A short write (the disk filling up) is continued, so it either completes
- * or throws (ENOSPC): never a hole in the spool that the hash, computed over the received bytes, would not see.
- */
-async function writeAll(fh: FileHandle, data: Buffer, position: number): Promise<void> {
-  let done = 0;
-  while (done < data.byteLength) {
-    const { bytesWritten } = await fh.write(data, done, data.byteLength - done, position + done);
-    if (bytesWritten === 0) throw Object.assign(new Error('no space left on device (short write)'), { code: 'ENOSPC' });
-    done += bytesWritten;
   }
 }
 

@@ -1,8 +1,6 @@
 // The downloads table: the single download of each digest in this process (single-flight), with the events
 // the rest of relais hears about them (started, ended, bytes fetched, resumes, mismatches, failures). It is
 // the core's own blob source: a miss starts a download here or joins the one in flight.
-import { randomUUID } from 'node:crypto';
-import { join } from 'node:path';
 import type { CacheIndex } from '../index/index.js';
 import { blobKey, type StorageDriver } from '../storage/driver.js';
 import type { UpstreamClient } from '../upstream/client.js';
@@ -24,35 +22,10 @@ export interface DownloadTableOptions {
   readonly storage: StorageDriver;
   readonly index: CacheIndex;
   readonly upstream: (name: string) => UpstreamClient;
-  /** Local directory for spool files (same filesystem as storage for the filesystem driver). */
-  readonly spoolDir: string;
   readonly attempts: (upstream: string) => number;
   /** Once the size is known, before the first byte: throws (STORAGE_FULL) to refuse the download. */
   readonly admit: (digest: string, size: number) => Promise<void>;
   readonly observer?: BlobObserver | undefined;
-}
-
-/**
- * Moves a verified spool file into storage under its digest and records it in the index, linked to the
- * route's repository: how every blob enters the cache (a download here, a kept push in pushes.ts).
- */
-export async function commitSpooledBlob(
-  to: { readonly storage: StorageDriver; readonly index: CacheIndex },
-  route: UpstreamRoute,
-  digest: string,
-  spoolPath: string,
-  size: number,
-  now: number,
-): Promise<void> {
-  await to.storage.importFile(blobKey(digest), spoolPath);
-  try {
-    await to.index.putBlob(digest, size, now);
-    await to.index.linkContent(route.upstream, route.repo, [digest]);
-  } catch (e) {
-    // An unindexed file is never served and never evicted: do not leave it behind (e.g. SQLITE_FULL).
-    await to.storage.delete(blobKey(digest)).catch(() => undefined);
-    throw e;
-  }
 }
 
 export class DownloadTable implements LocalBlobSource {
@@ -108,9 +81,20 @@ export class DownloadTable implements LocalBlobSource {
       upstream,
       repo: route.repo,
       credential: route.credential,
-      spoolPath: join(this.opts.spoolDir, `${digest.replace(':', '-')}.${randomUUID().slice(0, 8)}.part`),
+      // The spool is the storage driver's writer for the blob's key: committed once the digest is verified.
+      writer: () => storage.writer(blobKey(digest)),
       attempts: this.opts.attempts(route.upstream),
-      commit: (spool, size) => commitSpooledBlob({ storage, index }, route, digest, spool, size, Date.now()),
+      commit: async (size) => {
+        try {
+          const now = Date.now();
+          await index.putBlob(digest, size, now);
+          await index.linkContent(route.upstream, route.repo, [digest]);
+        } catch (e) {
+          // An unindexed file is never served and never evicted: do not leave it behind (e.g. SQLITE_FULL).
+          await storage.delete(blobKey(digest)).catch(() => undefined);
+          throw e;
+        }
+      },
       reserve: (size) => this.opts.admit(digest, size),
       onProgress: (n) => obs?.bytesFetched?.(route.upstream, n),
       onEvent: (event, detail) => {

@@ -1,7 +1,7 @@
 // Keeping what clients push (docs/proxy.md, "Pushes"). Pushes themselves are forwarded to the upstream by the
 // proxy door; this is the cache's side: the bytes of each blob upload session are hashed and spooled as they
 // pass, and the blob enters the cache (the same storage, index rows and repository link as a pulled blob,
-// through commitSpooledBlob) only when
+// through commitPushedFile: the storage driver's writer) only when
 //   (a) the digest of the bytes equals the digest the client named on the final PUT, and
 //   (b) the upstream answered 201 to that PUT.
 // Anything else (a mismatch, a rejected upload, chunks out of order or concurrent, a failed spool write, an
@@ -11,9 +11,8 @@ import { createHash, randomUUID, type Hash } from 'node:crypto';
 import { open, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { CacheIndex } from '../index/index.js';
-import type { StorageDriver } from '../storage/driver.js';
+import { blobKey, type StorageDriver, type StorageWriter } from '../storage/driver.js';
 import { SpoolWriter } from './download.js';
-import { commitSpooledBlob } from './downloads.js';
 import type { UpstreamRoute } from './routing.js';
 
 const SHA256 = /^sha256:[a-f0-9]{64}$/;
@@ -277,7 +276,7 @@ export class UploadSessions {
         try {
           if (s.fh === undefined) {
             s.fh = await open(s.spoolPath, 'wx');
-            s.writer = new SpoolWriter(s.fh, 0, () => undefined);
+            s.writer = new SpoolWriter(appendTo(s.fh), () => undefined);
           }
           s.hash.update(chunk);
           s.offset += chunk.byteLength;
@@ -316,12 +315,11 @@ export class UploadSessions {
 
   private async commit(s: Session, digest: string): Promise<void> {
     const detail = { upstream: s.route.upstream, repo: s.route.repo, digest };
-    let committed = false;
     try {
       if (s.fh === undefined) {
         // An empty blob: the spool file is made here.
         s.fh = await open(s.spoolPath, 'wx');
-        s.writer = new SpoolWriter(s.fh, 0, () => undefined);
+        s.writer = new SpoolWriter(appendTo(s.fh), () => undefined);
       }
       await s.writer?.flush();
       const actual = `sha256:${s.hash.digest('hex')}`;
@@ -340,8 +338,7 @@ export class UploadSessions {
       if (have) {
         await this.opts.index.linkContent(s.route.upstream, s.route.repo, [digest]);
       } else {
-        await commitSpooledBlob(this.opts, s.route, digest, s.spoolPath, s.offset, this.now());
-        committed = true;
+        await commitPushedFile(this.opts, s.route, digest, s.spoolPath, s.offset, this.now());
         this.opts.onStored?.();
       }
       this.count('kept', { ...detail, size: s.offset });
@@ -350,7 +347,65 @@ export class UploadSessions {
     } finally {
       await s.fh?.close().catch(() => undefined);
       s.fh = undefined;
-      if (!committed) await rm(s.spoolPath, { force: true }).catch(() => undefined);
+      // The storage writer made its own copy: the spool file always goes.
+      await rm(s.spoolPath, { force: true }).catch(() => undefined);
     }
+  }
+}
+
+/** Sequential appends to a push's spool file, for the SpoolWriter's batches (a short write is continued). */
+function appendTo(fh: FileHandle): Pick<StorageWriter, 'write'> {
+  return {
+    write: async (data) => {
+      const chunks: readonly Uint8Array[] = data instanceof Uint8Array ? [data] : data;
+      for (const c of chunks) {
+        let off = 0;
+        while (off < c.byteLength) off += (await fh.write(c, off, c.byteLength - off)).bytesWritten;
+      }
+    },
+  };
+}
+
+/**
+ * A verified push's spool file into the cache: streamed through the storage driver's writer for the blob's
+ * key (committed atomically: nothing partial is ever visible), then recorded in the index and linked to the
+ * route's repository, as a download's blob is.
+ */
+async function commitPushedFile(
+  to: { readonly storage: StorageDriver; readonly index: CacheIndex },
+  route: UpstreamRoute,
+  digest: string,
+  spoolPath: string,
+  size: number,
+  now: number,
+): Promise<void> {
+  const w = await to.storage.writer(blobKey(digest));
+  try {
+    const fh = await open(spoolPath, 'r');
+    try {
+      const buf = Buffer.allocUnsafe(1 << 20);
+      let pos = 0;
+      for (;;) {
+        const { bytesRead } = await fh.read(buf, 0, buf.byteLength, pos);
+        if (bytesRead === 0) break;
+        await w.write(buf.subarray(0, bytesRead));
+        pos += bytesRead;
+      }
+      if (pos !== size) throw new Error(`the spool holds ${pos} bytes, ${size} were pushed`);
+    } finally {
+      await fh.close();
+    }
+    await w.commit();
+  } catch (e) {
+    await w.cancel().catch(() => undefined);
+    throw e;
+  }
+  try {
+    await to.index.putBlob(digest, size, now);
+    await to.index.linkContent(route.upstream, route.repo, [digest]);
+  } catch (e) {
+    // An unindexed file is never served and never evicted: do not leave it behind (e.g. SQLITE_FULL).
+    await to.storage.delete(blobKey(digest)).catch(() => undefined);
+    throw e;
   }
 }

@@ -1,7 +1,6 @@
-// Reading a blob's bytes for a client: a download's spool as it grows (a stream, or the spool's fd for
-// sendfile), or the committed object in storage. The final byte of a response is only given once the digest
+// Reading a blob's bytes for a client: a download's spool as it grows (the storage writer's staged bytes,
+// StorageWriter.readWritten: a stream, or the fd for sendfile), or the committed object in storage. The final byte of a response is only given once the digest
 // is verified; if the download fails, the stream errors (the client's response is destroyed, never completed).
-import { open } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { errors } from '../errors.js';
 import { blobKey, type ByteRange, type StorageDriver } from '../storage/driver.js';
@@ -30,7 +29,7 @@ export class SpoolReader {
     const size = dl.size;
     if (size === undefined) return undefined;
     const end = range ? range.end + 1 : size;
-    const file = dl.acquireReader();
+    const file = await dl.readSpool();
     if (!file) {
       // Committed or failed between the lookup and now.
       if (dl.state === 'failed') throw dl.error ?? errors.internal('download failed');
@@ -57,7 +56,7 @@ export class SpoolReader {
           });
         }
       },
-      close: () => file.release(),
+      close: () => file.close(),
     };
   }
 
@@ -68,14 +67,9 @@ export class SpoolReader {
     async function* gen(): AsyncGenerator<Buffer> {
       let pos = range?.start ?? 0;
       const endExclusive = range ? range.end + 1 : undefined;
-      let fh;
-      try {
-        fh = await open(dl.spoolPath, 'r');
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
-      }
-      if (!fh) {
-        // Committed (renamed away) or failed between the lookup and now.
+      const spool = await dl.readSpool();
+      if (!spool) {
+        // Committed or failed between the lookup and now (and nobody holds the spool any more).
         if (dl.state === 'failed') throw dl.error ?? errors.internal('download failed');
         await dl.done;
         const size = dl.size ?? 0;
@@ -91,7 +85,7 @@ export class SpoolReader {
           if (pos < allowed) {
             const n = Math.min(allowed - pos, FOLLOW_CHUNK);
             const buf = Buffer.allocUnsafe(n);
-            const { bytesRead } = await fh.read(buf, 0, n, pos);
+            const bytesRead = await spool.read(buf, pos);
             if (bytesRead === 0) throw errors.internal('spool file shorter than written');
             pos += bytesRead;
             yield bytesRead === n ? buf : buf.subarray(0, bytesRead);
@@ -101,7 +95,7 @@ export class SpoolReader {
           await dl.changed();
         }
       } finally {
-        await fh.close();
+        await spool.close();
       }
     }
     return Readable.from(gen(), { objectMode: false, highWaterMark: FOLLOW_CHUNK });

@@ -1,6 +1,7 @@
-// Builds the storage driver a config asks for, with the local spool directory that goes with it.
-// The spool (a verified-while-downloading temp file that clients follow) is always local: for the
-// filesystem driver it sits inside the storage root (so the commit is a rename), for S3 in dataDir/spool.
+// Builds the storage driver a config asks for. Every driver stages its writes in a local directory (the
+// download spool that clients follow: src/storage/staged-writer.ts): for the filesystem driver inside the
+// storage root (so the commit is a rename), for S3 in dataDir/spool. It is emptied here at start: a crash's
+// leftovers are never served.
 import { mkdir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { StorageConfig } from '../config/schema.js';
@@ -11,9 +12,9 @@ import { guardS3Outages } from './outage.js';
 
 export interface StorageSetup {
   readonly storage: StorageDriver;
-  /** Local directory for download spool files (emptied at start: a crash's leftovers are never served). */
-  readonly spoolDir: string;
-  /** Readiness: the spool directory is there and the backend answers. */
+  /** Where the driver stages its writes (emptied at start); gc removes a crash's leftovers there. */
+  readonly stagingDir: string;
+  /** Readiness: the staging directory is there and the backend answers. */
   ready(): Promise<boolean>;
   close(): void;
 }
@@ -29,26 +30,26 @@ export async function openStorage(cfg: StorageConfig, dataDir: string, clock: { 
     if (!s3) throw errors.s3SectionMissing();
     // The AWS SDK is loaded only when configured (it adds tens of MB to a process that does not use it).
     const { S3Driver } = await import('./s3.js');
-    const driver = new S3Driver({ ...s3 });
+    const stagingDir = join(dataDir, 'spool');
+    const driver = new S3Driver({ ...s3, stagingDir });
     try {
       await driver.check(AbortSignal.timeout(15_000));
     } catch (e) {
       driver.close();
       throw errors.storageUnusable(`S3 bucket ${s3.bucket} at ${s3.endpoint ?? 'AWS'}`, e);
     }
-    const spoolDir = join(dataDir, 'spool');
-    await rm(spoolDir, { recursive: true, force: true });
-    await mkdir(spoolDir, { recursive: true });
+    await rm(stagingDir, { recursive: true, force: true });
+    await mkdir(stagingDir, { recursive: true });
     let last: { at: number; ok: boolean } | undefined;
     return {
       // An S3 outage answers 503 with Retry-After (storage/outage.ts), not 500.
       storage: guardS3Outages(driver),
-      spoolDir,
+      stagingDir,
       ready: async () => {
         if (last && now() - last.at < READY_CACHE_MS) return last.ok;
         let ok = true;
         try {
-          await readdir(spoolDir);
+          await readdir(stagingDir);
           await driver.check(AbortSignal.timeout(5000));
         } catch {
           ok = false;
@@ -66,7 +67,7 @@ export async function openStorage(cfg: StorageConfig, dataDir: string, clock: { 
   await mkdir(driver.tmpDir, { recursive: true });
   return {
     storage: driver,
-    spoolDir: driver.tmpDir,
+    stagingDir: driver.tmpDir,
     ready: async () => {
       try {
         await readdir(driver.tmpDir);

@@ -15,14 +15,38 @@ export interface ByteRange {
   readonly end: number;
 }
 
-/** A streaming write that becomes visible under its key only on commit(). */
+/**
+ * A streaming write that becomes visible under its key only on commit() (distribution's FileWriter). Every
+ * driver stages the bytes in a local file (fs: in the storage root, so commit is a rename; S3: in a local
+ * staging directory, and commit uploads it): that file is what a download's followers read while it grows
+ * (readWritten), with sendfile(2) or a stream, and a crash leaves only staged files, never a partial object.
+ */
 export interface StorageWriter {
-  write(chunk: Uint8Array): Promise<void>;
+  /** Appends the bytes (several chunks: one writev); resolves once they are in the staged file. One write at a time. */
+  write(data: Uint8Array | readonly Uint8Array[]): Promise<void>;
+  /** Bytes written so far (readable through readWritten). */
   readonly size: number;
-  /** Makes the bytes visible under the key (atomic). */
+  /** The staged local file (gc leaves the files of live writers alone). */
+  readonly localPath: string;
+  /**
+   * What has been written so far, readable while the write goes on: one shared read-only handle on the staged
+   * file, valid after commit (rename, upload) or cancel (unlink) until closed. Undefined once the writer has
+   * finished and no handle is open any more: read the committed object then.
+   */
+  readWritten(): Promise<WrittenFile | undefined>;
+  /**
+   * Makes the bytes visible under the key, atomically (fs: fdatasync and rename; S3: PutObject or a multipart
+   * upload, then the staged file goes). On failure nothing is visible; call cancel() to drop the staged file.
+   */
   commit(): Promise<void>;
-  /** Drops everything written; the key is untouched. */
+  /** Drops everything written (the staged file, any upload); the key is untouched. Idempotent; a no-op after a commit. */
   cancel(): Promise<void>;
+}
+
+/** The bytes a writer staged so far (StorageWriter.readWritten): an fd for sendfile, and positional reads. */
+export interface WrittenFile extends LocalFile {
+  /** Reads up to buffer.byteLength bytes at `position`; resolves the count (0: nothing there yet). */
+  read(buffer: Uint8Array, position: number): Promise<number>;
 }
 
 export interface StorageDriver {
@@ -35,21 +59,19 @@ export interface StorageDriver {
   /** A stream of the object's bytes (or a range of them); throws StorageNotFound when absent. */
   reader(key: string, range?: ByteRange, signal?: AbortSignal): Promise<Readable>;
   /**
-   * A streaming write. Blobs do not take this path today (see importFile): the shared driver suite checks it,
-   * and it is the way in once the driver's writer becomes the download spool.
+   * A streaming write (StorageWriter), how every blob enters storage: a download writes through it, its clients
+   * follow the staged bytes as they grow, and the download commits once the digest is verified. `signal` aborts
+   * the commit's remote requests (S3).
    */
   writer(key: string, signal?: AbortSignal): Promise<StorageWriter>;
-  /**
-   * Moves a complete local file in under the key (atomic); the local file is consumed. How every blob enters
-   * storage: a download is spooled to a local file (storage/create.ts's spoolDir) that clients follow while it
-   * grows, verified, then moved in here (a rename on the filesystem, a multipart upload to S3).
-   */
-  importFile(key: string, localPath: string, signal?: AbortSignal): Promise<void>;
   /** Deletes the key; absent keys are not an error. */
   delete(key: string, signal?: AbortSignal): Promise<void>;
   /** Every key below the prefix, with its size. */
   list(prefix: string, signal?: AbortSignal): AsyncIterable<{ readonly key: string; readonly size: number; readonly modTime: Date }>;
-  /** Bytes free for new data, when the backend can tell. */
+  /**
+   * Bytes free for new data, when the driver can tell: the storage's disk (fs), or the local staging disk
+   * every write passes through (S3: the bucket has no limit relais could know).
+   */
   freeSpace?(): Promise<number | undefined>;
   /**
    * Drivers whose objects are local files: the object opened for reading, so that the HTTP edge can send it

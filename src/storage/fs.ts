@@ -1,12 +1,13 @@
-// The filesystem driver (default). Writes go to a temp file in the same filesystem, then rename():
-// a reader never sees a partial object, and a crash leaves only temp files that gc removes.
+// The filesystem driver (default). Writes are staged in a temp file in the same filesystem (_tmp/ under the
+// root; src/storage/staged-writer.ts), then rename()d into place: a reader never sees a partial object, and a
+// crash leaves only temp files that gc removes.
 import { createReadStream } from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, rm, stat, statfs, type FileHandle } from 'node:fs/promises';
 import { dirname, join, relative, sep } from 'node:path';
-import { randomUUID } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { StorageNotFound, type ByteRange, type LocalFile, type StatInfo, type StorageDriver, type StorageWriter } from './driver.js';
 import { OpenFiles } from './open-files.js';
+import { StagedWriter, stagedName } from './staged-writer.js';
 
 const TMP_DIR = '_tmp';
 /** Idle fds of hot objects kept open for openLocal (src/storage/open-files.ts), and for how long. */
@@ -33,9 +34,9 @@ export class FilesystemDriver implements StorageDriver {
     return join(this.root, TMP_DIR);
   }
 
-  async tempPath(): Promise<string> {
+  async tempPath(key: string): Promise<string> {
     await this.ensureDir(this.tmpDir);
-    return join(this.tmpDir, randomUUID());
+    return join(this.tmpDir, stagedName(key));
   }
 
   private async ensureDir(dir: string): Promise<void> {
@@ -109,46 +110,19 @@ export class FilesystemDriver implements StorageDriver {
     return this.files.closeAll();
   }
 
+  /** A write staged in tmpDir (same filesystem), published by fdatasync and rename(): atomic, never partial. */
   async writer(key: string): Promise<StorageWriter> {
     const target = this.path(key);
-    const tmp = await this.tempPath();
-    const fh = await open(tmp, 'wx');
-    let size = 0;
-    let closed = false;
-    const close = async (): Promise<void> => {
-      if (!closed) {
-        closed = true;
-        await fh.close();
-      }
-    };
-    return {
-      get size() {
-        return size;
-      },
-      write: async (chunk) => {
-        await fh.write(chunk);
-        size += chunk.byteLength;
-      },
-      commit: async () => {
-        await fh.datasync();
-        await close();
+    return StagedWriter.create(
+      await this.tempPath(key),
+      async (staged, _size, releasePath) => {
         await this.ensureDir(dirname(target));
-        await rename(tmp, target);
+        await releasePath();
+        await rename(staged, target);
         await this.files.invalidate(key);
       },
-      cancel: async () => {
-        await close();
-        await rm(tmp, { force: true });
-      },
-    };
-  }
-
-  async importFile(key: string, localPath: string, signal?: AbortSignal): Promise<void> {
-    signal?.throwIfAborted();
-    const target = this.path(key);
-    await this.ensureDir(dirname(target));
-    await rename(localPath, target);
-    await this.files.invalidate(key);
+      { sync: true },
+    );
   }
 
   async delete(key: string): Promise<void> {

@@ -1,9 +1,11 @@
 // The S3 driver: any S3-compatible object store (AWS S3, Ceph RGW, MinIO...). Keys live below an optional
-// prefix in one bucket. Large writes are multipart uploads straight to the final key: S3 shows an object
-// only once CompleteMultipartUpload succeeds, so a reader never sees a partial blob, and a failed or
-// cancelled write is aborted (its parts dropped). Small writes are one PutObject, atomic by nature.
+// prefix in one bucket. A streaming write is staged in a local file (src/storage/staged-writer.ts: the file a
+// download's clients follow while it grows) and uploaded on commit: a multipart upload straight to the final
+// key when it is larger than a part, else one PutObject. S3 shows an object only once the upload completes, so
+// a reader never sees a partial blob, and a failed upload is aborted (its parts dropped).
 import { createReadStream } from 'node:fs';
-import { open, rm, stat } from 'node:fs/promises';
+import { open, rm, statfs } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import {
   AbortMultipartUploadCommand,
@@ -21,6 +23,7 @@ import {
   type CompletedPart,
 } from '@aws-sdk/client-s3';
 import { StorageNotFound, type ByteRange, type StatInfo, type StorageDriver, type StorageWriter } from './driver.js';
+import { StagedWriter, stagedName } from './staged-writer.js';
 
 export interface S3DriverOptions {
   readonly bucket: string;
@@ -34,8 +37,10 @@ export interface S3DriverOptions {
   readonly prefix?: string | undefined;
   /** Size of a multipart part (S3's minimum is 5 MiB); also the threshold for a single PutObject. */
   readonly partSize?: number | undefined;
-  /** Parts uploaded at once by importFile(). */
+  /** Parts uploaded at once by a writer's commit. */
   readonly concurrency?: number | undefined;
+  /** Local directory where writes are staged before their upload (the download spool; emptied at start by storage/create.ts). */
+  readonly stagingDir: string;
   /** Keys per ListObjectsV2 page (S3's default and maximum: 1000). */
   readonly listPageSize?: number | undefined;
 }
@@ -63,9 +68,11 @@ export class S3Driver implements StorageDriver {
   private readonly partSize: number;
   private readonly concurrency: number;
   private readonly listPageSize: number | undefined;
+  readonly stagingDir: string;
 
   constructor(opts: S3DriverOptions) {
     this.bucket = opts.bucket;
+    this.stagingDir = opts.stagingDir;
     const p = opts.prefix ?? '';
     this.prefix = p === '' || p.endsWith('/') ? p : `${p}/`;
     this.partSize = Math.max(MIN_PART, opts.partSize ?? 8 * 1024 * 1024);
@@ -145,105 +152,42 @@ export class S3Driver implements StorageDriver {
     }
   }
 
-  writer(key: string, signal?: AbortSignal): Promise<StorageWriter> {
-    try {
-      return Promise.resolve(this.multipartWriter(key, this.objectKey(key), signal));
-    } catch (e) {
-      return Promise.reject(e instanceof Error ? e : new Error(String(e)));
-    }
-  }
-
-  /** Buffers one part, uploads it, and so on; a write that fits in one part becomes a PutObject on commit. */
-  private multipartWriter(key: string, objectKey: string, signal?: AbortSignal): StorageWriter {
-    const bucket = this.bucket;
-    const client = this.client;
-    let pending: Buffer[] = [];
-    let pendingBytes = 0;
-    let size = 0;
-    let uploadId: string | undefined;
-    const parts: CompletedPart[] = [];
-    let finished = false;
-    const flushPart = async (): Promise<void> => {
-      uploadId ??= (await client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: objectKey }), { abortSignal: signal })).UploadId;
-      if (uploadId === undefined) throw new Error(`storage: the S3 service started no multipart upload for ${key}`);
-      const body = Buffer.concat(pending, pendingBytes);
-      pending = [];
-      pendingBytes = 0;
-      const n = parts.length + 1;
-      const r = await client.send(
-        new UploadPartCommand({ Bucket: bucket, Key: objectKey, UploadId: uploadId, PartNumber: n, Body: body, ContentLength: body.byteLength }),
-        { abortSignal: signal },
-      );
-      parts.push({ PartNumber: n, ETag: r.ETag });
-    };
-    const abort = async (): Promise<void> => {
-      if (uploadId !== undefined) {
-        const id = uploadId;
-        uploadId = undefined;
-        // Not with the caller's signal: the abort must run even when that signal fired.
-        await client.send(new AbortMultipartUploadCommand({ Bucket: bucket, Key: objectKey, UploadId: id })).catch(() => undefined);
-      }
-    };
-    return {
-      get size() {
-        return size;
-      },
-      write: async (chunk) => {
-        if (finished) throw new Error('storage: write after commit or cancel');
-        // Copy: the caller may reuse its buffer once write() resolves.
-        pending.push(Buffer.from(chunk));
-        pendingBytes += chunk.byteLength;
-        size += chunk.byteLength;
-        if (pendingBytes >= this.partSizeFor(parts.length + 1)) {
-          try {
-            await flushPart();
-          } catch (e) {
-            finished = true;
-            await abort();
-            throw e;
-          }
-        }
-      },
-      commit: async () => {
-        if (finished) throw new Error('storage: commit after commit or cancel');
-        finished = true;
-        try {
-          if (uploadId === undefined) {
-            // Everything fits in one part: a single PutObject is just as atomic.
-            const body = Buffer.concat(pending, pendingBytes);
-            pending = [];
-            await client.send(new PutObjectCommand({ Bucket: bucket, Key: objectKey, Body: body, ContentLength: body.byteLength }), { abortSignal: signal });
-            return;
-          }
-          if (pendingBytes > 0) await flushPart();
-          await client.send(
-            new CompleteMultipartUploadCommand({ Bucket: bucket, Key: objectKey, UploadId: uploadId, MultipartUpload: { Parts: parts } }),
-            { abortSignal: signal },
-          );
-          uploadId = undefined;
-        } catch (e) {
-          await abort();
-          throw e;
-        }
-      },
-      cancel: async () => {
-        finished = true;
-        pending = [];
-        await abort();
-      },
-    };
-  }
-
-  /** Uploads a complete local file (a verified spool file) under the key, then deletes the local file. */
-  async importFile(key: string, localPath: string, signal?: AbortSignal): Promise<void> {
+  /**
+   * A write staged in a local file (stagingDir), uploaded by commit: one PutObject up to partSize, else a
+   * multipart upload of the file's parts (`concurrency` at once). S3 shows the object only once the upload
+   * completes; a failed or aborted upload is aborted (its parts dropped).
+   */
+  async writer(key: string, signal?: AbortSignal): Promise<StorageWriter> {
     const objectKey = this.objectKey(key);
-    const { size } = await stat(localPath);
+    return StagedWriter.create(
+      join(this.stagingDir, stagedName(key)),
+      async (staged, size, releasePath) => {
+        await this.upload(key, objectKey, staged, size, signal);
+        // The followers' shared fd outlives the unlink.
+        await releasePath();
+        await rm(staged, { force: true });
+      },
+      // The staged file is gone once uploaded: nothing to make durable.
+      { sync: false },
+    );
+  }
+
+  /** Bytes free on the local staging disk: every write passes through it (the bucket's own space is not known). */
+  freeSpace(): Promise<number | undefined> {
+    return statfs(this.stagingDir).then(
+      (s) => s.bavail * s.bsize,
+      () => undefined,
+    );
+  }
+
+  /** Uploads a complete local file under the key. */
+  private async upload(key: string, objectKey: string, localPath: string, size: number, signal?: AbortSignal): Promise<void> {
+    signal?.throwIfAborted();
     if (size <= this.partSize) {
       await this.client.send(
-        new PutObjectCommand({ Bucket: this.bucket, Key: objectKey, Body: createReadStream(localPath), ContentLength: size }),
+        new PutObjectCommand({ Bucket: this.bucket, Key: objectKey, Body: size === 0 ? new Uint8Array(0) : createReadStream(localPath), ContentLength: size }),
         { abortSignal: signal },
       );
-      await rm(localPath, { force: true });
       return;
     }
     const created = await this.client.send(new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: objectKey }), { abortSignal: signal });
@@ -290,7 +234,6 @@ export class S3Driver implements StorageDriver {
     } finally {
       await fh.close();
     }
-    await rm(localPath, { force: true });
   }
 
   async delete(key: string, signal?: AbortSignal): Promise<void> {

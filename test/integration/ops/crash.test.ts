@@ -98,7 +98,7 @@ test('kill -9 during a large download: no partial blob served or kept; gc remove
     // gc sees no live relais (the pid file is stale), so no grace period: it reports and removes the spool file.
     const dry = await relaisCli(['gc', '--dry-run', '--data', data]);
     assert.equal(dry.code, 0, dry.stderr);
-    assert.match(dry.stdout, /^temp file\s+.*_tmp\/sha256-[0-9a-f]+\.[0-9a-f]+\.part \(\d+\.\d MiB\)$/m);
+    assert.match(dry.stdout, /^temp file\s+.*_tmp\/[0-9a-f]{64}\.[0-9a-f]{8}\.part \(\d+\.\d MiB\)$/m);
     assert.match(dry.stdout, /1 temp files; would remove \d+\.\d MiB/);
     assert.equal((await filesIn(spool)).length, 1, 'a dry run removes nothing');
     const gc = await relaisCli(['gc', '--data', data]);

@@ -17,7 +17,6 @@ test('admission: a blob fits in free space minus what downloads in flight still 
   const asked: number[] = [];
   const admission = new SpaceAdmission({
     storage: { freeSpace: () => Promise.resolve(free) },
-    spoolDir: '/nonexistent',
     pending: () => pending,
     makeRoom: (bytes) => {
       asked.push(bytes);
@@ -35,7 +34,6 @@ test('admission: a blob fits in free space minus what downloads in flight still 
   // Eviction that frees the room admits the download.
   const roomy = new SpaceAdmission({
     storage: { freeSpace: () => Promise.resolve(free) },
-    spoolDir: '/nonexistent',
     pending: () => pending,
     makeRoom: (bytes) => {
       free += bytes;

@@ -17,7 +17,6 @@ test('budgetShortfall: the cache, the downloads in flight and the new blob toget
 function admission(state: { used: number; reserved: number; evictable: number }, maxSize: number, calls: number[]): SpaceAdmission {
   return new SpaceAdmission({
     storage: { freeSpace: () => Promise.resolve(10_000 * MiB) },
-    spoolDir: '/nonexistent',
     pending: () => 0,
     makeRoom: (bytes) => {
       calls.push(bytes);
@@ -54,7 +53,6 @@ test('no budget configured: nothing is evicted for it', async () => {
   let asked = 0;
   const a = new SpaceAdmission({
     storage: { freeSpace: () => Promise.resolve(10_000 * MiB) },
-    spoolDir: '/nonexistent',
     pending: () => 0,
     makeRoom: () => {
       asked++;
