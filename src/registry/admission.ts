@@ -19,6 +19,8 @@ export interface AdmissionOptions {
   readonly makeRoom?: ((bytes: number) => Promise<number>) | undefined;
   /** storage.maxSize, when configured: the budget the cache and the downloads in flight stay within. */
   readonly budget?: StorageBudget | undefined;
+  /** A blob admitted over the budget (what is left is in use or pinned): by how many bytes. */
+  readonly onOverrun?: ((digest: string, bytes: number) => void) | undefined;
 }
 
 export interface StorageBudget {
@@ -36,7 +38,14 @@ export interface BudgetOutcome {
 }
 
 export class SpaceAdmission {
+  private overruns = { admissions: 0, maxBytes: 0 };
+
   constructor(private readonly opts: AdmissionOptions) {}
+
+  /** Admissions that went over the budget because what was left could not be evicted, and the largest overrun. */
+  budgetOverruns(): { readonly admissions: number; readonly maxBytes: number } {
+    return { ...this.overruns };
+  }
 
   /**
    * Refuses a download that cannot fit: the free space the storage reports (for S3, the local disk its writer
@@ -59,7 +68,12 @@ export class SpaceAdmission {
     const shortBefore = await short();
     if (shortBefore === 0 || !this.opts.makeRoom) return { shortBefore, shortAfter: shortBefore };
     await this.opts.makeRoom(shortBefore);
-    return { shortBefore, shortAfter: await short() };
+    const shortAfter = await short();
+    if (shortAfter > 0) {
+      this.overruns = { admissions: this.overruns.admissions + 1, maxBytes: Math.max(this.overruns.maxBytes, shortAfter) };
+      this.opts.onOverrun?.(digest, shortAfter);
+    }
+    return { shortBefore, shortAfter };
   }
 
   private async fitOnDisk(digest: string, size: number): Promise<void> {

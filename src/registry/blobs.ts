@@ -56,10 +56,12 @@ export class BlobService {
   private readonly reader: SpoolReader;
   private readonly source: BlobSource;
   private readonly spoolSources: (() => Iterable<string>)[] = [];
+  private readonly admission: SpaceAdmission;
 
   constructor(private readonly opts: BlobServiceOptions) {
     const budget = opts.budget && { maxSize: opts.budget.maxSize, usage: () => opts.budget?.usage() ?? Promise.resolve(0), reserved: (d: string) => this.downloads.reservedBytes(d) };
-    const admission = new SpaceAdmission({ storage: opts.storage, pending: (d) => this.downloads.pendingBytes(d), makeRoom: opts.makeRoom, budget });
+    const admission = new SpaceAdmission({ storage: opts.storage, pending: (d) => this.downloads.pendingBytes(d), makeRoom: opts.makeRoom, budget, onOverrun: (digest, bytes) => opts.observer?.event?.('admitted over storage.maxSize: what is left to evict is in use (being downloaded or served) or pinned', { digest, bytes }) });
+    this.admission = admission;
     this.downloads = new DownloadTable({
       storage: opts.storage,
       index: opts.index,
@@ -246,6 +248,11 @@ export class BlobService {
     const busy = new Set(this.holds.digests());
     for (const d of this.downloads.values()) busy.add(d.digest);
     return busy;
+  }
+
+  /** Admissions over storage.maxSize (what was left could not be evicted) and the largest overrun in bytes. */
+  budgetOverruns(): { readonly admissions: number; readonly maxBytes: number } {
+    return this.admission.budgetOverruns();
   }
 
   /** The spool files (the storage writers' staged files) of the downloads in flight, and of the other writers registered: gc leaves them alone. */
