@@ -7,7 +7,7 @@
 // the per-host files).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { writeFile } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pushRunnableImage, pushRandomImage } from '../../peers/images.js';
 import { startDockerd, type Dockerd } from '../../peers/dockerd.js';
@@ -88,4 +88,27 @@ test('the BuildKit inside dockerd 20.10 uses certs.d for FROM pulls, Docker Hub 
   const bad = await build('FROM quay.test/owner/other:1\nRUN true\n');
   assert.notEqual(bad.code, 0, 'a FROM of a host without a ca.crt must fail');
   assert.match(bad.out, /x509|certificate/i, bad.out);
+});
+
+test('dockerd 20.10 trusts relais for Docker Hub with the CA in a directory named by SSL_CERT_DIR (system bundle kept, certs.d empty): what runner-config --via proxy mounts', async () => {
+  // Go's crypto/x509 on Linux loads the bundle file (SSL_CERT_FILE unset: the system one) AND every file of
+  // the SSL_CERT_DIR directories, so a directory holding only relais's CA adds it to the system roots, for
+  // every host, Docker Hub included (where dockerd 20.10 ignores certs.d, see the first test).
+  const caDir = join(dir, 'relais-ca');
+  await mkdir(caDir, { recursive: true });
+  await writeFile(join(caDir, 'relais-ca.crt'), relais.instance.proxy?.ca.certPem ?? '');
+  const proxy = relais.instance.proxy;
+  assert.ok(proxy);
+  // SSL_CERT_FILE '' is unset for Go (os.Getenv ""): the default bundle is read, as in docker:dind. certs.d: empty.
+  const d = await startDockerd({ env: { HTTPS_PROXY: proxy.url, SSL_CERT_FILE: '', SSL_CERT_DIR: caDir }, certsD: {} });
+  try {
+    const before = relais.logs().length;
+    await d.dockerOk(['pull', 'registry-1.docker.io/library/alpine:3.20']);
+    await d.dockerOk(['pull', 'ghcr.test/owner/assets:1']);
+    const reqs = relais.logs().slice(before).filter((l) => l.msg === 'request');
+    assert.ok(reqs.some((l) => l.upstream === 'docker.io' && String(l.path) === '/v2/library/alpine/manifests/3.20'), 'the Docker Hub read was served by relais');
+    assert.ok(reqs.some((l) => l.upstream === 'ghcr.io' && String(l.path) === '/v2/owner/assets/manifests/1'), 'the ghcr.test read was served by relais');
+  } finally {
+    await d.stop();
+  }
 });
