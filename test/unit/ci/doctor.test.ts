@@ -150,7 +150,7 @@ c: {image: node:20, script: [npm test]}
     const runner = planRunnerConfig(fixture('runner-config/registered-docker.toml'), {
       via: 'proxy',
       daemonJsonPath: '/unused',
-      proxy: { ...proxy, certsDirPath: '/etc/gitlab-runner/relais-certs.d', caPem: 'x' },
+      proxy: { ...proxy, certsDirPath: '/etc/gitlab-runner/relais-certs.d', caDirPath: '/etc/gitlab-runner/relais-ca', caPem: 'x' },
     }).output;
     assert.deepEqual(ci(generateGitlabCi({ mode: 'inline', service: false }), runner), []);
     assert.deepEqual(checkRunnerConfig(runnerFacts(parseRunnerConfig(runner))), []);
