@@ -9,6 +9,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { parseRunnerConfig, planRunnerConfig } from '../../../src/ci/runner-config.js';
 import { pushRunnableImage, pushRandomImage } from '../../peers/images.js';
 import { startDockerd, type Dockerd } from '../../peers/dockerd.js';
 import { removeDir, run, tempDir } from '../../peers/proc.js';
@@ -94,13 +95,26 @@ test('dockerd 20.10 trusts relais for Docker Hub with the CA in a directory name
   // Go's crypto/x509 on Linux loads the bundle file (SSL_CERT_FILE unset: the system one) AND every file of
   // the SSL_CERT_DIR directories, so a directory holding only relais's CA adds it to the system roots, for
   // every host, Docker Hub included (where dockerd 20.10 ignores certs.d, see the first test).
-  const caDir = join(dir, 'relais-ca');
-  await mkdir(caDir, { recursive: true });
-  await writeFile(join(caDir, 'relais-ca.crt'), relais.instance.proxy?.ca.certPem ?? '');
   const proxy = relais.instance.proxy;
   assert.ok(proxy);
+  // What `relais ci runner-config --via proxy` generates: the CA dir's files, its mount and dind's SSL_CERT_DIR.
+  const caDir = join(dir, 'relais-ca');
+  const plan = planRunnerConfig('[[runners]]\n  executor = "docker"\n  [runners.docker]\n    privileged = true\n', {
+    via: 'proxy',
+    daemonJsonPath: '/unused',
+    proxy: { url: 'http://relais.example.com:3128', hosts: ['registry-1.docker.io', 'ghcr.test'], certsDirPath: join(dir, 'certs.d'), caDirPath: caDir, caPem: proxy.ca.certPem },
+  });
+  await mkdir(caDir, { recursive: true });
+  for (const f of plan.caDirFiles ?? []) await writeFile(join(caDir, f.path), f.content);
+  const docker = (parseRunnerConfig(plan.output)['runners'] as { docker: { volumes: string[]; services: { environment: string[] }[] } }[])[0]?.docker;
+  const certDir = docker?.services[0]?.environment.find((e) => e.startsWith('SSL_CERT_DIR='))?.slice('SSL_CERT_DIR='.length);
+  assert.ok(certDir !== undefined, plan.output);
+  // The runner's bind mount, done here by naming the host directory itself: SSL_CERT_DIR's mounted paths -> host paths.
+  const mounts = new Map((docker?.volumes ?? []).map((v) => v.split(':')).map(([src = '', dst = '']) => [dst, src] as const));
+  const hostCertDir = certDir.split(':').map((d) => mounts.get(d) ?? d).join(':');
+  assert.equal(hostCertDir, caDir);
   // SSL_CERT_FILE '' is unset for Go (os.Getenv ""): the default bundle is read, as in docker:dind. certs.d: empty.
-  const d = await startDockerd({ env: { HTTPS_PROXY: proxy.url, SSL_CERT_FILE: '', SSL_CERT_DIR: caDir }, certsD: {} });
+  const d = await startDockerd({ env: { HTTPS_PROXY: proxy.url, SSL_CERT_FILE: '', SSL_CERT_DIR: hostCertDir }, certsD: {} });
   try {
     const before = relais.logs().length;
     await d.dockerOk(['pull', 'registry-1.docker.io/library/alpine:3.20']);
