@@ -2,7 +2,9 @@
 // through relais's HTTPS proxy door (`proxy.listen`, e.g. :3128) instead of a Docker Hub-only
 // --registry-mirror. dind gets HTTPS_PROXY/NO_PROXY and trusts relais's CA through dockerd's
 // per-registry mechanism, /etc/docker/certs.d/<host>/ca.crt (added to the system roots, never
-// replacing them), one file per intercepted host. Pure functions; the commands do the I/O.
+// replacing them), one file per intercepted host, and in its system roots for Docker Hub, where dockerd
+// ignores certs.d (gitlab --proxy: appended to the bundle; runner-config --via proxy: SSL_CERT_DIR).
+// Pure functions; the commands do the I/O.
 
 import { parse as parseYaml } from 'yaml';
 import { errors } from '../errors.js';

@@ -4,7 +4,8 @@
 // bind-mounted onto /etc/docker, so nothing global is touched. Measured: dockerd's own pulls use certs.d for
 // every registry but Docker Hub; the BuildKit inside it (/usr/bin/docker 20.10, DOCKER_BUILDKIT=1) uses it for
 // Docker Hub too (certs.d/docker.io/ca.crt). A host without its ca.crt is refused (the trust does come from
-// the per-host files).
+// the per-host files). The third test: the CA in a directory named by SSL_CERT_DIR (what runner-config --via proxy
+// generates) adds it to the system roots, so dockerd's own Docker Hub pulls work too.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdir, writeFile } from 'node:fs/promises';
