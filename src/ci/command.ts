@@ -285,7 +285,10 @@ export function registerCiCommands(program: Command): void {
         '                 runner\'s dind service gets environment HTTPS_PROXY (relais\'s',
         '                 proxy door) and NO_PROXY, and a certs.d directory written next',
         '                 to config.toml (<host>/ca.crt = relais\'s CA, per intercepted',
-        '                 host) is mounted at /etc/docker/certs.d; jobs declare no dind',
+        '                 host) is mounted at /etc/docker/certs.d; a relais-ca directory',
+        '                 (relais-ca.crt only) is mounted at /etc/relais-ca and named by',
+        '                 SSL_CERT_DIR, so the CA joins dind\'s system roots (dockerd\'s',
+        '                 own Docker Hub pulls ignore certs.d); jobs declare no dind',
         '                 service (relais ci gitlab --no-service)',
         '',
         'With an http:// mirror the dind command (or daemon.json) also marks relais',
@@ -303,6 +306,7 @@ export function registerCiCommands(program: Command): void {
     .option('--relais-config <file>', '--via proxy: take the intercepted hosts from this relais config (upstreams.NAME.hosts)')
     .option('--ca <url|file>', "--via proxy: relais's CA certificate (default http://<proxy host>:5000/_relais/ca.crt)")
     .option('--certs-dir <path>', '--via proxy: host path of the certs.d directory; default: relais-certs.d next to --file')
+    .option('--ca-dir <path>', "--via proxy: host path of the directory holding only relais's CA (SSL_CERT_DIR in dind); default: relais-ca next to the certs.d directory")
     .option('--daemon-json <path>', 'host path of the daemon.json (--via volume); default: relais-daemon.json next to --file')
     .option('--dind-image <ref>', 'image of a new dind service entry (--via service)', 'docker:27-dind')
     .option('--no-tls', 'do not add the /certs/client volume (jobs talk to dind on 2375 without TLS)')
@@ -334,6 +338,7 @@ export function registerCiCommands(program: Command): void {
         relaisConfig?: string;
         ca?: string;
         certsDir?: string;
+        caDir?: string;
       }) =>
         guarded(async () => {
           if (opts.via !== 'proxy' && opts.mirror === undefined) {
@@ -346,12 +351,14 @@ export function registerCiCommands(program: Command): void {
           const text = readText(file, 'runner config');
           const daemonJsonPath = opts.daemonJson ?? join(dirname(file), 'relais-daemon.json');
           const certsDirPath = resolve(opts.certsDir ?? join(dirname(file), 'relais-certs.d'));
+          const caDirPath = resolve(opts.caDir ?? join(dirname(certsDirPath), 'relais-ca'));
           const proxy =
             opts.via === 'proxy' && opts.proxy !== undefined
               ? {
                   url: opts.proxy,
                   hosts: interceptOption(opts.intercept, opts.relaisConfig),
                   certsDirPath,
+                  caDirPath,
                   caPem: await readCa(opts.ca ?? defaultCaUrl(opts.proxy)),
                 }
               : undefined;
@@ -364,10 +371,12 @@ export function registerCiCommands(program: Command): void {
             proxy,
           });
           const check = opts.check === true;
-          const staleCerts = (plan.certsFiles ?? []).filter((f) => {
-            const path = join(certsDirPath, f.path);
+          const stale = (dir: string) => (f: { path: string; content: string }): boolean => {
+            const path = join(dir, f.path);
             return !existsSync(path) || readFileSync(path, 'utf8') !== f.content;
-          });
+          };
+          const staleCerts = (plan.certsFiles ?? []).filter(stale(certsDirPath));
+          const staleCa = (plan.caDirFiles ?? []).filter(stale(caDirPath));
           let daemonJsonChanged = false;
           if (plan.daemonJson !== undefined) {
             const current = existsSync(daemonJsonPath) ? readFileSync(daemonJsonPath, 'utf8') : undefined;
@@ -377,6 +386,7 @@ export function registerCiCommands(program: Command): void {
             if (plan.changed) writeAtomic(file, plan.output);
             if (plan.daemonJson !== undefined && daemonJsonChanged) writeAtomic(daemonJsonPath, plan.daemonJson);
             for (const f of staleCerts) writeAtomic(join(certsDirPath, f.path), f.content);
+            for (const f of staleCa) writeAtomic(join(caDirPath, f.path), f.content);
           }
           process.stdout.write(`${describePlan(plan, file, check)}\n`);
           if (plan.daemonJson !== undefined) {
@@ -389,7 +399,12 @@ export function registerCiCommands(program: Command): void {
               `${certsDirPath}: ${staleCerts.length === 0 ? 'up to date' : `${check ? 'would write' : 'wrote'} ${staleCerts.map((f) => f.path).join(', ')}`}\n`,
             );
           }
-          return check && (plan.changed || daemonJsonChanged || staleCerts.length > 0) ? 1 : 0;
+          if (plan.caDirFiles !== undefined) {
+            process.stdout.write(
+              `${caDirPath}: ${staleCa.length === 0 ? 'up to date' : `${check ? 'would write' : 'wrote'} ${staleCa.map((f) => f.path).join(', ')}`}\n`,
+            );
+          }
+          return check && (plan.changed || daemonJsonChanged || staleCerts.length > 0 || staleCa.length > 0) ? 1 : 0;
         }),
     );
 

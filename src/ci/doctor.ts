@@ -4,7 +4,7 @@
 
 import { parse as parseYaml, type YAMLSeq } from 'yaml';
 import { errors } from '../errors.js';
-import { DOCKER_CERTS_D, DOCKER_HUB_HOSTS, INTERCEPT_HOSTS_VAR, isLoopback } from './proxy.js';
+import { DOCKER_CERTS_D, DOCKER_HUB_HOSTS, INTERCEPT_HOSTS_VAR, isLoopback, RELAIS_CA_DIR, SYSTEM_CA_BUNDLE } from './proxy.js';
 import { DOCKER_EXECUTORS, isDindImage, runnersOf } from './runner-config.js';
 import { serviceAliases } from './service-alias.js';
 
@@ -214,6 +214,37 @@ function trustsCa(service: ServiceDef, runnerVolumes: readonly string[]): boolea
   return service.entrypoint.some((a) => a.includes(DOCKER_CERTS_D)) || runnerVolumes.some((v) => v.split(':')[1] === DOCKER_CERTS_D);
 }
 
+/**
+ * True when dind gets relais's CA in its system roots, which dockerd's own pulls of Docker Hub need (they
+ * ignore certs.d: test/integration/proxy/certsd.test.ts): the generated entrypoint appending it to the bundle,
+ * SSL_CERT_DIR naming a mounted directory (runner-config --via proxy: /etc/relais-ca), SSL_CERT_FILE in a
+ * mounted path, or a bundle mounted over the system one.
+ */
+function caInSystemRoots(service: ServiceDef, vars: Readonly<Record<string, string>>, runnerVolumes: readonly string[]): boolean {
+  if (service.entrypoint.some((a) => a.includes(SYSTEM_CA_BUNDLE))) return true;
+  const targets = runnerVolumes.map((v) => v.split(':')[1] ?? '').filter((t) => t !== '');
+  const under = (path: string): boolean => targets.some((t) => path === t || path.startsWith(`${t}/`));
+  const dirs = (vars['SSL_CERT_DIR'] ?? '').split(':').filter((d) => d !== '');
+  const file = vars['SSL_CERT_FILE'] ?? '';
+  return dirs.some(under) || (file !== '' && under(file)) || under(SYSTEM_CA_BUNDLE);
+}
+
+/** True when the intercepted hosts include Docker Hub, or are not named (Docker Hub is the default). */
+function interceptsDockerHub(p: ProxyFacts): boolean {
+  return p.hosts === undefined || p.hosts.some((h) => DOCKER_HUB_HOSTS.includes(h.toLowerCase()));
+}
+
+/** The finding for a dind that trusts relais per host (certs.d) only, while Docker Hub goes through the door. */
+function hubCaFinding(where: string, service: string): Finding {
+  return {
+    rule: 'proxy-ca-hub',
+    severity: 'warning',
+    where,
+    message: `service ${service} trusts relais's CA through ${DOCKER_CERTS_D} only: dockerd ignores certs.d for Docker Hub (registry-1.docker.io), so its own pulls of Docker Hub images through the proxy door fail with x509 errors (BuildKit FROM lines still work)`,
+    fix: `rerun relais ci runner-config --via proxy: it also mounts a directory holding only relais's CA at ${RELAIS_CA_DIR} and sets SSL_CERT_DIR=${RELAIS_CA_DIR} on the dind service (the CA joins its system roots)`,
+  };
+}
+
 /** The registry host of an image reference (Docker Hub's for names without one). */
 function registryHost(ref: string): string {
   const first = ref.split('/')[0] ?? '';
@@ -355,6 +386,14 @@ export function checkGitlabCi(doc: Obj, runners: readonly RunnerFacts[] | undefi
           message: "dind goes through relais's proxy door but nothing gives it relais's CA: every intercepted pull fails with \"x509: certificate signed by unknown authority\"",
           fix: 'generate the job with `relais ci gitlab --proxy ...` (its dind entrypoint writes /etc/docker/certs.d/<host>/ca.crt), or mount a certs.d directory (relais ci runner-config --via proxy)',
         });
+      } else if (
+        // Trusted through the runner's certs.d mount (runner-config --via proxy), not a job entrypoint of its own.
+        jobProxy !== undefined &&
+        !jobProxy.s.entrypoint.some((a) => a.includes(DOCKER_CERTS_D)) &&
+        interceptsDockerHub(proxy) &&
+        !caInSystemRoots(jobProxy.s, { ...vars, ...jobProxy.s.variables }, relevant.flatMap((r) => r.volumes))
+      ) {
+        findings.push(hubCaFinding(where, jobProxy.s.name));
       }
     }
     const hostVarProxy = proxyFacts(vars);
@@ -523,6 +562,8 @@ export function checkRunnerConfig(runners: readonly RunnerFacts[]): Finding[] {
             message: `service ${s.name} goes through relais's proxy door (HTTPS_PROXY) but no certs.d is mounted at ${DOCKER_CERTS_D}: intercepted pulls fail with x509 errors`,
             fix: 'relais ci runner-config --via proxy writes <host>/ca.crt files and mounts them',
           });
+        } else if (interceptsDockerHub(p) && !caInSystemRoots(s, s.variables, r.volumes)) {
+          findings.push(hubCaFinding(where, s.name));
         }
       }
       const hasMirrorFlag = s.command.some((a) => a.startsWith('--registry-mirror'));

@@ -2,7 +2,9 @@
 // through relais's HTTPS proxy door (`proxy.listen`, e.g. :3128) instead of a Docker Hub-only
 // --registry-mirror. dind gets HTTPS_PROXY/NO_PROXY and trusts relais's CA through dockerd's
 // per-registry mechanism, /etc/docker/certs.d/<host>/ca.crt (added to the system roots, never
-// replacing them), one file per intercepted host. Pure functions; the commands do the I/O.
+// replacing them), one file per intercepted host, and in its system roots for Docker Hub, where dockerd
+// ignores certs.d (gitlab --proxy: appended to the bundle; runner-config --via proxy: SSL_CERT_DIR).
+// Pure functions; the commands do the I/O.
 
 import { parse as parseYaml } from 'yaml';
 import { errors } from '../errors.js';
@@ -15,6 +17,27 @@ export const DOCKER_CERTS_D = '/etc/docker/certs.d';
 
 /** The system roots of docker:dind (Alpine), which Go reads first. */
 export const SYSTEM_CA_BUNDLE = '/etc/ssl/certs/ca-certificates.crt';
+
+/**
+ * Where `relais ci runner-config --via proxy` mounts a directory holding only relais's CA (read-only), named by
+ * SSL_CERT_DIR in dind's environment. Go's crypto/x509 on Linux loads the default bundle (SSL_CERT_FILE unset)
+ * AND every file of the SSL_CERT_DIR directories (which replace only the default directories), so the CA joins
+ * the system roots: dockerd trusts it for Docker Hub too, where it ignores certs.d (measured with dockerd
+ * 20.10, test/integration/proxy/certsd.test.ts).
+ */
+export const RELAIS_CA_DIR = '/etc/relais-ca';
+
+/** The CA's file name in RELAIS_CA_DIR (and in the host directory mounted there). */
+export const RELAIS_CA_FILE = 'relais-ca.crt';
+
+/**
+ * dind's SSL_CERT_DIR with RELAIS_CA_DIR added last: other directories of an existing value are kept in
+ * their order (the value is colon-separated, as OpenSSL's), so applying it twice changes nothing.
+ */
+export function sslCertDirWith(current: string | undefined): string {
+  const dirs = (current ?? '').split(':').filter((d) => d !== '' && d !== RELAIS_CA_DIR);
+  return [...dirs, RELAIS_CA_DIR].join(':');
+}
 
 /** The variable that lists the intercepted hosts in the generated wiring (read by `relais ci doctor`). */
 export const INTERCEPT_HOSTS_VAR = 'RELAIS_INTERCEPT_HOSTS';

@@ -6,7 +6,7 @@
 import { parse, patch } from '@decimalturn/toml-patch';
 import { errors } from '../errors.js';
 import { dindMirrorFlags, normalizeMirror } from './gitlab-yaml.js';
-import { certsDFiles, DOCKER_CERTS_D, INTERCEPT_HOSTS_VAR, interceptHosts, noProxyFor, normalizeProxy } from './proxy.js';
+import { certsDFiles, DOCKER_CERTS_D, INTERCEPT_HOSTS_VAR, interceptHosts, noProxyFor, normalizeProxy, RELAIS_CA_DIR, RELAIS_CA_FILE, sslCertDirWith } from './proxy.js';
 import { serviceAliases } from './service-alias.js';
 
 export type MirrorVia = 'service' | 'volume' | 'proxy';
@@ -19,7 +19,13 @@ export interface RunnerProxyOptions {
   readonly hosts: readonly string[];
   /** Host path of the certs.d directory the command writes and the runner mounts at /etc/docker/certs.d. */
   readonly certsDirPath: string;
-  /** relais's CA certificate (PEM), written as <host>/ca.crt for every intercepted host. */
+  /**
+   * Host path of a directory holding only relais's CA (relais-ca.crt), mounted read-only at /etc/relais-ca and
+   * named by SSL_CERT_DIR in dind's environment: the CA joins the system roots, which is what dockerd's own
+   * pulls of Docker Hub need (they ignore certs.d). Everything in it is trusted: keep nothing else there.
+   */
+  readonly caDirPath: string;
+  /** relais's CA certificate (PEM), written as <host>/ca.crt for every intercepted host and as relais-ca.crt. */
   readonly caPem: string;
 }
 
@@ -58,6 +64,8 @@ export interface RunnerConfigPlan {
   readonly daemonJson?: string;
   /** The certs.d files to write under RunnerProxyOptions.certsDirPath (via proxy): relative path and content. */
   readonly certsFiles?: readonly { path: string; content: string }[];
+  /** The files to write under RunnerProxyOptions.caDirPath (via proxy): relais-ca.crt, the CA. */
+  readonly caDirFiles?: readonly { path: string; content: string }[];
 }
 
 export const DOCKER_EXECUTORS: readonly string[] = ['docker', 'docker+machine', 'docker-autoscaler'];
@@ -117,7 +125,7 @@ export function daemonJsonFor(mirror: string): string {
 /** Computes the new config.toml text and a report (pure: no file is read or written). */
 export function planRunnerConfig(text: string, options: RunnerConfigOptions): RunnerConfigPlan {
   let mirror = '';
-  let proxy: { url: string; hosts: string[]; mount: string; options: RunnerProxyOptions } | undefined;
+  let proxy: { url: string; hosts: string[]; mount: string; caMount: string; options: RunnerProxyOptions } | undefined;
   if (options.via === 'proxy') {
     if (options.proxy === undefined) {
       throw errors.ciUsage('--via proxy needs --proxy', 'add --proxy http://<relais>:3128 (proxy.listen)');
@@ -126,6 +134,7 @@ export function planRunnerConfig(text: string, options: RunnerConfigOptions): Ru
       url: normalizeProxy(options.proxy.url),
       hosts: interceptHosts(options.proxy.hosts),
       mount: `${options.proxy.certsDirPath}:${DOCKER_CERTS_D}:ro`,
+      caMount: `${options.proxy.caDirPath}:${RELAIS_CA_DIR}:ro`,
       options: options.proxy,
     };
   } else {
@@ -181,13 +190,19 @@ export function planRunnerConfig(text: string, options: RunnerConfigOptions): Ru
 
     if (proxy !== undefined) {
       const p = proxy;
-      const existing = newVolumes.findIndex((v) => v.split(':')[1] === DOCKER_CERTS_D);
-      if (existing === -1) {
-        newVolumes.push(p.mount);
-        changes.push(`volumes += "${p.mount}" (dind trusts relais's CA for each intercepted host)`);
-      } else if (newVolumes[existing] !== p.mount) {
-        changes.push(`volumes: "${newVolumes[existing] ?? ''}" -> "${p.mount}"`);
-        newVolumes[existing] = p.mount;
+      const mounts: [string, string, string][] = [
+        [DOCKER_CERTS_D, p.mount, "dind trusts relais's CA for each intercepted host"],
+        [RELAIS_CA_DIR, p.caMount, "dind adds relais's CA to its system roots through SSL_CERT_DIR: dockerd's own pulls of Docker Hub ignore certs.d"],
+      ];
+      for (const [target, mnt, why] of mounts) {
+        const existing = newVolumes.findIndex((v) => v.split(':')[1] === target);
+        if (existing === -1) {
+          newVolumes.push(mnt);
+          changes.push(`volumes += "${mnt}" (${why})`);
+        } else if (newVolumes[existing] !== mnt) {
+          changes.push(`volumes: "${newVolumes[existing] ?? ''}" -> "${mnt}"`);
+          newVolumes[existing] = mnt;
+        }
       }
       // NO_PROXY: the runner's other services (the job reaches them directly) and GitLab's own host.
       const otherNames = services
@@ -202,16 +217,18 @@ export function planRunnerConfig(text: string, options: RunnerConfigOptions): Ru
         `NO_PROXY=${noProxyFor(p.url, p.hosts, [...otherNames, ...(gitlabHost === undefined ? [] : [gitlabHost])])}`,
         `${INTERCEPT_HOSTS_VAR}=${p.hosts.join(' ')}`,
       ];
-      const isOurs = (e: string): boolean => /^(HTTPS_PROXY|https_proxy|NO_PROXY|no_proxy)=/.test(e) || e.startsWith(`${INTERCEPT_HOSTS_VAR}=`);
+      const isOurs = (e: string): boolean => /^(HTTPS_PROXY|https_proxy|NO_PROXY|no_proxy|SSL_CERT_DIR)=/.test(e) || e.startsWith(`${INTERCEPT_HOSTS_VAR}=`);
       if (dindServices.length === 0) {
         const image = options.dindImage ?? 'docker:27-dind';
-        services.push({ name: image, alias: 'docker', environment: env });
+        services.push({ name: image, alias: 'docker', environment: [...env, `SSL_CERT_DIR=${sslCertDirWith(undefined)}`] });
         d['services'] = services;
-        changes.push(`services += ${image} (alias docker, environment HTTPS_PROXY=${p.url}, NO_PROXY, ${INTERCEPT_HOSTS_VAR})`);
+        changes.push(`services += ${image} (alias docker, environment HTTPS_PROXY=${p.url}, NO_PROXY, ${INTERCEPT_HOSTS_VAR}, SSL_CERT_DIR=${RELAIS_CA_DIR})`);
       }
       for (const s of dindServices) {
         const current = stringArray(s['environment']) ?? [];
-        const want = [...current.filter((e) => !isOurs(e)), ...env];
+        // A user's own SSL_CERT_DIR directories are kept; relais's is added to them.
+        const userCertDir = current.find((e) => e.startsWith('SSL_CERT_DIR='))?.slice('SSL_CERT_DIR='.length);
+        const want = [...current.filter((e) => !isOurs(e)), ...env, `SSL_CERT_DIR=${sslCertDirWith(userCertDir)}`];
         if (current.length !== want.length || current.some((e, i) => e !== want[i])) {
           s['environment'] = want;
           changes.push(`service "${String(s['name'])}": environment = ${JSON.stringify(want)}`);
@@ -223,7 +240,7 @@ export function planRunnerConfig(text: string, options: RunnerConfigOptions): Ru
       }
       warnings.push('jobs must not declare their own dind service (relais ci gitlab --no-service): the runner\'s has the proxy settings');
       if (executor !== 'docker') {
-        warnings.push(`executor ${executor} runs jobs on other machines: ${p.options.certsDirPath} must exist there too`);
+        warnings.push(`executor ${executor} runs jobs on other machines: ${p.options.certsDirPath} and ${p.options.caDirPath} must exist there too`);
       }
     } else if (options.via === 'volume') {
       const existing = newVolumes.findIndex((v) => v.split(':')[1] === DIND_DAEMON_JSON);
@@ -288,7 +305,9 @@ export function planRunnerConfig(text: string, options: RunnerConfigOptions): Ru
     changed: output !== text,
     runners: reports,
     ...(options.via === 'volume' ? { daemonJson: daemonJsonFor(mirror) } : {}),
-    ...(proxy !== undefined ? { certsFiles: certsDFiles(proxy.hosts, proxy.options.caPem) } : {}),
+    ...(proxy !== undefined
+      ? { certsFiles: certsDFiles(proxy.hosts, proxy.options.caPem), caDirFiles: [{ path: RELAIS_CA_FILE, content: proxy.options.caPem }] }
+      : {}),
   };
 }
 

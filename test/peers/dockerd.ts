@@ -95,6 +95,8 @@ export async function startDockerd(opts: DockerdOptions = {}): Promise<Dockerd> 
   let args = daemonArgs;
   if (opts.certsD !== undefined) {
     const etcDocker = join(dir, 'etc-docker');
+    // An empty certsD ({}) still gets its own (empty) certs.d: nothing of the host's /etc/docker is seen.
+    await mkdir(join(etcDocker, 'certs.d'), { recursive: true });
     for (const [host, pem] of Object.entries(opts.certsD)) {
       await mkdir(join(etcDocker, 'certs.d', host), { recursive: true });
       await writeFile(join(etcDocker, 'certs.d', host, 'ca.crt'), pem);

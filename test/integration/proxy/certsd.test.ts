@@ -4,11 +4,13 @@
 // bind-mounted onto /etc/docker, so nothing global is touched. Measured: dockerd's own pulls use certs.d for
 // every registry but Docker Hub; the BuildKit inside it (/usr/bin/docker 20.10, DOCKER_BUILDKIT=1) uses it for
 // Docker Hub too (certs.d/docker.io/ca.crt). A host without its ca.crt is refused (the trust does come from
-// the per-host files).
+// the per-host files). The third test: the CA in a directory named by SSL_CERT_DIR (what runner-config --via proxy
+// generates) adds it to the system roots, so dockerd's own Docker Hub pulls work too.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { writeFile } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { parseRunnerConfig, planRunnerConfig } from '../../../src/ci/runner-config.js';
 import { pushRunnableImage, pushRandomImage } from '../../peers/images.js';
 import { startDockerd, type Dockerd } from '../../peers/dockerd.js';
 import { removeDir, run, tempDir } from '../../peers/proc.js';
@@ -88,4 +90,40 @@ test('the BuildKit inside dockerd 20.10 uses certs.d for FROM pulls, Docker Hub 
   const bad = await build('FROM quay.test/owner/other:1\nRUN true\n');
   assert.notEqual(bad.code, 0, 'a FROM of a host without a ca.crt must fail');
   assert.match(bad.out, /x509|certificate/i, bad.out);
+});
+
+test('dockerd 20.10 trusts relais for Docker Hub with the CA in a directory named by SSL_CERT_DIR (system bundle kept, certs.d empty): what runner-config --via proxy mounts', async () => {
+  // Go's crypto/x509 on Linux loads the bundle file (SSL_CERT_FILE unset: the system one) AND every file of
+  // the SSL_CERT_DIR directories, so a directory holding only relais's CA adds it to the system roots, for
+  // every host, Docker Hub included (where dockerd 20.10 ignores certs.d, see the first test).
+  const proxy = relais.instance.proxy;
+  assert.ok(proxy);
+  // What `relais ci runner-config --via proxy` generates: the CA dir's files, its mount and dind's SSL_CERT_DIR.
+  const caDir = join(dir, 'relais-ca');
+  const plan = planRunnerConfig('[[runners]]\n  executor = "docker"\n  [runners.docker]\n    privileged = true\n', {
+    via: 'proxy',
+    daemonJsonPath: '/unused',
+    proxy: { url: 'http://relais.example.com:3128', hosts: ['registry-1.docker.io', 'ghcr.test'], certsDirPath: join(dir, 'certs.d'), caDirPath: caDir, caPem: proxy.ca.certPem },
+  });
+  await mkdir(caDir, { recursive: true });
+  for (const f of plan.caDirFiles ?? []) await writeFile(join(caDir, f.path), f.content);
+  const docker = (parseRunnerConfig(plan.output)['runners'] as { docker: { volumes: string[]; services: { environment: string[] }[] } }[])[0]?.docker;
+  const certDir = docker?.services[0]?.environment.find((e) => e.startsWith('SSL_CERT_DIR='))?.slice('SSL_CERT_DIR='.length);
+  assert.ok(certDir !== undefined, plan.output);
+  // The runner's bind mount, done here by naming the host directory itself: SSL_CERT_DIR's mounted paths -> host paths.
+  const mounts = new Map((docker?.volumes ?? []).map((v) => v.split(':')).map(([src = '', dst = '']) => [dst, src] as const));
+  const hostCertDir = certDir.split(':').map((d) => mounts.get(d) ?? d).join(':');
+  assert.equal(hostCertDir, caDir);
+  // SSL_CERT_FILE '' is unset for Go (os.Getenv ""): the default bundle is read, as in docker:dind. certs.d: empty.
+  const d = await startDockerd({ env: { HTTPS_PROXY: proxy.url, SSL_CERT_FILE: '', SSL_CERT_DIR: hostCertDir }, certsD: {} });
+  try {
+    const before = relais.logs().length;
+    await d.dockerOk(['pull', 'registry-1.docker.io/library/alpine:3.20']);
+    await d.dockerOk(['pull', 'ghcr.test/owner/assets:1']);
+    const reqs = relais.logs().slice(before).filter((l) => l.msg === 'request');
+    assert.ok(reqs.some((l) => l.upstream === 'docker.io' && String(l.path) === '/v2/library/alpine/manifests/3.20'), 'the Docker Hub read was served by relais');
+    assert.ok(reqs.some((l) => l.upstream === 'ghcr.io' && String(l.path) === '/v2/owner/assets/manifests/1'), 'the ghcr.test read was served by relais');
+  } finally {
+    await d.stop();
+  }
 });

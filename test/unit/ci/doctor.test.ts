@@ -150,7 +150,7 @@ c: {image: node:20, script: [npm test]}
     const runner = planRunnerConfig(fixture('runner-config/registered-docker.toml'), {
       via: 'proxy',
       daemonJsonPath: '/unused',
-      proxy: { ...proxy, certsDirPath: '/etc/gitlab-runner/relais-certs.d', caPem: 'x' },
+      proxy: { ...proxy, certsDirPath: '/etc/gitlab-runner/relais-certs.d', caDirPath: '/etc/gitlab-runner/relais-ca', caPem: 'x' },
     }).output;
     assert.deepEqual(ci(generateGitlabCi({ mode: 'inline', service: false }), runner), []);
     assert.deepEqual(checkRunnerConfig(runnerFacts(parseRunnerConfig(runner))), []);
@@ -158,6 +158,32 @@ c: {image: node:20, script: [npm test]}
     const noCa = runner.replace(', "/etc/gitlab-runner/relais-certs.d:/etc/docker/certs.d:ro"', '');
     assert.notEqual(noCa, runner);
     assert.deepEqual(rules(checkRunnerConfig(runnerFacts(parseRunnerConfig(noCa)))), ['error:proxy-ca']);
+    // Wired by an older runner-config (certs.d only, no CA dir, no SSL_CERT_DIR): Docker Hub pulls would fail.
+    const certsDOnly = runner.replace(', "/etc/gitlab-runner/relais-ca:/etc/relais-ca:ro"', '').replace(', "SSL_CERT_DIR=/etc/relais-ca"', '');
+    assert.notEqual(certsDOnly, runner);
+    const hub = checkRunnerConfig(runnerFacts(parseRunnerConfig(certsDOnly)));
+    assert.deepEqual(rules(hub), ['warning:proxy-ca-hub']);
+    assert.match(hub[0]?.fix ?? '', /SSL_CERT_DIR=\/etc\/relais-ca/);
+    // The variable without the mount, or the mount without the variable, is not enough either.
+    const varOnly = runner.replace(', "/etc/gitlab-runner/relais-ca:/etc/relais-ca:ro"', '');
+    assert.deepEqual(rules(checkRunnerConfig(runnerFacts(parseRunnerConfig(varOnly)))), ['warning:proxy-ca-hub']);
+    const mountOnly = runner.replace(', "SSL_CERT_DIR=/etc/relais-ca"', '');
+    assert.deepEqual(rules(checkRunnerConfig(runnerFacts(parseRunnerConfig(mountOnly)))), ['warning:proxy-ca-hub']);
+    // Docker Hub not intercepted: certs.d covers every intercepted host, nothing to warn about.
+    const noHub = certsDOnly.replace('RELAIS_INTERCEPT_HOSTS=registry-1.docker.io ghcr.io', 'RELAIS_INTERCEPT_HOSTS=ghcr.io');
+    assert.notEqual(noHub, certsDOnly);
+    assert.deepEqual(rules(checkRunnerConfig(runnerFacts(parseRunnerConfig(noHub)))), []);
+    // A job's own dind with HTTPS_PROXY, trusting relais through the runner's mounts: the same check.
+    const jobDind = (vars: string): string => `build:
+  image: docker:27
+  services: [{name: "docker:27-dind", alias: docker, variables: {HTTPS_PROXY: "http://relais.example.com:3128"${vars}}}]
+  variables: {DOCKER_HOST: "tcp://docker:2376", DOCKER_TLS_CERTDIR: /certs}
+  script: [docker build .]
+`;
+    const caRules = (yaml: string, toml: string): string[] => rules(ci(yaml, toml)).filter((r) => r.includes(':proxy-ca'));
+    assert.deepEqual(caRules(jobDind(''), certsDOnly), ['warning:proxy-ca-hub']);
+    assert.deepEqual(caRules(jobDind(', SSL_CERT_DIR: /etc/relais-ca'), runner), []);
+    assert.deepEqual(caRules(jobDind(', SSL_CERT_DIR: /etc/relais-ca'), certsDOnly), ['warning:proxy-ca-hub'], 'the variable names a directory nothing mounts');
   });
 
   it('proxy mode traps: no CA for dind, HTTPS_PROXY on loopback, job-level HTTPS_PROXY that would proxy the docker connection', () => {

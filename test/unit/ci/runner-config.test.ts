@@ -17,7 +17,7 @@ const DAEMON_JSON = '/etc/gitlab-runner/relais-daemon.json';
 const samples = readdirSync(fixtures).filter((f) => f.endsWith('.toml') && !f.includes('.golden.'));
 
 const CA = '-----BEGIN CERTIFICATE-----\nMIIBrelais\n-----END CERTIFICATE-----\n';
-const PROXY = { url: 'http://relais.example.com:3128', hosts: ['ghcr.io', 'registry-1.docker.io'], certsDirPath: '/etc/gitlab-runner/relais-certs.d', caPem: CA };
+const PROXY = { url: 'http://relais.example.com:3128', hosts: ['ghcr.io', 'registry-1.docker.io'], certsDirPath: '/etc/gitlab-runner/relais-certs.d', caDirPath: '/etc/gitlab-runner/relais-ca', caPem: CA };
 
 function plan(text: string, via: MirrorVia, mirror = MIRROR) {
   return planRunnerConfig(text, { mirror, via, daemonJsonPath: DAEMON_JSON, proxy: PROXY });
@@ -116,13 +116,15 @@ describe('runner-config semantics', () => {
     assert.deepEqual((dockerOf(runnersOf(vol.output)[0])['services'] as Obj[])[0]?.['command'], ['--mtu=1450']);
   });
 
-  it('--via proxy: dind environment HTTPS_PROXY/NO_PROXY/hosts, certs.d mounted, one ca.crt per host; unprivileged and shell runners left alone', () => {
+  it('--via proxy: dind environment HTTPS_PROXY/NO_PROXY/hosts/SSL_CERT_DIR, certs.d and the CA dir mounted, one ca.crt per host; unprivileged and shell runners left alone', () => {
     const fleet2 = readFileSync(join(fixtures, 'fleet.toml'), 'utf8');
     const r = plan(fleet2, 'proxy');
     const after = runnersOf(r.output);
     const builds = dockerOf(after[0]);
     assert.ok((builds['volumes'] as string[]).includes('/etc/gitlab-runner/relais-certs.d:/etc/docker/certs.d:ro'));
     assert.ok((builds['volumes'] as string[]).includes('/certs/client'));
+    // The CA directory for SSL_CERT_DIR: dockerd's own Docker Hub pulls ignore certs.d (certsd.test.ts).
+    assert.ok((builds['volumes'] as string[]).includes('/etc/gitlab-runner/relais-ca:/etc/relais-ca:ro'));
     const dind = (builds['services'] as Obj[]).find((x) => String(x['name']).includes('dind'));
     assert.deepEqual(dind, {
       name: 'docker:27-dind',
@@ -133,8 +135,10 @@ describe('runner-config semantics', () => {
         // its derived name), GitLab itself.
         'NO_PROXY=docker,localhost,127.0.0.1,relais.example.com,db,postgres,gitlab.example.com',
         'RELAIS_INTERCEPT_HOSTS=ghcr.io registry-1.docker.io',
+        'SSL_CERT_DIR=/etc/relais-ca',
       ],
     });
+    assert.deepEqual(r.caDirFiles, [{ path: 'relais-ca.crt', content: CA }]);
     assert.deepEqual(r.certsFiles, [
       { path: 'ghcr.io/ca.crt', content: CA },
       { path: 'registry-1.docker.io/ca.crt', content: CA },
@@ -150,6 +154,30 @@ describe('runner-config semantics', () => {
     const env = ((dockerOf(runnersOf(moved.output)[0])['services'] as Obj[]).find((x) => String(x['name']).includes('dind'))?.['environment'] ?? []) as string[];
     assert.deepEqual(env.slice(0, 2), ['FOO=bar', 'HTTPS_PROXY=http://relais2.example.com:3128']);
     assert.throws(() => planRunnerConfig(fleet2, { via: 'proxy', daemonJsonPath: DAEMON_JSON, proxy: { ...PROXY, url: 'http://127.0.0.1:3128' } }), (e: unknown) => isRelaisError(e) && /loopback/.test(e.message));
+  });
+
+  it('--via proxy upgrades a config wired before the CA dir existed, keeps a user\'s SSL_CERT_DIR and a moved CA dir, idempotently', () => {
+    const fleet2 = readFileSync(join(fixtures, 'fleet.toml'), 'utf8');
+    const dindEnv = (text: string): string[] =>
+      ((dockerOf(runnersOf(text)[0])['services'] as Obj[]).find((x) => String(x['name']).includes('dind'))?.['environment'] ?? []) as string[];
+    const current = plan(fleet2, 'proxy').output;
+    // What the previous version wrote: certs.d only, no CA dir, no SSL_CERT_DIR.
+    const old = current.replaceAll(', "/etc/gitlab-runner/relais-ca:/etc/relais-ca:ro"', '').replaceAll(', "SSL_CERT_DIR=/etc/relais-ca"', '');
+    assert.notEqual(old, current);
+    assert.ok(!old.includes('relais-ca'), old);
+    const upgraded = plan(old, 'proxy');
+    assert.equal(upgraded.output, current);
+    assert.ok(upgraded.runners[0]?.changes.some((c) => c.includes('/etc/gitlab-runner/relais-ca:/etc/relais-ca:ro')));
+    assert.ok(upgraded.runners[0]?.changes.some((c) => c.includes('SSL_CERT_DIR=/etc/relais-ca')));
+    // A user's own SSL_CERT_DIR keeps its directories (colon-separated), relais's is added once.
+    const own = plan(old.replace('"HTTPS_PROXY=', '"SSL_CERT_DIR=/etc/corp-ca", "HTTPS_PROXY='), 'proxy');
+    assert.ok(dindEnv(own.output).includes('SSL_CERT_DIR=/etc/corp-ca:/etc/relais-ca'), own.output);
+    assert.equal(dindEnv(own.output).filter((e) => e.startsWith('SSL_CERT_DIR=')).length, 1);
+    assert.equal(plan(own.output, 'proxy').changed, false);
+    // Another CA dir on the host: the mount at /etc/relais-ca is updated, not doubled.
+    const moved = planRunnerConfig(current, { via: 'proxy', daemonJsonPath: DAEMON_JSON, proxy: { ...PROXY, caDirPath: '/srv/relais-ca' } });
+    const vols = dockerOf(runnersOf(moved.output)[0])['volumes'] as string[];
+    assert.deepEqual(vols.filter((v) => v.includes('/etc/relais-ca')), ['/srv/relais-ca:/etc/relais-ca:ro']);
   });
 
   it('daemon.json for an http mirror marks it insecure', () => {
@@ -215,6 +243,12 @@ describe('relais ci runner-config (command)', () => {
       const proxiedAgain = cli([...proxyArgs, '--check']);
       assert.equal(proxiedAgain.code, 0, proxiedAgain.stdout);
       assert.match(proxiedAgain.stdout, /relais-certs\.d: up to date/);
+      assert.match(proxiedAgain.stdout, /relais-ca: up to date/);
+      // The CA dir next to certs.d holds the CA and nothing else (dind trusts every file of SSL_CERT_DIR).
+      assert.deepEqual(readdirSync(join(dir, 'relais-ca')), ['relais-ca.crt']);
+      assert.equal(readFileSync(join(dir, 'relais-ca', 'relais-ca.crt'), 'utf8'), CA);
+      assert.match(readFileSync(file, 'utf8'), new RegExp(`"${join(dir, 'relais-ca')}:/etc/relais-ca:ro"`));
+      assert.match(readFileSync(file, 'utf8'), /"SSL_CERT_DIR=\/etc\/relais-ca"/);
       const noCa = cli(['ci', 'runner-config', '--via', 'proxy', '--proxy', 'http://relais.invalid:3128', '--file', file]);
       assert.equal(noCa.code, 1);
       assert.match(noCa.stderr, /^error: cannot fetch the CA from http:\/\/relais\.invalid:5000\/_relais\/ca\.crt/m);
