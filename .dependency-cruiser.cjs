@@ -1,20 +1,23 @@
 // The architecture lint (`npm run lint:arch`, part of `npm test`): which parts of src/ may import which.
-// Layers import downward only (docs/architecture.md):
+// The folders are the layers (docs/architecture.md has the map); imports point downward only:
 //   entry     src/cli/, src/app.ts (the one composition root)          may import everything
-//   doors     src/http/, src/proxy/ (front doors)                      get the cluster and each other only from app.ts
-//   cluster   src/cluster/                                             wraps the core's blob source
-//   upkeep    src/cache/ (eviction, gc, prefetch, retention)           beside the cluster, above the core
-//   core      src/registry/ (cache, single-flight, verification)       knows neither HTTP nor the cluster
-//   below     src/storage/, src/index/, src/upstream/, src/policy/, src/observability/
+//   doors     src/doors/http/, src/doors/proxy/                         get the cluster and each other only from app.ts
+//   cluster   src/cluster/                                              wraps the core's blob source
+//   upkeep    src/upkeep/ (prefetch, refresh-ahead, cache retention),   beside the cluster, above the core
+//             src/eviction/ (evictor, gc, the cluster's evictor; eviction-plan.ts is pure policy)
+//   core      src/cache/ (the cache: single-flight, verification)      knows neither HTTP nor the cluster
+//   below     src/storage/, src/index/, src/upstream/, src/policy/, src/observability/,
+//             src/retention/ (the tag-retention engine `relais cleanup` and the cache's retention share)
 //   base      src/config/, src/errors.ts, src/types.ts and every other module at src/'s top (leaves)
-//   products  src/ci/, src/cleanup/, src/gitlab/ (separate commands)  upstream client, policy, base
+//   products  src/products/ci/, src/products/cleanup/ (separate commands) upstream client, retention, policy, base
 // Type-only imports count (`import type` ties modules together as much as a value import does).
 // Known violations that other work removes are listed in .dependency-cruiser-known-violations.json
 // (run with --ignore-known): they are reported, not failed; a new one fails.
 
 /** Base: leaves every layer may use. */
 const BASE = '^src/(config/|(?!app\\.ts$)[^/]+\\.ts$)';
-const PRODUCTS = '^src/(ci|cleanup|gitlab)/';
+const PRODUCTS = '^src/products/';
+const PURE_POLICY = '^src/policy/|^src/eviction/eviction-plan\\.ts$';
 
 /** @type {import('dependency-cruiser').IConfiguration} */
 module.exports = {
@@ -35,10 +38,10 @@ module.exports = {
     },
     {
       name: 'policy-is-pure',
-      comment: 'Policy (TTL, eviction plans, retention, budgets, circuit breaker) is pure functions over base.',
+      comment: 'Policy (TTL, eviction plans, budgets, circuit breaker) is pure functions over base.',
       severity: 'error',
-      from: { path: '^src/policy/' },
-      to: { path: '^src/', pathNot: [BASE, '^src/policy/'] },
+      from: { path: PURE_POLICY },
+      to: { path: '^src/', pathNot: [BASE, PURE_POLICY] },
     },
     {
       name: 'storage-knows-bytes',
@@ -49,7 +52,7 @@ module.exports = {
     },
     {
       name: 'index-knows-rows',
-      comment: 'The index (SQLite, PostgreSQL) knows rows: base and policy (freshness, eviction types) only.',
+      comment: 'The index (SQLite, PostgreSQL) knows rows: base and policy (freshness types) only.',
       severity: 'error',
       from: { path: '^src/index/' },
       to: { path: '^src/', pathNot: [BASE, '^src/index/', '^src/policy/'] },
@@ -62,6 +65,13 @@ module.exports = {
       to: { path: '^src/', pathNot: [BASE, '^src/upstream/', '^src/policy/'] },
     },
     {
+      name: 'retention-engine-stands-alone',
+      comment: 'The tag-retention engine (families, plans, applying them through a backend interface) uses base, policy and the upstream layer (media types, the limiter); `relais cleanup` and the cache\'s retention both import it.',
+      severity: 'error',
+      from: { path: '^src/retention/' },
+      to: { path: '^src/', pathNot: [BASE, '^src/retention/', '^src/policy/', '^src/upstream/'] },
+    },
+    {
       name: 'observability-takes-what-it-is-given',
       comment: 'Logs and metrics are fed through hooks and the request context: they import base only, never the core or a door.',
       severity: 'error',
@@ -70,52 +80,66 @@ module.exports = {
     },
     {
       name: 'core-knows-no-door-and-no-cluster',
-      comment: 'The core (src/registry) uses storage, index, upstream, policy and base; the cluster wraps it, doors call it.',
+      comment: 'The core (src/cache) uses storage, index, upstream, policy and base; the cluster wraps it, doors call it.',
       severity: 'error',
-      from: { path: '^src/registry/' },
-      to: { path: '^src/', pathNot: [BASE, '^src/registry/', '^src/storage/', '^src/index/', '^src/upstream/', '^src/policy/'] },
+      from: { path: '^src/cache/' },
+      to: { path: '^src/', pathNot: [BASE, '^src/cache/', '^src/storage/', '^src/index/', '^src/upstream/', '^src/policy/'] },
     },
     {
       name: 'cluster-wraps-the-core',
-      comment: 'The cluster wraps the core (and the evictor); it knows no door, no entry and no product: app.ts wires it.',
+      comment: 'The cluster wraps the core; it knows no door, no upkeep, no entry and no product: app.ts wires it.',
       severity: 'error',
       from: { path: '^src/cluster/' },
-      to: { path: '^src/(http|proxy|cli)/|^src/app\\.ts$|' + PRODUCTS },
+      to: { path: '^src/(doors|upkeep|eviction|cli)/|^src/app\\.ts$|' + PRODUCTS },
+    },
+    {
+      name: 'eviction-in-one-place',
+      comment: 'Eviction and gc (src/eviction) work on the index, storage and the pure plan; the cluster\'s evictor takes the cluster\'s leases, nothing else of the cluster.',
+      severity: 'error',
+      from: { path: '^src/eviction/' },
+      to: { path: '^src/', pathNot: [BASE, '^src/eviction/', '^src/storage/', '^src/index/', '^src/policy/', '^src/observability/', '^src/cluster/leases\\.ts$'] },
     },
     {
       name: 'upkeep-below-the-doors',
-      comment: 'Eviction, gc, prefetch and retention (src/cache) work on the core and what is below it; no door, cluster or entry.',
+      comment: 'Prefetch, refresh-ahead and the cache\'s retention (src/upkeep) work on the core and what is below it; no door, cluster, entry or product.',
       severity: 'error',
-      from: { path: '^src/cache/' },
-      to: { path: '^src/(http|proxy|cluster|cli)/|^src/app\\.ts$|' + PRODUCTS },
+      from: { path: '^src/upkeep/' },
+      to: { path: '^src/(doors|cluster|cli)/|^src/app\\.ts$|' + PRODUCTS },
     },
     {
       name: 'http-door-gets-the-rest-injected',
       comment: 'The HTTP door parses, checks access and streams: it calls the core and upkeep it is given, never the cluster, another door or a product.',
       severity: 'error',
-      from: { path: '^src/http/' },
-      to: { path: '^src/(proxy|cluster|cli)/|^src/app\\.ts$|' + PRODUCTS },
+      from: { path: '^src/doors/http/' },
+      to: { path: '^src/(doors/proxy|cluster|cli)/|^src/app\\.ts$|' + PRODUCTS },
     },
     {
       name: 'proxy-door-is-its-own-door',
-      comment: 'The proxy door (src/proxy) uses base, upstream, observability, policy and the core\'s types; what it needs besides comes from app.ts.',
+      comment: 'The proxy door uses base, upstream, observability, policy and the core\'s types; what it needs besides comes from app.ts.',
       severity: 'error',
-      from: { path: '^src/proxy/' },
-      to: { path: '^src/', pathNot: [BASE, '^src/proxy/', '^src/upstream/', '^src/observability/', '^src/policy/', '^src/registry/'] },
+      from: { path: '^src/doors/proxy/' },
+      to: { path: '^src/', pathNot: [BASE, '^src/doors/proxy/', '^src/upstream/', '^src/observability/', '^src/policy/', '^src/cache/'] },
     },
     {
       name: 'proxy-door-takes-core-types-only',
       comment: 'The proxy door imports the core for its types only: the services themselves are injected by app.ts.',
       severity: 'error',
-      from: { path: '^src/proxy/' },
-      to: { path: '^src/registry/', dependencyTypesNot: ['type-only'] },
+      from: { path: '^src/doors/proxy/' },
+      to: { path: '^src/cache/', dependencyTypesNot: ['type-only'] },
     },
     {
       name: 'products-stand-apart',
-      comment: 'Products (ci, cleanup, gitlab) use the upstream client, policy, base, each other and the CLI\'s output helpers; nothing of the server.',
+      comment: 'Products (src/products: ci, cleanup) use the upstream client, the retention engine, policy, base, each other and the CLI\'s output helpers; nothing of the server.',
       severity: 'error',
       from: { path: PRODUCTS },
-      to: { path: '^src/', pathNot: [BASE, PRODUCTS, '^src/upstream/', '^src/policy/', '^src/cli/output\\.ts$'] },
+      to: { path: '^src/', pathNot: [BASE, PRODUCTS, '^src/upstream/', '^src/retention/', '^src/policy/', '^src/cli/output\\.ts$'] },
+    },
+    {
+      name: 'every-module-in-a-room',
+      comment: 'A new folder under src/ needs a place in the layers above (and in docs/architecture.md) before it holds code.',
+      severity: 'error',
+      from: { path: '^src/(?!(cli|doors/http|doors/proxy|cluster|upkeep|eviction|cache|storage|index|upstream|policy|observability|retention|config|products/ci|products/cleanup)/)[^/]+/' },
+      to: {},
     },
     {
       name: 'nothing-imports-the-entry',
@@ -126,7 +150,7 @@ module.exports = {
     },
     {
       name: 'heavy-drivers-load-lazily',
-      comment: 'The AWS SDK (~23 MB) and pg load only when configured: their drivers are imported dynamically (storage/create.ts, index/create.ts) or for types.',
+      comment: 'The AWS SDK (~23 MB) and pg load only when configured: their drivers are imported dynamically (storage/create-storage.ts, index/create-index.ts) or for types.',
       severity: 'error',
       from: { path: '^src/', pathNot: '^src/cli/' },
       to: { path: '^src/storage/s3\\.ts$|^src/index/postgres\\.ts$', dynamic: false, dependencyTypesNot: ['type-only'] },

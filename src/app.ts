@@ -4,49 +4,49 @@ import { readFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { resolve } from 'node:path';
-import { Evictor } from './cache/evictor.js';
-import { acquireDataLock, type DataLock } from './cache/pidfile.js';
-import { RefreshAhead } from './cache/refresh.js';
-import { PrefetchScheduler } from './cache/schedule.js';
+import { Evictor } from './eviction/evictor.js';
+import { acquireDataLock, type DataLock } from './upkeep/pidfile.js';
+import { RefreshAhead } from './upkeep/refresh-ahead.js';
+import { PrefetchScheduler } from './upkeep/prefetch-schedule.js';
 import type { ResolvedConfig } from './config/load.js';
 import { defaultUpstreamWarning, usesLibraryPrefix } from './config/load.js';
 import { errors, isRelaisError } from './errors.js';
-import { createAccessControl } from './http/access.js';
-import { createRegistryHandler } from './http/handlers.js';
-import type { HotManifests } from './http/hot-manifests.js';
-import { createOpsHandler } from './http/ops.js';
-import { Sendfile, loadSendfile } from './http/sendfile.js';
-import { createServer, type RouteHandler, type RunningServer } from './http/server.js';
-import { startCluster } from './cluster/create.js';
-import { makeEvictor } from './cluster/evictor.js';
-import { openIndex } from './index/create.js';
-import type { CacheIndex } from './index/index.js';
+import { createAccessControl } from './doors/http/access.js';
+import { createRegistryHandler } from './doors/http/handlers.js';
+import type { HotManifests } from './doors/http/hot-manifests.js';
+import { createOpsHandler } from './doors/http/ops-endpoints.js';
+import { Sendfile, loadSendfile } from './doors/http/sendfile.js';
+import { createServer, type RouteHandler, type RunningServer } from './doors/http/server.js';
+import { startCluster } from './cluster/create-cluster.js';
+import { makeEvictor } from './eviction/cluster-evictor.js';
+import { openIndex } from './index/create-index.js';
+import type { CacheIndex } from './index/cache-index.js';
 import { createLogger, type Logger } from './observability/logger.js';
 import { createRequestLog, type RequestLog } from './observability/request-log.js';
 import { RelaisMetrics, type RequestInfo } from './observability/metrics.js';
 import { RefreshMetrics } from './observability/refresh-metrics.js';
 import { AccessMetrics } from './observability/access-metrics.js';
 import { PullBudgets } from './policy/budget.js';
-import { BlobService } from './registry/blobs.js';
-import { ListingService } from './registry/listing.js';
-import { ReferrersService } from './registry/referrers.js';
-import { ManifestService } from './registry/manifests.js';
-import { PassthroughGate } from './registry/passthrough.js';
+import { BlobService } from './cache/blobs.js';
+import { ListingService } from './cache/listing.js';
+import { ReferrersService } from './cache/referrers.js';
+import { ManifestService } from './cache/manifests.js';
+import { PassthroughGate } from './cache/passthrough.js';
 import { ConfirmationCache } from './policy/confirmations.js';
-import type { RoutingTable, UpstreamRoute } from './registry/routing.js';
-import { openStorage } from './storage/create.js';
+import type { RoutingTable, UpstreamRoute } from './cache/routing.js';
+import { openStorage } from './storage/create-storage.js';
 import type { StorageDriver } from './storage/driver.js';
 import { UpstreamClient } from './upstream/client.js';
 import { ACCEPT_CACHED_MANIFESTS } from './upstream/media-types.js';
-import { loadCa, type ProxyCa } from './proxy/ca.js';
-import { createProxyDoor, type ProxyBinding, type ProxyDoor } from './proxy/door.js';
-import { proxyHosts } from './proxy/hosts.js';
-import { createInterceptHandler, LearnedHosts } from './proxy/intercept.js';
-import { observePush } from './proxy/push.js';
-import { UploadSessions } from './registry/pushes.js';
-import { resolveBoundRoute } from './registry/routing.js';
-import { pushedManifest } from './proxy/pushed.js';
-import { ANONYMOUS, type Principal } from './http/access.js';
+import { loadCa, type ProxyCa } from './doors/proxy/ca.js';
+import { createProxyDoor, type ProxyBinding, type ProxyDoor } from './doors/proxy/door.js';
+import { proxyHosts } from './doors/proxy/hosts.js';
+import { createInterceptHandler, LearnedHosts } from './doors/proxy/intercept.js';
+import { observePush } from './doors/proxy/push.js';
+import { UploadSessions } from './cache/pushes.js';
+import { resolveBoundRoute } from './cache/routing.js';
+import { pushedManifest } from './doors/proxy/manifest-writes.js';
+import { ANONYMOUS, type Principal } from './doors/http/access.js';
 
 export interface RelaisInstance {
   readonly config: ResolvedConfig;
@@ -60,13 +60,13 @@ export interface RelaisInstance {
   readonly http: RunningServer;
   readonly metrics: RelaisMetrics;
   readonly evictor: Evictor;
-  /** Prepared responses for fresh manifests by tag (src/http/hot-manifests.ts). */
+  /** Prepared responses for fresh manifests by tag (src/doors/http/hot-manifests.ts). */
   readonly hotManifests: HotManifests;
   /** The HTTPS proxy door (proxy.listen), when configured: its address and CA. */
   readonly proxy?: { readonly url: string; readonly port: number; readonly ca: ProxyCa; readonly door: ProxyDoor } | undefined;
-  /** Pushes kept from the proxy door (src/registry/pushes.ts), when the door is on and proxy.keepPushes.enabled. */
+  /** Pushes kept from the proxy door (src/cache/pushes.ts), when the door is on and proxy.keepPushes.enabled. */
   readonly pushes?: UploadSessions | undefined;
-  /** Refresh-ahead of hot tags (src/cache/refresh.ts). */
+  /** Refresh-ahead of hot tags (src/upkeep/refresh-ahead.ts). */
   readonly refreshAhead: RefreshAhead;
   /** The upstreams' pull budgets, from their rate-limit headers (src/policy/budget.ts). */
   readonly budgets: PullBudgets;
@@ -86,7 +86,7 @@ export interface StartOptions {
    * tests advance it instead of sleeping through a cooldown or a TTL.
    */
   readonly clock?: () => number;
-  /** What holds the data directory's lock (src/cache/pidfile.ts): "serve" (default), "prefetch"... */
+  /** What holds the data directory's lock (src/upkeep/pidfile.ts): "serve" (default), "prefetch"... */
   readonly lockCommand?: string;
 }
 

@@ -1,7 +1,7 @@
 // One error type for everything a client or operator can see, and ONE table of every error relais raises
 // (`errors` below, as fastify's errors table): each entry fixes the OCI distribution error code, the HTTP
 // status, the message template and, for what an operator can act on, the hint. The HTTP edge turns an
-// error into the spec's JSON body exactly once (src/http/errors.ts). A stable `code` and an optional `hint`
+// error into the spec's JSON body exactly once (src/doors/http/error-response.ts). A stable `code` and an optional `hint`
 // follow the pnpm model: the message says what happened, the hint what to do.
 //
 // Rules the table keeps (test/unit/core/error-table.test.ts checks them, and that no module outside this
@@ -218,7 +218,7 @@ export const errors = {
   upstreamResponseTooLarge: entry('UPSTREAM_ERROR', 502, () => 'upstream response too large', { hint: UPSTREAM_BROKEN_HINT }),
   upstreamNoContentLength: entry('UPSTREAM_ERROR', 502, (upstream: string) => `upstream ${upstream} sent no Content-Length for blob`, { hint: UPSTREAM_BROKEN_HINT }),
 
-  // --- Blob downloads (registry/download.ts, registry/blobs.ts) and the replicas of a cluster ---
+  // --- Blob downloads (cache/download.ts, cache/blobs.ts) and the replicas of a cluster ---
   blobDigestMismatch: entry('UPSTREAM_DIGEST_MISMATCH', 502, (upstream: string, digest: string, actual: string) => `upstream ${upstream} sent bytes for ${digest} that hash to ${actual}; nothing was stored`, {
     hint: 'relais serves only verified bytes; the upstream (or a proxy in front of it) corrupted the blob: try again',
   }),
@@ -354,7 +354,7 @@ export const errors = {
   gitlabNoRepository: entry('NAME_UNKNOWN', 404, (gitlab: string, repo: string, _known: string) => `${gitlab} has no container repository ${repo}`, { hint: (_g: string, _r: string, known: string) => `known: ${known}` }),
   gitlabPushUnsupported: entry('UNSUPPORTED', 405, (gitlab: string) => `${gitlab}: pushing manifests is not done through the GitLab API`),
 
-  // --- The proxy door (src/proxy) ---
+  // --- The proxy door (src/doors/proxy) ---
   /** A host relais neither intercepts nor tunnels. */
   proxyRefused: entry('DENIED', 403, (target: string, why: string) => `relais proxy: ${cut(target, 300)} refused: ${why}`, {
     hint: 'relais is not an open proxy: name the host under upstreams.NAME.hosts (intercepted, cached) or proxy.tunnel (a plain TCP tunnel); see docs/proxy.md',

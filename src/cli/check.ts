@@ -3,7 +3,7 @@
 import { access, constants, stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { Command, Option } from 'commander';
-import { readLock } from '../cache/pidfile.js';
+import { readLock } from '../upkeep/pidfile.js';
 import { defaultUpstreamWarning, loadConfig, type ResolvedConfig } from '../config/load.js';
 import { errors } from '../errors.js';
 import type { Logger } from '../observability/logger.js';

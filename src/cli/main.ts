@@ -12,10 +12,10 @@ type Register = (program: Command) => void;
 const groups: readonly { readonly names: readonly string[]; readonly load: () => Promise<Register> }[] = [
   { names: ['serve'], load: async () => (await import('./serve.js')).registerServeCommand },
   { names: ['check'], load: async () => (await import('./check.js')).registerCheckCommand },
-  { names: ['gc', 'prefetch', 'ls', 'stats'], load: async () => (await import('./ops.js')).registerOpsCommands },
-  { names: ['ca'], load: async () => (await import('./ca.js')).registerCaCommand },
-  { names: ['ci'], load: async () => (await import('../ci/command.js')).registerCiCommands },
-  { names: ['cleanup'], load: async () => (await import('../cleanup/command.js')).registerCleanupCommand },
+  { names: ['gc', 'prefetch', 'ls', 'stats'], load: async () => (await import('./ops-commands.js')).registerOpsCommands },
+  { names: ['ca'], load: async () => (await import('./ca-command.js')).registerCaCommand },
+  { names: ['ci'], load: async () => (await import('../products/ci/ci-command.js')).registerCiCommands },
+  { names: ['cleanup'], load: async () => (await import('../products/cleanup/cleanup-command.js')).registerCleanupCommand },
 ];
 
 async function main(): Promise<void> {

@@ -1,4 +1,4 @@
-// Cluster-wide single-flight: a wrapper around the core's blob source (src/registry/blob-source.ts), as
+// Cluster-wide single-flight: a wrapper around the core's blob source (src/cache/blob-source.ts), as
 // distribution's proxy wraps its BlobStore. Every fetch the core makes (a miss, or a cached blob whose object
 // the shared storage lost) passes through ClusterBlobSource.fetch, which joins a download in flight on this
 // replica or else claims the blob cluster-wide first.
@@ -19,11 +19,11 @@ import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Agent, request } from 'undici';
 import { errors } from '../errors.js';
-import type { CacheIndex } from '../index/index.js';
+import type { CacheIndex } from '../index/cache-index.js';
 import type { Logger } from '../observability/logger.js';
-import type { BlobHandle, BlobSource, Fetched, LocalBlobSource } from '../registry/blob-source.js';
-import type { BlobService } from '../registry/blobs.js';
-import type { UpstreamRoute } from '../registry/routing.js';
+import type { BlobHandle, BlobSource, Fetched, LocalBlobSource } from '../cache/blob-source.js';
+import type { BlobService } from '../cache/blobs.js';
+import type { UpstreamRoute } from '../cache/routing.js';
 import { contentRange, parseByteRange, rangeHeader } from '../storage/byte-range.js';
 import { blobKey, type ByteRange, type StorageDriver } from '../storage/driver.js';
 import type { LeaseManager } from './leases.js';

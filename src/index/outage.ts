@@ -3,7 +3,7 @@
 // (errors.indexUnavailable) instead of 500 INTERNAL. A query error (bad SQL, a constraint) is not an outage.
 import { describeCause, errors, type RelaisError } from '../errors.js';
 import { errorCodes, guardOutages, NETWORK_DOWN_CODES } from '../outage.js';
-import type { CacheIndex } from './index.js';
+import type { CacheIndex } from './cache-index.js';
 
 /**
  * SQLSTATE classes and codes of a database that is going away or refusing connections: 08 connection

@@ -4,7 +4,7 @@
 // every few seconds. Migrations run under an advisory lock, so replicas starting together do not race;
 // schema_version records how many ran.
 import pg from 'pg';
-import { toUsage, type CacheIndex, type ContentEntry, type IndexUsage, type LinkRow, type ManifestRecord, type ReferenceRow, type TagEntry, type TagRow } from './index.js';
+import { toUsage, type CacheIndex, type ContentEntry, type IndexUsage, type LinkRow, type ManifestRecord, type ReferenceRow, type TagEntry, type TagRow } from './cache-index.js';
 
 /** Schema migrations, applied in order, each in its own transaction. */
 export const PG_MIGRATIONS: readonly string[] = [

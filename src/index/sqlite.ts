@@ -1,7 +1,7 @@
 // The SQLite index (better-sqlite3, WAL). Statements are prepared once; last-access updates are batched
 // in memory and written in one transaction every few seconds, so a cache hit costs no disk write.
 import Database from 'better-sqlite3';
-import { toUsage, type CacheIndex, type ContentEntry, type IndexUsage, type LinkRow, type ManifestRecord, type ReferenceRow, type TagEntry, type TagRow } from './index.js';
+import { toUsage, type CacheIndex, type ContentEntry, type IndexUsage, type LinkRow, type ManifestRecord, type ReferenceRow, type TagEntry, type TagRow } from './cache-index.js';
 
 /** Schema migrations, applied in order; PRAGMA user_version records how many ran. */
 const MIGRATIONS: readonly string[] = [

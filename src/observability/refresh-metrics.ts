@@ -1,5 +1,5 @@
 // Series of refresh-ahead and of the upstreams' pull budgets (docs/operations.md), registered on the
-// instance's metrics registry. Kept apart from metrics.ts: they are fed by src/cache/refresh.ts and read
+// instance's metrics registry. Kept apart from metrics.ts: they are fed by src/upkeep/refresh-ahead.ts and read
 // from the budgets (src/policy/budget.ts) at scrape time.
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { BudgetView } from '../types.js';

@@ -1,6 +1,6 @@
 // Refresh-ahead of hot tags (docs/operations.md): which tags are hot, when one is due for a background
 // revalidation, and the bounds on the work it may start (bytes per hour, room without eviction).
-// Pure functions of their arguments and an injected clock value; the scheduler is src/cache/refresh.ts.
+// Pure functions of their arguments and an injected clock value; the scheduler is src/upkeep/refresh-ahead.ts.
 
 /** A tag is hot when it was pulled at least `minPulls` times within the last `window` ms. */
 export interface HotTagRule {

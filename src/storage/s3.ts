@@ -39,7 +39,7 @@ export interface S3DriverOptions {
   readonly partSize?: number | undefined;
   /** Parts uploaded at once by a writer's commit. */
   readonly concurrency?: number | undefined;
-  /** Local directory where writes are staged before their upload (the download spool; emptied at start by storage/create.ts). */
+  /** Local directory where writes are staged before their upload (the download spool; emptied at start by storage/create-storage.ts). */
   readonly stagingDir: string;
   /** Keys per ListObjectsV2 page (S3's default and maximum: 1000). */
   readonly listPageSize?: number | undefined;

@@ -13,7 +13,7 @@ import { basicAuthorization, TokenService } from './auth.js';
 import { parseChallenges } from './challenge.js';
 import { credentialMaterial, type ClientCredential } from './credential.js';
 import { createHash } from 'node:crypto';
-import { classifyFailure, isAbort, isTransient, toUpstreamError, type UpstreamFailureKind } from './errors.js';
+import { classifyFailure, isAbort, isTransient, toUpstreamError, type UpstreamFailureKind } from './upstream-errors.js';
 
 export type UpstreamBody = Dispatcher.ResponseData['body'];
 

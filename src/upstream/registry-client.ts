@@ -15,7 +15,7 @@ import { errors, isRelaisError, type RelaisError } from '../errors.js';
 import { parseRetryAfter } from '../policy/circuit-breaker.js';
 import { TokenService, type Credentials } from './auth.js';
 import { parseChallenges } from './challenge.js';
-import { classifyFailure, isAbort } from './errors.js';
+import { classifyFailure, isAbort } from './upstream-errors.js';
 
 export type { Credentials };
 

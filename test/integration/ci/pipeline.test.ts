@@ -17,7 +17,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
-import { parseBuildOutput, formatBytes } from '../../../src/ci/build-plan.js';
+import { parseBuildOutput, formatBytes } from '../../../src/products/ci/build-plan.js';
 import { startDockerd, type Dockerd } from '../../peers/dockerd.js';
 import { pushRunnableImage, type BuiltImage } from '../../peers/images.js';
 import { removeDir, run, runOk, tempDir } from '../../peers/proc.js';

@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { startRegistry } from '../../peers/registry.js';
 import { registryFetch } from '../../peers/registry-client.js';
 import { run } from '../../peers/proc.js';
-import { OciRegistry } from '../../../src/cleanup/oci.js';
+import { OciRegistry } from '../../../src/products/cleanup/oci-backend.js';
 import { isoDaysAgo, pushImage } from './fixture.js';
 
 const CLI = fileURLToPath(new URL('../../../src/cli/main.js', import.meta.url));

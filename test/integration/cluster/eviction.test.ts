@@ -6,7 +6,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { HeadObjectCommand } from '@aws-sdk/client-s3';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ClusterEvictor, EVICT_JOB } from '../../../src/cluster/evictor.js';
+import { ClusterEvictor, EVICT_JOB } from '../../../src/eviction/cluster-evictor.js';
 import { blobKey } from '../../../src/storage/driver.js';
 import { pushRandomImage } from '../../peers/images.js';
 import { startPostgres, type PostgresPeer } from '../../peers/postgres.js';

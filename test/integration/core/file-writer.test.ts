@@ -1,4 +1,4 @@
-// Blob bodies on connections sendfile cannot serve go out from reused buffers (src/http/file-writer.ts): through
+// Blob bodies on connections sendfile cannot serve go out from reused buffers (src/doors/http/file-writer.ts): through
 // the proxy door (TLS) and with server.sendfile off. The bytes are the blob's, cold (a miss and joiners that
 // follow the download), warm and by range; a client that goes away mid-body lets go of the blob and its file.
 import { test, before, after } from 'node:test';

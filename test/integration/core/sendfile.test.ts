@@ -9,7 +9,7 @@ import { request, Agent } from 'node:http';
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { loadSendfile, SendfileError } from '../../../src/http/sendfile.js';
+import { loadSendfile, SendfileError } from '../../../src/doors/http/sendfile.js';
 import { openFilesUnder } from '../../faults/helpers.js';
 
 const loaded = loadSendfile();
@@ -186,7 +186,7 @@ test('sendfile addon: 64 transfers at once on one thread all complete intact', a
 // An HTTP/1.1 keep-alive connection carries a sendfile body and then another response: the framing is intact.
 test('sendfile addon: used by an HTTP server, keep-alive responses stay framed', async () => {
   const { createServer: createHttpServer } = await import('node:http');
-  const { Sendfile } = await import('../../../src/http/sendfile.js');
+  const { Sendfile } = await import('../../../src/doors/http/sendfile.js');
   const native = nativeOrFail();
   const data = randomBytes(8 * 1024 * 1024 + 17);
   const dir = await mkdtemp(join(tmpdir(), 'relais-sendfile-http-'));

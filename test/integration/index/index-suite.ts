@@ -3,7 +3,7 @@
 // another instance on the same database (a restart, or a second replica).
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { CacheIndex } from '../../../src/index/index.js';
+import type { CacheIndex } from '../../../src/index/cache-index.js';
 
 export interface IndexUnderTest {
   /** Opens (another) instance on the same database; the suite closes it. */

@@ -1,6 +1,6 @@
 // storage.maxSize holds strictly under concurrent pulls: 12 clients pull 24 images (72 MB in all, past the
 // 40 MiB budget) while the bytes on disk (stored blobs and spool files) are sampled every few ms. Room for
-// each blob is made by eviction before it is stored (src/registry/admission.ts), so the peak goes past the
+// each blob is made by eviction before it is stored (src/cache/admission.ts), so the peak goes past the
 // budget only by what relais could not evict at that moment (in use), which it reports; evicting only after a
 // store let it overshoot by what was being stored at once (63.4 MiB here). Every
 // pull succeeds with verified bytes, and the upstream sends each blob once.

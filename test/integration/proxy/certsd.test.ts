@@ -10,7 +10,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { parseRunnerConfig, planRunnerConfig } from '../../../src/ci/runner-config.js';
+import { parseRunnerConfig, planRunnerConfig } from '../../../src/products/ci/runner-config.js';
 import { pushRunnableImage, pushRandomImage } from '../../peers/images.js';
 import { startDockerd, type Dockerd } from '../../peers/dockerd.js';
 import { removeDir, run, tempDir } from '../../peers/proc.js';

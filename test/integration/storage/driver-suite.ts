@@ -1,7 +1,7 @@
 // One test suite for every storage driver: registerDriverSuite(name, factory) adds the same tests for a
 // driver made by the factory (filesystem, S3 on a real Ceph RGW, ...), after distribution's
 // registry/storage/driver/testsuites. What is checked is the contract of src/storage/driver.ts, and so what
-// production does with it (every blob download writes through writer(): src/registry/download.ts): bytes
+// production does with it (every blob download writes through writer(): src/cache/download.ts): bytes
 // round-trip, Range reads, a write readable while it grows (readWritten: what a download's clients follow)
 // and invisible until commit, commit atomic, cancel leaves nothing (no staged file, no upload), concurrent
 // writers, multi-part writes, list pages through everything below a prefix, keys cannot escape.

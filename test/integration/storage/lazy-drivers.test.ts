@@ -1,5 +1,5 @@
 // `relais serve` on the filesystem driver and the SQLite index loads neither the AWS SDK nor pg: the S3 driver
-// and the PostgreSQL index are imported only when configured (src/storage/create.ts, src/index/create.ts), and
+// and the PostgreSQL index are imported only when configured (src/storage/create-storage.ts, src/index/create-index.ts), and
 // nothing else asks for them (capabilities are asked of the driver, never found with `instanceof S3Driver`).
 // A module resolve hook in the relais process records every module it loads.
 import { test } from 'node:test';

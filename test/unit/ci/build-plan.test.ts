@@ -13,8 +13,8 @@ import {
   pushedLayerIds,
   readCiContext,
   type CiContext,
-} from '../../../src/ci/build-plan.js';
-import { parseImageRef } from '../../../src/ci/build-run.js';
+} from '../../../src/products/ci/build-plan.js';
+import { parseImageRef } from '../../../src/products/ci/build-run.js';
 import { relaisCi } from './cli.js';
 
 const root = fileURLToPath(new URL('../../../../', import.meta.url));

@@ -14,7 +14,7 @@ export interface CliResult {
 
 export function relaisCi(args: readonly string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): CliResult {
   const commander = join(repoRoot, 'node_modules/commander/esm.mjs');
-  const entry = join(repoRoot, 'dist/src/ci/command.js');
+  const entry = join(repoRoot, 'dist/src/products/ci/ci-command.js');
   const code = `import { Command } from ${JSON.stringify(commander)}; import { registerCiCommands } from ${JSON.stringify(entry)};
 const p = new Command('relais'); registerCiCommands(p); await p.parseAsync(process.argv.slice(1), { from: 'user' });`;
   const r = spawnSync(process.execPath, ['--input-type=module', '-e', code, 'ci', ...args], {

@@ -4,9 +4,9 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { checkGitlabCi, checkRunnerConfig, parseGitlabCi, resolveJobs, runnerFacts, type Finding } from '../../../src/ci/doctor.js';
-import { generateGitlabCi } from '../../../src/ci/gitlab-yaml.js';
-import { parseRunnerConfig, planRunnerConfig } from '../../../src/ci/runner-config.js';
+import { checkGitlabCi, checkRunnerConfig, parseGitlabCi, resolveJobs, runnerFacts, type Finding } from '../../../src/products/ci/doctor.js';
+import { generateGitlabCi } from '../../../src/products/ci/gitlab-yaml.js';
+import { parseRunnerConfig, planRunnerConfig } from '../../../src/products/ci/runner-config.js';
 import { isRelaisError } from '../../../src/errors.js';
 import { relaisCi } from './cli.js';
 

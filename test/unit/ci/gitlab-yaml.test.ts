@@ -5,9 +5,9 @@ import { mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse } from 'yaml';
-import { checkGitlabCi, parseGitlabCi } from '../../../src/ci/doctor.js';
-import { buildkitdToml, dindDockerfile, generateGitlabCi, type GitlabJobOptions } from '../../../src/ci/gitlab-yaml.js';
-import { refSlug, shellSlug } from '../../../src/gitlab/slug.js';
+import { checkGitlabCi, parseGitlabCi } from '../../../src/products/ci/doctor.js';
+import { buildkitdToml, dindDockerfile, generateGitlabCi, type GitlabJobOptions } from '../../../src/products/ci/gitlab-yaml.js';
+import { refSlug, shellSlug } from '../../../src/gitlab-slug.js';
 import { isRelaisError } from '../../../src/errors.js';
 import { relaisCi } from './cli.js';
 
@@ -257,7 +257,7 @@ describe('relais ci gitlab --mirror http:// and --proxy', () => {
   });
 
   it('the generated entrypoint, run by sh: fetches the CA from relais (or takes RELAIS_CA), writes certs.d per host, starts dind with the command', async () => {
-    const { dindProxyEntrypoint } = await import('../../../src/ci/proxy.js');
+    const { dindProxyEntrypoint } = await import('../../../src/products/ci/proxy.js');
     const { createServer } = await import('node:http');
     const { execFile } = await import('node:child_process');
     const { promisify } = await import('node:util');

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse } from '@decimalturn/toml-patch';
-import { daemonJsonFor, planRunnerConfig, type MirrorVia } from '../../../src/ci/runner-config.js';
+import { daemonJsonFor, planRunnerConfig, type MirrorVia } from '../../../src/products/ci/runner-config.js';
 import { isRelaisError } from '../../../src/errors.js';
 import { relaisCi, type CliResult } from './cli.js';
 

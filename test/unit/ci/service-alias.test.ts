@@ -1,6 +1,6 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { describeServiceAliases, dnsProblem, serviceAliases } from '../../../src/ci/service-alias.js';
+import { describeServiceAliases, dnsProblem, serviceAliases } from '../../../src/products/ci/service-alias.js';
 
 function names(image: string): string[] {
   const r = serviceAliases(image);

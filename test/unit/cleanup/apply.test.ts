@@ -3,11 +3,11 @@
 // delete at all (distribution 2.x). Whatever the registry does, kept tags keep their images.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { applyPlan } from '../../../src/cleanup/apply.js';
+import { applyPlan } from '../../../src/retention/apply-plan.js';
 import { MemoryRegistry, type Mode } from './memory-registry.js';
-import { planRepository } from '../../../src/cleanup/plan.js';
-import { buildPolicy } from '../../../src/cleanup/policy.js';
-import type { DigestNode, TagInfo } from '../../../src/cleanup/types.js';
+import { planRepository } from '../../../src/retention/retention-plan.js';
+import { buildPolicy } from '../../../src/retention/retention-policy.js';
+import type { DigestNode, TagInfo } from '../../../src/retention/retention-types.js';
 
 function scenario(mode: Mode): { reg: MemoryRegistry; tags: TagInfo[]; graph: Map<string, DigestNode>; child: string; index: string } {
   const reg = new MemoryRegistry(mode);

@@ -1,8 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { parseBranchList } from '../../../src/cleanup/branches.js';
-import { exactTagsRegex } from '../../../src/cleanup/gitlab.js';
-import { formatAge } from '../../../src/cleanup/render.js';
+import { parseBranchList } from '../../../src/retention/branches.js';
+import { exactTagsRegex } from '../../../src/products/cleanup/gitlab-backend.js';
+import { formatAge } from '../../../src/retention/plan-render.js';
 
 void test('branch lists: plain names, git ls-remote output, comments; slugs as GitLab computes them', () => {
   const sha = 'a'.repeat(40);

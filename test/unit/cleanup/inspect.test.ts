@@ -1,9 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { inspectRepository } from '../../../src/cleanup/inspect.js';
-import { planRepository } from '../../../src/cleanup/plan.js';
-import { buildPolicy } from '../../../src/cleanup/policy.js';
+import { inspectRepository } from '../../../src/products/cleanup/registry-inspect.js';
+import { planRepository } from '../../../src/retention/retention-plan.js';
+import { buildPolicy } from '../../../src/retention/retention-policy.js';
 import { MemoryRegistry } from './memory-registry.js';
 
 const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { buildkitCreated, configCreated, kindOf, parseManifest, readCreated } from '../../../src/cleanup/manifest.js';
+import { buildkitCreated, configCreated, kindOf, parseManifest, readCreated } from '../../../src/retention/manifest-refs.js';
 
 const d = (n: number): string => `sha256:${String(n).padStart(64, '0')}`;
 const j = (x: unknown): Buffer => Buffer.from(JSON.stringify(x));

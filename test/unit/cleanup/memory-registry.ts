@@ -1,7 +1,7 @@
 // An in-memory registry implementing cleanup's RegistryBackend, with the tag-delete behaviours
 // found in the wild and an optional referrers API, for unit tests of inspect and apply.
 import { createHash } from 'node:crypto';
-import type { DeleteOutcome, Descriptor, FetchedManifest, ManifestRef, RegistryBackend } from '../../../src/cleanup/backend.js';
+import type { DeleteOutcome, Descriptor, FetchedManifest, ManifestRef, RegistryBackend } from '../../../src/retention/registry-backend.js';
 
 export type Mode = 'spec' | 'digest' | 'none' | '404';
 

@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { nextLink, OciRegistry, sha256 } from '../../../src/cleanup/oci.js';
+import { nextLink, OciRegistry, sha256 } from '../../../src/products/cleanup/oci-backend.js';
 import { RelaisError } from '../../../src/errors.js';
 
 async function serve(handler: (req: IncomingMessage, res: ServerResponse) => void): Promise<{ url: string; close: () => Promise<void> }> {

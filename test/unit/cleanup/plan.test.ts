@@ -1,10 +1,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { planRepository, type RepoPlan } from '../../../src/cleanup/plan.js';
-import { buildPolicy, parsePolicyYaml, type PolicyFlags } from '../../../src/cleanup/policy.js';
-import { assignFamilies, DEFAULT_FAMILY_PATTERNS, type LiveBranch } from '../../../src/cleanup/families.js';
-import { refSlug } from '../../../src/gitlab/slug.js';
-import type { DigestGraph, DigestNode, TagInfo } from '../../../src/cleanup/types.js';
+import { planRepository, type RepoPlan } from '../../../src/retention/retention-plan.js';
+import { buildPolicy, parsePolicyYaml, type PolicyFlags } from '../../../src/retention/retention-policy.js';
+import { assignFamilies, DEFAULT_FAMILY_PATTERNS, type LiveBranch } from '../../../src/retention/families.js';
+import { refSlug } from '../../../src/gitlab-slug.js';
+import type { DigestGraph, DigestNode, TagInfo } from '../../../src/retention/retention-types.js';
 
 const NOW = new Date('2026-06-01T00:00:00Z');
 const daysAgo = (d: number): Date => new Date(NOW.getTime() - d * 86_400_000);

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { buildPolicy, parsePolicyYaml, flagRules } from '../../../src/cleanup/policy.js';
+import { buildPolicy, parsePolicyYaml, flagRules } from '../../../src/retention/retention-policy.js';
 import { RelaisError } from '../../../src/errors.js';
 
 function errorOf(f: () => unknown): RelaisError {

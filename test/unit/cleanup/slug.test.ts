@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { refSlug, branchName } from '../../../src/gitlab/slug.js';
+import { refSlug, branchName } from '../../../src/gitlab-slug.js';
 
 // GitLab's own examples: spec/models/ci/build_spec.rb ('#ref_slug') and spec/lib/gitlab/utils_spec.rb
 // ('.slugify'), and the definition in "Predefined CI/CD variables" (CI_COMMIT_REF_SLUG).

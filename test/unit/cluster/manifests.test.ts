@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { leaseCoordinator } from '../../../src/cluster/manifests.js';
+import { leaseCoordinator } from '../../../src/cluster/manifest-flight.js';
 import type { AcquireResult } from '../../../src/cluster/leases.js';
 
 /** Leases as the PostgreSQL table behaves for one owner per coordinator. */

@@ -4,10 +4,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ClusterBlobSource, type Claim } from '../../../src/cluster/peers.js';
 import { RelaisError } from '../../../src/errors.js';
-import { SpaceAdmission } from '../../../src/registry/admission.js';
-import type { BlobHandle, Fetched, LocalBlobSource } from '../../../src/registry/blob-source.js';
-import type { BlobDownload } from '../../../src/registry/download.js';
-import { BlobHolds } from '../../../src/registry/holds.js';
+import { SpaceAdmission } from '../../../src/cache/admission.js';
+import type { BlobHandle, Fetched, LocalBlobSource } from '../../../src/cache/blob-source.js';
+import type { BlobDownload } from '../../../src/cache/download.js';
+import { BlobHolds } from '../../../src/cache/holds.js';
 
 const MiB = 1024 * 1024;
 

@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { OUTAGE_RETRY_AFTER_S, RelaisError } from '../../../src/errors.js';
 import { guardPostgresOutages, isPostgresDown } from '../../../src/index/outage.js';
-import type { CacheIndex } from '../../../src/index/index.js';
+import type { CacheIndex } from '../../../src/index/cache-index.js';
 import { StorageNotFound } from '../../../src/storage/driver.js';
 import { isS3Down } from '../../../src/storage/outage.js';
 

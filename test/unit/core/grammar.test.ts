@@ -1,10 +1,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { RelaisError } from '../../../src/errors.js';
-import { parseApiPath } from '../../../src/http/route.js';
-import { byteRange } from '../../../src/http/handlers.js';
-import { validateDigest, validateName, validateReference } from '../../../src/registry/reference.js';
-import { resolveRoute, type RoutingTable } from '../../../src/registry/routing.js';
+import { parseApiPath } from '../../../src/doors/http/route.js';
+import { byteRange } from '../../../src/doors/http/handlers.js';
+import { validateDigest, validateName, validateReference } from '../../../src/cache/reference.js';
+import { resolveRoute, type RoutingTable } from '../../../src/cache/routing.js';
 
 const code = (fn: () => unknown): string | undefined => {
   try {

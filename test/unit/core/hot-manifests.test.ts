@@ -1,7 +1,7 @@
 // The prepared responses of hot tags: served strictly before their freshness ends, bounded, forgotten with their manifest.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { HotManifests, prepare, type HotManifest } from '../../../src/http/hot-manifests.js';
+import { HotManifests, prepare, type HotManifest } from '../../../src/doors/http/hot-manifests.js';
 
 const entry = (digest: string, freshUntil: number): HotManifest => prepare({ digest, upstream: 'docker.io', freshUntil, headers: ['content-type', 'x'], body: Buffer.from(digest) });
 

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { referrersFreshness, referrersTtl } from '../../../src/policy/referrers.js';
-import { fallbackTag, filterByArtifactType, indexDescriptors, referrersIndex, type ReferrerDescriptor } from '../../../src/registry/referrers.js';
+import { fallbackTag, filterByArtifactType, indexDescriptors, referrersIndex, type ReferrerDescriptor } from '../../../src/cache/referrers.js';
 
 const S = { tagTtl: 300_000, notFoundTtl: 30_000, maxStale: 3_600_000 };
 

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { Writable } from 'node:stream';
 import type { AddressInfo } from 'node:net';
 import { request } from 'undici';
-import { createServer } from '../../../src/http/server.js';
+import { createServer } from '../../../src/doors/http/server.js';
 import { createLogger } from '../../../src/observability/logger.js';
 import type { RequestInfo } from '../../../src/observability/metrics.js';
 import { RequestLog } from '../../../src/observability/request-log.js';

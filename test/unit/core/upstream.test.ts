@@ -2,11 +2,11 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { isPrivateHost } from '../../../src/upstream/address.js';
 import { parseChallenges } from '../../../src/upstream/challenge.js';
-import { classifyFailure, toUpstreamError } from '../../../src/upstream/errors.js';
+import { classifyFailure, toUpstreamError } from '../../../src/upstream/upstream-errors.js';
 import { CircuitBreaker, parseRetryAfter } from '../../../src/policy/circuit-breaker.js';
 import { mayServeStale, tagFreshness } from '../../../src/policy/freshness.js';
-import { manifestReferences } from '../../../src/registry/manifests.js';
-import { paginate } from '../../../src/registry/listing.js';
+import { manifestReferences } from '../../../src/cache/manifests.js';
+import { paginate } from '../../../src/cache/listing.js';
 
 test('WWW-Authenticate challenges as registries send them', () => {
   assert.deepEqual(parseChallenges('Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/alpine:pull"'), [

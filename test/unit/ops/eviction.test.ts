@@ -1,7 +1,7 @@
 // The eviction planner: LRU images down to the low watermark, shared blobs, pins, busy content, idle age.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { buildImages, dependentManifests, parsePin, pinMatchesTag, planEviction, type EvictionSettings, type PinContext, type Snapshot, type SnapshotContent } from '../../../src/policy/eviction.js';
+import { buildImages, dependentManifests, parsePin, pinMatchesTag, planEviction, type EvictionSettings, type PinContext, type Snapshot, type SnapshotContent } from '../../../src/eviction/eviction-plan.js';
 
 const ctx: PinContext = { defaultUpstream: 'docker.io', libraryPrefix: (u) => u === 'docker.io' };
 const MT = 'application/vnd.oci.image.manifest.v1+json';

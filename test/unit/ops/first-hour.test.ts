@@ -6,11 +6,11 @@ import { spawn } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, rm, utimes, writeFile } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { acquireDataLock, holderAlive, liveServerPid, LOCK_FILE, processStartTicks, readLock } from '../../../src/cache/pidfile.js';
+import { acquireDataLock, holderAlive, liveServerPid, LOCK_FILE, processStartTicks, readLock } from '../../../src/upkeep/pidfile.js';
 import { humanLine, renderBanner } from '../../../src/cli/human.js';
 import { defaultUpstreamWarning, normalizeListen, resolveConfig } from '../../../src/config/load.js';
 import { describeCause, isRelaisError, RelaisError } from '../../../src/errors.js';
-import { createAccessControl, type Principal } from '../../../src/http/access.js';
+import { createAccessControl, type Principal } from '../../../src/doors/http/access.js';
 import { RelaisMetrics } from '../../../src/observability/metrics.js';
 import { describeHealth } from '../../../src/policy/circuit-breaker.js';
 import { authSchema } from '../../../src/config/schema.js';
@@ -188,7 +188,7 @@ test('lock: of several processes racing for one stale lock, exactly one gets it'
   const dir = await mkdtemp(join(tmpdir(), 'relais-lock-'));
   try {
     await writeFile(join(dir, LOCK_FILE), JSON.stringify({ pid: await deadPid(), command: 'serve', since: 'then', host: hostname() }));
-    const mod = new URL('../../../src/cache/pidfile.js', import.meta.url).href;
+    const mod = new URL('../../../src/upkeep/pidfile.js', import.meta.url).href;
     const script = `import(${JSON.stringify(mod)}).then(async (m) => { try { await m.acquireDataLock(${JSON.stringify(dir)}, 'serve'); process.stdout.write('won'); setTimeout(() => {}, 1500); } catch (e) { process.stdout.write(e.code ?? String(e)); } });`;
     const outs = await Promise.all(
       Array.from({ length: 6 }, () => {

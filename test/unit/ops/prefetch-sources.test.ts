@@ -7,10 +7,10 @@ import { readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse } from 'yaml';
-import { dockerfileImages, expandVariables } from '../../../src/cache/dockerfile-images.js';
-import { gitlabCiImages } from '../../../src/cache/gitlab-ci-images.js';
-import { prefetchTargets, setApartNotMirrored } from '../../../src/cache/prefetch-files.js';
-import type { ImageResult, PrefetchSummary } from '../../../src/cache/prefetch.js';
+import { dockerfileImages, expandVariables } from '../../../src/upkeep/dockerfile-images.js';
+import { gitlabCiImages } from '../../../src/upkeep/gitlab-ci-images.js';
+import { prefetchTargets, setApartNotMirrored } from '../../../src/upkeep/prefetch-files.js';
+import type { ImageResult, PrefetchSummary } from '../../../src/upkeep/prefetch.js';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../../../..');
 const project = join(root, 'test/fixtures/prefetch/project');

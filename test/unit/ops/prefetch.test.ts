@@ -1,7 +1,7 @@
 // Prefetch's pure parts: image references and the schedule.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { clientAuthorization, nextRunDelay, parseImage } from '../../../src/cache/prefetch.js';
+import { clientAuthorization, nextRunDelay, parseImage } from '../../../src/upkeep/prefetch.js';
 
 test('image references: host kept as a path prefix, default tag latest, digests', () => {
   assert.deepEqual(parseImage('alpine'), { name: 'alpine', reference: 'latest' });

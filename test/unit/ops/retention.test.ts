@@ -2,12 +2,12 @@
 // on the cache), and what freeing takes (never a digest a remaining tag, a cached manifest or `keep` reaches).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { buildPolicy, parsePolicyYaml, type PolicyFlags } from '../../../src/cleanup/policy.js';
-import { parseManifest } from '../../../src/cleanup/manifest.js';
-import { reachable } from '../../../src/cleanup/types.js';
-import { cachedAges, cacheDigestGraph, cacheRepoName, cacheTagInfos, contentToFree, planCacheRetention, type CacheSnapshot } from '../../../src/cache/retention.js';
-import { repoFilter, wantsRetention } from '../../../src/cache/retention-run.js';
-import type { ContentEntry, ReferenceRow, TagRow } from '../../../src/index/index.js';
+import { buildPolicy, parsePolicyYaml, type PolicyFlags } from '../../../src/retention/retention-policy.js';
+import { parseManifest } from '../../../src/retention/manifest-refs.js';
+import { reachable } from '../../../src/retention/retention-types.js';
+import { cachedAges, cacheDigestGraph, cacheRepoName, cacheTagInfos, contentToFree, planCacheRetention, type CacheSnapshot } from '../../../src/upkeep/cache-retention.js';
+import { repoFilter, wantsRetention } from '../../../src/upkeep/cache-retention-run.js';
+import type { ContentEntry, ReferenceRow, TagRow } from '../../../src/index/cache-index.js';
 
 const OCI_INDEX = 'application/vnd.oci.image.index.v1+json';
 const DOCKER_LIST = 'application/vnd.docker.distribution.manifest.list.v2+json';

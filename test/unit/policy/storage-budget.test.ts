@@ -1,9 +1,9 @@
-// storage.maxSize held strictly: the pure shortfall (policy/eviction.ts) and the admission that evicts it
-// before a blob is stored (registry/admission.ts), counting the downloads in flight.
+// storage.maxSize held strictly: the pure shortfall (eviction/eviction-plan.ts) and the admission that evicts it
+// before a blob is stored (cache/admission.ts), counting the downloads in flight.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { budgetShortfall } from '../../../src/policy/eviction.js';
-import { SpaceAdmission } from '../../../src/registry/admission.js';
+import { budgetShortfall } from '../../../src/policy/storage-budget.js';
+import { SpaceAdmission } from '../../../src/cache/admission.js';
 
 const MiB = 1024 * 1024;
 

@@ -7,10 +7,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { X509Certificate } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
-import { constraintPermits, loadCa, permittedNames } from '../../../src/proxy/ca.js';
-import { parseTarget } from '../../../src/proxy/door.js';
-import { isCachedRead } from '../../../src/proxy/intercept.js';
-import { pushedManifest } from '../../../src/proxy/pushed.js';
+import { constraintPermits, loadCa, permittedNames } from '../../../src/doors/proxy/ca.js';
+import { parseTarget } from '../../../src/doors/proxy/door.js';
+import { isCachedRead } from '../../../src/doors/proxy/intercept.js';
+import { pushedManifest } from '../../../src/doors/proxy/manifest-writes.js';
 
 test('parseTarget: host:port lowercased, trailing dot dropped, junk refused', () => {
   assert.deepEqual(parseTarget('GHCR.io.:443'), { host: 'ghcr.io', port: 443, key: 'ghcr.io:443' });

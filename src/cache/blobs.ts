@@ -1,0 +1,293 @@
+// Blobs: one content-addressed store shared by every upstream and repository.
+// A hit streams from storage; a miss (or a cached blob whose object storage lost) gets its bytes from the blob
+// source: the single download of that digest here (downloads.ts), or, in cluster mode, wherever the cluster's
+// download lease says (the cluster wraps the source; blob-source.ts). The parts, one job each:
+//   downloads.ts     the downloads table (single-flight) and its events
+//   admission.ts     whether a download fits (free space, eviction for room)
+//   spool-reader.ts  reading a growing spool or a committed object for a client
+//   holds.ts         which blobs clients are being served (never evicted meanwhile)
+import type { Readable } from 'node:stream';
+import { errors } from '../errors.js';
+import type { CacheIndex } from '../index/cache-index.js';
+import { blobKey, StorageNotFound, type ByteRange, type StorageDriver } from '../storage/driver.js';
+import type { CacheResult } from '../types.js';
+import { discard, header, type UpstreamClient } from '../upstream/client.js';
+import { SpaceAdmission } from './admission.js';
+import type { BlobHandle, BlobSource, FileBody, LocalBlobSource } from './blob-source.js';
+import { DownloadTable, type BlobObserver, type DownloadProgress } from './downloads.js';
+import { BlobHolds } from './holds.js';
+import type { UpstreamRoute } from './routing.js';
+import { SpoolReader } from './spool-reader.js';
+
+export type { CacheResult } from '../types.js';
+export type { BlobHandle, BlobSource, FileBody, LocalBlobSource } from './blob-source.js';
+export type { BlobObserver, DownloadProgress } from './downloads.js';
+
+export interface BlobServiceOptions {
+  readonly storage: StorageDriver;
+  readonly index: CacheIndex;
+  readonly upstreams: ReadonlyMap<string, UpstreamClient>;
+  readonly attempts: (upstream: string) => number;
+  readonly observer?: BlobObserver;
+  /** Cluster mode: wraps the core's own source, so that a fetch may be another replica's (app.ts, src/cluster/peers.ts). */
+  readonly wrapSource?: ((local: LocalBlobSource) => BlobSource) | undefined;
+  /** Disk full: evict to free at least this many bytes (when a budget is configured); returns bytes freed. */
+  readonly makeRoom?: ((bytes: number) => Promise<number>) | undefined;
+  /** storage.maxSize: room for a blob is made before it is stored (admission.ts). */
+  readonly budget?: { readonly maxSize: number; usage(): Promise<number> } | undefined;
+}
+
+/** A download in flight in this process, as another replica streams it (src/cluster/peers.ts). */
+export interface LocalDownload {
+  /** Known once the upstream's headers arrived (undefined: the upstream sent no length). */
+  readonly size: number | undefined;
+  /** Waits for the upstream's headers; throws if the download failed. */
+  headers(): Promise<void>;
+  /** The bytes as they arrive (the last one once verified). */
+  open(range?: ByteRange): Readable;
+}
+
+/** How long a blob handle nobody opened keeps its digest from eviction. */
+const UNOPENED_HOLD_MS = 30_000;
+
+export class BlobService {
+  private readonly downloads: DownloadTable;
+  private readonly holds = new BlobHolds();
+  private readonly reader: SpoolReader;
+  private readonly source: BlobSource;
+  private readonly spoolSources: (() => Iterable<string>)[] = [];
+  private readonly admission: SpaceAdmission;
+
+  constructor(private readonly opts: BlobServiceOptions) {
+    const budget = opts.budget && { maxSize: opts.budget.maxSize, usage: () => opts.budget?.usage() ?? Promise.resolve(0), reserved: (d: string) => this.downloads.reservedBytes(d) };
+    const admission = new SpaceAdmission({ storage: opts.storage, pending: (d) => this.downloads.pendingBytes(d), makeRoom: opts.makeRoom, budget, onOverrun: (digest, bytes) => opts.observer?.event?.('admitted over storage.maxSize: what is left to evict is in use (being downloaded or served) or pinned', { digest, bytes }) });
+    this.admission = admission;
+    this.downloads = new DownloadTable({
+      storage: opts.storage,
+      index: opts.index,
+      upstream: (name) => this.upstream(name),
+      attempts: opts.attempts,
+      admit: (digest, size) => admission.admit(digest, size),
+      observer: opts.observer,
+    });
+    this.reader = new SpoolReader(opts.storage);
+    this.source = opts.wrapSource?.(this.downloads) ?? this.downloads;
+  }
+
+  /** Download outcomes since start (tests, status): resumes, digest mismatches, failures, bytes received from upstreams. */
+  get stats(): Readonly<DownloadTable['stats']> {
+    return this.downloads.stats;
+  }
+
+  private upstream(name: string): UpstreamClient {
+    const u = this.opts.upstreams.get(name);
+    if (!u) throw errors.internal(`upstream ${name} is not configured`);
+    return u;
+  }
+
+  /** Checks that the upstream serves this digest under this repository before relais does. */
+  private async ensureLinked(route: UpstreamRoute, digest: string, signal?: AbortSignal): Promise<void> {
+    if (await this.opts.index.isLinked(route.upstream, route.repo, digest)) return;
+    const res = await this.upstream(route.upstream).send({ method: 'HEAD', repo: route.repo, credential: route.credential, path: `/v2/${route.repo}/blobs/${digest}`, signal });
+    discard(res.body);
+    if (res.status === 200) {
+      await this.opts.index.linkContent(route.upstream, route.repo, [digest]);
+      return;
+    }
+    if (res.status === 404) throw errors.blobUnknown(route.repo, digest);
+    throw errors.upstreamUnexpected(route.upstream, res.status, 'to HEAD blob');
+  }
+
+  /** Metadata only: cached size, an in-flight download's size, or the upstream's HEAD (nothing is fetched). */
+  async head(route: UpstreamRoute, digest: string, signal?: AbortSignal): Promise<{ size: number; result: CacheResult }> {
+    const cached = await this.opts.index.getContent(digest);
+    if (cached) {
+      await this.ensureLinked(route, digest, signal);
+      return { size: cached.size, result: 'hit' };
+    }
+    const res = await this.upstream(route.upstream).send({ method: 'HEAD', repo: route.repo, credential: route.credential, path: `/v2/${route.repo}/blobs/${digest}`, signal });
+    discard(res.body);
+    if (res.status === 404) throw errors.blobUnknown(route.repo, digest);
+    if (res.status !== 200) throw errors.upstreamUnexpected(route.upstream, res.status, 'to HEAD blob');
+    const len = Number(header(res.headers, 'content-length'));
+    if (!Number.isSafeInteger(len) || len < 0) throw errors.upstreamNoContentLength(route.upstream);
+    await this.opts.index.linkContent(route.upstream, route.repo, [digest]);
+    return { size: len, result: 'miss' };
+  }
+
+  /**
+   * A blob for a client. While the client is served (from the lookup until its stream closes) the digest
+   * is held (see isBusy()), and eviction leaves it alone.
+   */
+  async get(route: UpstreamRoute, digest: string, signal?: AbortSignal): Promise<BlobHandle> {
+    const release = this.holds.hold(digest);
+    let handle: BlobHandle;
+    try {
+      handle = await this.lookup(route, digest, signal);
+    } catch (e) {
+      release();
+      throw e;
+    }
+    // A handle that is never opened (the request failed before streaming) lets go after a while.
+    const unopened = setTimeout(release, UNOPENED_HOLD_MS);
+    unopened.unref();
+    return {
+      ...handle,
+      open: async (range, sig) => {
+        clearTimeout(unopened);
+        let stream: Readable;
+        try {
+          stream = await handle.open(range, sig);
+        } catch (e) {
+          release();
+          throw e;
+        }
+        stream.once('close', release);
+        return stream;
+      },
+      openFile: async (range) => {
+        clearTimeout(unopened);
+        let body: FileBody | undefined;
+        try {
+          body = await handle.openFile(range);
+        } catch (e) {
+          release();
+          throw e;
+        }
+        if (!body) return undefined;
+        const inner = body;
+        return {
+          ...inner,
+          close: async () => {
+            release();
+            await inner.close();
+          },
+        };
+      },
+    };
+  }
+
+  private async lookup(route: UpstreamRoute, digest: string, signal?: AbortSignal): Promise<BlobHandle> {
+    const cached = await this.opts.index.getContent(digest);
+    if (!cached) return this.fetch(route, digest, signal);
+    await this.ensureLinked(route, digest, signal);
+    this.opts.index.touch(digest, Date.now());
+    // The index says cached but the object is gone (deleted by hand, lost with a disk, evicted by another
+    // replica): fetch it again through the blob source, as a miss would (in a cluster: under the download
+    // lease), instead of answering 404 until `relais gc` reconciles the index.
+    const refetch = (): Promise<BlobHandle> => {
+      this.opts.observer?.event?.('cached blob missing from storage, fetching it again', { digest, upstream: route.upstream, repo: route.repo });
+      return this.fetch(route, digest, signal);
+    };
+    const key = blobKey(digest);
+    return {
+      digest,
+      size: cached.size,
+      result: 'hit',
+      open: async (range, sig) => {
+        try {
+          return await this.opts.storage.reader(key, range, sig);
+        } catch (e) {
+          if (e instanceof StorageNotFound) return (await refetch()).open(range, sig);
+          throw e;
+        }
+      },
+      openFile: async (range) => {
+        try {
+          return await this.reader.committedFile(digest, cached.size, range);
+        } catch (e) {
+          if (e instanceof StorageNotFound) return (await refetch()).openFile(range);
+          throw e;
+        }
+      },
+    };
+  }
+
+  /** A blob the cache does not hold (or lost), from the blob source. */
+  private async fetch(route: UpstreamRoute, digest: string, signal?: AbortSignal): Promise<BlobHandle> {
+    const fetched = await this.source.fetch(route, digest, signal);
+    if (fetched.kind === 'stored') return this.lookup(route, digest, signal);
+    if (fetched.kind === 'remote') {
+      await this.ensureLinked(route, digest, signal);
+      return fetched.handle;
+    }
+    const dl = fetched.download;
+    // The download's own GET proved the link for its upstream and repository; others must ask.
+    if (!fetched.started && (dl.upstreamName !== route.upstream || dl.repo !== route.repo)) await this.ensureLinked(route, digest, signal);
+    await dl.headers();
+    return {
+      digest,
+      size: dl.size,
+      result: fetched.started ? 'miss' : 'join',
+      open: (range) => Promise.resolve(this.reader.follow(dl, range)),
+      openFile: (range) => this.reader.followFile(dl, range),
+    };
+  }
+
+  /** The download of this digest in flight in this process, if any (another replica streams it). */
+  localDownload(digest: string): LocalDownload | undefined {
+    const dl = this.downloads.get(digest);
+    if (!dl) return undefined;
+    const reader = this.reader;
+    return {
+      get size() {
+        return dl.size;
+      },
+      headers: () => dl.headers(),
+      open: (range) => reader.follow(dl, range),
+    };
+  }
+
+  /** Whether eviction must leave the digest alone now: downloading, or being served to a client. */
+  isBusy(digest: string): boolean {
+    return this.downloads.downloading(digest) || this.holds.has(digest);
+  }
+
+  /** Every digest isBusy() now. */
+  busyDigests(): Set<string> {
+    const busy = new Set(this.holds.digests());
+    for (const d of this.downloads.values()) busy.add(d.digest);
+    return busy;
+  }
+
+  /** Admissions over storage.maxSize (what was left could not be evicted) and the largest overrun in bytes. */
+  budgetOverruns(): { readonly admissions: number; readonly maxBytes: number } {
+    return this.admission.budgetOverruns();
+  }
+
+  /** The spool files (the storage writers' staged files) of the downloads in flight, and of the other writers registered: gc leaves them alone. */
+  spoolFiles(): Set<string> {
+    const files = new Set<string>();
+    for (const d of this.downloads.values()) if (d.localPath !== undefined) files.add(d.localPath);
+    for (const more of this.spoolSources) for (const f of more()) files.add(f);
+    return files;
+  }
+
+  /** Other writers of the spool (kept pushes, src/cache/pushes.ts) name their live files here. */
+  addSpoolSource(files: () => Iterable<string>): void {
+    this.spoolSources.push(files);
+  }
+
+  /** The downloads in flight (status page, metrics). */
+  downloadsInFlight(): IterableIterator<DownloadProgress> {
+    return this.downloads.values();
+  }
+
+  /** How many digests clients are being served now. */
+  servingCount(): number {
+    return this.holds.size;
+  }
+
+  /**
+   * Resolves once every download in flight has ended (committed or failed). A client has its blob as soon as
+   * the digest verified, a moment before the cache has stored it: wait here before looking at the storage.
+   */
+  settle(): Promise<void> {
+    return this.downloads.settle();
+  }
+
+  /** Cancels every download (shutdown). Their spool files are removed. */
+  cancelAll(): Promise<void> {
+    return this.downloads.cancelAll();
+  }
+}

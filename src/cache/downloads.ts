@@ -1,0 +1,130 @@
+// The downloads table: the single download of each digest in this process (single-flight), with the events
+// the rest of relais hears about them (started, ended, bytes fetched, resumes, mismatches, failures). It is
+// the core's own blob source: a miss starts a download here or joins the one in flight.
+import type { CacheIndex } from '../index/cache-index.js';
+import { blobKey, type StorageDriver } from '../storage/driver.js';
+import type { UpstreamClient } from '../upstream/client.js';
+import type { Fetched, LocalBlobSource } from './blob-source.js';
+import { BlobDownload } from './download.js';
+import type { UpstreamRoute } from './routing.js';
+
+export interface BlobObserver {
+  downloadStarted?(d: BlobDownload): void;
+  downloadEnded?(d: BlobDownload): void;
+  bytesFetched?(upstream: string, bytes: number): void;
+  event?(event: string, detail: Record<string, unknown>): void;
+}
+
+/** What others may read of a download in flight (status page, metrics). */
+export type DownloadProgress = Pick<BlobDownload, 'digest' | 'upstreamName' | 'repo' | 'written' | 'size' | 'startedAt' | 'state' | 'error'>;
+
+export interface DownloadTableOptions {
+  readonly storage: StorageDriver;
+  readonly index: CacheIndex;
+  readonly upstream: (name: string) => UpstreamClient;
+  readonly attempts: (upstream: string) => number;
+  /** Once the size is known, before the first byte: throws (STORAGE_FULL) to refuse the download. */
+  readonly admit: (digest: string, size: number) => Promise<void>;
+  readonly observer?: BlobObserver | undefined;
+}
+
+export class DownloadTable implements LocalBlobSource {
+  private readonly table = new Map<string, BlobDownload>();
+  /** Download outcomes since start (tests, status): resumes, digest mismatches, failures, bytes received from upstreams. */
+  readonly stats = { resumes: 0, digestMismatches: 0, failures: 0, upstreamBytes: 0 };
+
+  constructor(private readonly opts: DownloadTableOptions) {}
+
+  get(digest: string): BlobDownload | undefined {
+    return this.table.get(digest);
+  }
+
+  downloading(digest: string): boolean {
+    return this.table.has(digest);
+  }
+
+  /** Downloads in flight now. */
+  get size(): number {
+    return this.table.size;
+  }
+
+  values(): IterableIterator<BlobDownload> {
+    return this.table.values();
+  }
+
+  /** Joins the download of the digest in flight here, or starts one. */
+  fetch(route: UpstreamRoute, digest: string): Promise<Fetched> {
+    const dl = this.table.get(digest);
+    return Promise.resolve(dl ? { kind: 'local', download: dl, started: false } : { kind: 'local', download: this.start(route, digest), started: true });
+  }
+
+  /** Bytes the downloads in flight (all but `digest`'s) still have to write. */
+  pendingBytes(digest: string): number {
+    let pending = 0;
+    for (const d of this.table.values()) if (d.digest !== digest && d.size !== undefined) pending += Math.max(0, d.size - d.written);
+    return pending;
+  }
+
+  /** Full sizes of the downloads in flight (all but `digest`'s): the budget they reserve until they are indexed. */
+  reservedBytes(digest: string): number {
+    let reserved = 0;
+    for (const d of this.table.values()) if (d.digest !== digest && d.size !== undefined) reserved += d.size;
+    return reserved;
+  }
+
+  private start(route: UpstreamRoute, digest: string): BlobDownload {
+    const upstream = this.opts.upstream(route.upstream);
+    const obs = this.opts.observer;
+    const { storage, index } = this.opts;
+    const dl = new BlobDownload({
+      digest,
+      upstream,
+      repo: route.repo,
+      credential: route.credential,
+      // The spool is the storage driver's writer for the blob's key: committed once the digest is verified.
+      writer: () => storage.writer(blobKey(digest)),
+      attempts: this.opts.attempts(route.upstream),
+      commit: async (size) => {
+        try {
+          const now = Date.now();
+          await index.putBlob(digest, size, now);
+          await index.linkContent(route.upstream, route.repo, [digest]);
+        } catch (e) {
+          // An unindexed file is never served and never evicted: do not leave it behind (e.g. SQLITE_FULL).
+          await storage.delete(blobKey(digest)).catch(() => undefined);
+          throw e;
+        }
+      },
+      reserve: (size) => this.opts.admit(digest, size),
+      onProgress: (n) => obs?.bytesFetched?.(route.upstream, n),
+      onEvent: (event, detail) => {
+        if (event === 'resume') this.stats.resumes++;
+        else if (event === 'digest_mismatch') this.stats.digestMismatches++;
+        else this.stats.failures++;
+        obs?.event?.(event, detail);
+      },
+    });
+    this.table.set(digest, dl);
+    obs?.downloadStarted?.(dl);
+    void dl.done
+      .catch(() => undefined)
+      .finally(() => {
+        this.stats.upstreamBytes += dl.fetched;
+        if (this.table.get(digest) === dl) this.table.delete(digest);
+        obs?.downloadEnded?.(dl);
+      });
+    return dl;
+  }
+
+  /** Resolves once every download in flight has ended (committed or failed). */
+  async settle(): Promise<void> {
+    while (this.table.size > 0) await Promise.allSettled([...this.table.values()].map((d) => d.done));
+  }
+
+  /** Cancels every download (shutdown). Their spool files are removed. */
+  async cancelAll(): Promise<void> {
+    const all = [...this.table.values()];
+    for (const d of all) d.cancel();
+    await Promise.allSettled(all.map((d) => d.done));
+  }
+}
