@@ -3,7 +3,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'node_modules/**', 'bench/results/**', 'scripts/**', 'src/http/status-page/**/*.js'] },
+  { ignores: ['dist/**', 'node_modules/**', 'bench/results/**', 'scripts/**', 'src/doors/http/status-page/**/*.js'] },
   js.configs.recommended,
   ...tseslint.configs.strictTypeChecked,
   {
