@@ -13,6 +13,7 @@ import { freePort } from '../../peers/ports.js';
 import { removeDir, run, startProcess, tempDir, waitForHttp, type ManagedProcess } from '../../peers/proc.js';
 import { startRegistry, type RegistryPeer } from '../../peers/registry.js';
 import { http, skopeoPull } from '../core/helpers.js';
+import { liveServerPid } from '../../../src/upkeep/pidfile.js';
 import { CLI, relaisCli, startUpstreamProxy, type UpstreamProxy } from './helpers.js';
 
 let upstream: RegistryPeer;
@@ -193,13 +194,30 @@ test('on a terminal: a start banner and human lines; piped: JSON lines only', as
     assert.match(out, /^\d\d:\d\d:\d\d INFO {2}relais serving/m);
     assert.doesNotMatch(out, /^\{"level"/m, 'no JSON on a terminal');
   } finally {
+    // script(1) runs relais in a session of its own (the pty): stopping script's group does not reach it, and
+    // it would keep the port and the data directory a while. Stop it by the pid its lock names, and wait.
+    const pid = await liveServerPid(data);
     await tty.stop({ group: true });
+    if (pid !== undefined) {
+      try {
+        process.kill(pid, 'SIGTERM');
+      } catch {
+        // already gone
+      }
+      const deadline = Date.now() + 30_000;
+      while ((await liveServerPid(data)) !== undefined) {
+        assert.ok(Date.now() <= deadline, `the terminal relais (pid ${pid}) did not exit`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
   }
 
   // Piped: JSON lines, each one parseable, nothing else on stdout.
   const piped = await serve(['--listen', `127.0.0.1:${port}`, '--data', data, '--upstream', `docker.io=${upstream.url}`]);
   try {
     await waitForHttp(`http://127.0.0.1:${port}/healthz`, 30_000, { process: piped });
+    // /healthz answers as soon as the socket listens; the start line is logged just after: await it, do not race it.
+    await piped.waitForOutput(/"msg":"relais serving"/, 30_000);
     const lines = jsonLines(piped.stdout());
     assert.ok(lines.some((l) => l.msg === 'relais serving'));
     assert.doesNotMatch(piped.stdout(), /Point your clients/);
