@@ -165,6 +165,8 @@ test('relais serve probes its upstreams: refuse mode exits, warn mode serves and
   const warned = await serve(['--listen', `127.0.0.1:${port}`, '--data', data, '--upstream', `docker.io=${nginx.url}`, '--upstream', `ghcr.io=${upstream.url}`]);
   try {
     await waitForHttp(`http://127.0.0.1:${port}/healthz`, 30_000, { process: warned });
+    await warned.waitForOutput(/"msg":"relais serving"/, 30_000);
+    await warned.waitForOutput(/upstream check: docker\.io/, 30_000);
     const lines = jsonLines(warned.stdout());
     const w = lines.find((l) => typeof l.msg === 'string' && l.msg.startsWith('upstream check: docker.io'));
     assert.ok(w, JSON.stringify(lines));
@@ -232,6 +234,8 @@ test('runtime errors come with a code and a hint: address in use, data directory
   const holder = await serve(['--listen', `:${port}`, '--data', data, '--upstream', `docker.io=${upstream.url}`]);
   try {
     await waitForHttp(`http://127.0.0.1:${port}/healthz`, 30_000, { process: holder });
+    // /healthz answers as soon as the socket listens; the start line is logged just after: await it.
+    await holder.waitForOutput(/"msg":"relais serving"/, 30_000);
     assert.ok(jsonLines(holder.stdout()).some((l) => l.msg === 'relais serving' && l.listen === `0.0.0.0:${port}`), '--listen :PORT is every interface');
     assert.ok(jsonLines(holder.stdout()).some((l) => l.level === 40 && /listening on all interfaces without authentication/.test(String(l.msg))));
     const inUse = await run(process.execPath, [CLI, 'serve', '--listen', `127.0.0.1:${port}`, '--data', join(work, 'err-data-2'), '--upstream', `docker.io=${upstream.url}`], { timeoutMs: 60_000 });
