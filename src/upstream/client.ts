@@ -194,6 +194,21 @@ export class UpstreamClient {
     return this.cfg.retries.backoff * 2 ** (attempt - 1);
   }
 
+  /** One HTTP request of an exchange, observed (status or failure kind, duration; the upstream's headers). */
+  private async exchange(url: URL, req: UpstreamRequest, headers: Record<string, string>, sameHost: boolean): Promise<Dispatcher.ResponseData> {
+    const started = performance.now();
+    let res: Dispatcher.ResponseData;
+    try {
+      res = await request(url, { method: req.method, headers, dispatcher: this.dispatcher, signal: req.signal });
+    } catch (e) {
+      this.observer.onExchange?.(this.name, req.method, classifyFailure(e), (performance.now() - started) / 1000);
+      throw e;
+    }
+    this.observer.onExchange?.(this.name, req.method, res.statusCode, (performance.now() - started) / 1000);
+    if (sameHost) this.observer.onHeaders?.(this.name, res.headers);
+    return res;
+  }
+
   /** One exchange: auth (answering one challenge), then up to MAX_REDIRECTS redirects. */
   private async sendOnce(req: UpstreamRequest): Promise<UpstreamResponse> {
     if (this.passthrough) return this.sendAsClient(req);
@@ -205,16 +220,7 @@ export class UpstreamClient {
       const headers: Record<string, string> = { 'user-agent': 'relais', ...req.headers };
       // The upstream's Authorization never goes to another host (CDN redirects carry signed URLs).
       if (sameHost && authorization !== undefined) headers.authorization = authorization;
-      const started = performance.now();
-      let res: Dispatcher.ResponseData;
-      try {
-        res = await request(url, { method: req.method, headers, dispatcher: this.dispatcher, signal: req.signal });
-      } catch (e) {
-        this.observer.onExchange?.(this.name, req.method, classifyFailure(e), (performance.now() - started) / 1000);
-        throw e;
-      }
-      this.observer.onExchange?.(this.name, req.method, res.statusCode, (performance.now() - started) / 1000);
-      if (sameHost) this.observer.onHeaders?.(this.name, res.headers);
+      const res = await this.exchange(url, req, headers, sameHost);
       if (res.statusCode === 401 && sameHost && !answeredChallenge) {
         discard(res.body);
         answeredChallenge = true;
@@ -294,16 +300,7 @@ export class UpstreamClient {
       const sameHost = url.host === this.baseUrl.host;
       const headers: Record<string, string> = { 'user-agent': 'relais', ...req.headers };
       if (sameHost && authorization !== undefined) headers.authorization = authorization;
-      const started = performance.now();
-      let res: Dispatcher.ResponseData;
-      try {
-        res = await request(url, { method: req.method, headers, dispatcher: this.dispatcher, signal: req.signal });
-      } catch (e) {
-        this.observer.onExchange?.(this.name, req.method, classifyFailure(e), (performance.now() - started) / 1000);
-        throw e;
-      }
-      this.observer.onExchange?.(this.name, req.method, res.statusCode, (performance.now() - started) / 1000);
-      if (sameHost) this.observer.onHeaders?.(this.name, res.headers);
+      const res = await this.exchange(url, req, headers, sameHost);
       if (res.statusCode === 401 || res.statusCode === 403) {
         discard(res.body);
         const challenge = header(res.headers, 'www-authenticate');

@@ -135,7 +135,7 @@ export function parseMetrics(text: string): ParsedMetrics {
   };
 }
 
-/** Bytes of every file below a directory (what the cache takes on disk, before filesystem overhead). */
+/** Bytes of every file below a directory (what the cache takes on disk, before filesystem overhead); a file renamed or deleted while counting is skipped. */
 export async function diskBytes(dir: string): Promise<number> {
   let total = 0;
   let entries;
@@ -147,7 +147,7 @@ export async function diskBytes(dir: string): Promise<number> {
   for (const e of entries) {
     const p = join(dir, e.name);
     if (e.isDirectory()) total += await diskBytes(p);
-    else if (e.isFile()) total += (await stat(p)).size;
+    else if (e.isFile()) total += await stat(p).then((st) => st.size, () => 0); // renamed or deleted meanwhile
   }
   return total;
 }
