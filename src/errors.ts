@@ -241,6 +241,9 @@ export const errors = {
   postgresUnusable: entry('STORAGE_ERROR', 500, (where: string, why: string) => `cannot use the PostgreSQL index at ${where} (${why})`, {
     hint: 'check index.postgres.url (host, database, user, password) and that PostgreSQL is up',
   }),
+  postgresSchemaNewer: entry('CONFIG_INVALID', 500, (version: number, known: number) => `the PostgreSQL index's schema is version ${version}, newer than this relais knows (${known})`, {
+    hint: 'a newer relais migrated this database: run that version (or newer) on every replica; an older relais cannot use it',
+  }),
   htpasswdNotBcrypt: entry('CONFIG_INVALID', 500, (file: string, line: number) => `${file}:${line}: only bcrypt entries are supported`, { hint: 'create users with `htpasswd -B FILE USER`' }),
   htpasswdUnreadable: entry('CONFIG_INVALID', 500, (file: string, code: string) => `auth.htpasswd: cannot read ${file} (${code})`, { hint: 'check auth.htpasswd and that relais may read the file' }),
 

@@ -5,6 +5,7 @@
 // schema_version records how many ran.
 import pg from 'pg';
 import { toUsage, type CacheIndex, type ContentEntry, type IndexUsage, type LinkRow, type ManifestRecord, type ReferenceRow, type TagEntry, type TagRow } from './cache-index.js';
+import { errors } from '../errors.js';
 
 /** Schema migrations, applied in order, each in its own transaction. */
 export const PG_MIGRATIONS: readonly string[] = [
@@ -319,7 +320,7 @@ export async function migrate(pool: pg.Pool): Promise<number> {
       let version = r.rows[0]?.version ?? 0;
       if (r.rows.length === 0) await client.query('INSERT INTO schema_version (version) VALUES (0)');
       if (version > PG_MIGRATIONS.length) {
-        throw new Error(`the database's schema is version ${version}, newer than this relais knows (${PG_MIGRATIONS.length}): upgrade relais`);
+        throw errors.postgresSchemaNewer(version, PG_MIGRATIONS.length);
       }
       for (; version < PG_MIGRATIONS.length; version++) {
         const sql = PG_MIGRATIONS[version];

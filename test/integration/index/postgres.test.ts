@@ -2,6 +2,7 @@
 // once migrate the schema once, and a database newer than this relais is refused.
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { isRelaisError } from '../../../src/errors.js';
 import { PG_MIGRATIONS, PostgresIndex } from '../../../src/index/postgres.js';
 import { pushRandomImage } from '../../peers/images.js';
 import { startPostgres, type PostgresPeer } from '../../peers/postgres.js';
@@ -46,7 +47,13 @@ describe('cache index: postgres migrations', () => {
     const url = await pg.createDatabase('future');
     await (await PostgresIndex.open(url)).close();
     await pg.query('future', 'UPDATE schema_version SET version = $1', [PG_MIGRATIONS.length + 1]);
-    await assert.rejects(PostgresIndex.open(url), /newer than this relais knows/);
+    await assert.rejects(PostgresIndex.open(url), (e: unknown) => {
+      assert.ok(isRelaisError(e), 'an error of the table');
+      assert.equal(e.code, 'CONFIG_INVALID');
+      assert.match(e.message, new RegExp(`version ${PG_MIGRATIONS.length + 1}, newer than this relais knows \\(${PG_MIGRATIONS.length}\\)`));
+      assert.match(e.hint ?? '', /newer relais migrated this database/);
+      return true;
+    });
   });
 });
 
