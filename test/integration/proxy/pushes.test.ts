@@ -84,9 +84,11 @@ async function cached(digest: string): Promise<boolean> {
   return row !== undefined;
 }
 
+/** The kept pushes' spool files (DATA/pushes: src/cache/pushes.ts), and any that strayed into storage. */
 async function spoolLeftovers(): Promise<string[]> {
-  const files = await readdir(join(relais.dataDir, 'storage'), { recursive: true }).catch(() => [] as string[]);
-  return files.filter((f) => /push-[^/]*\.part$/.test(f));
+  const spool = await readdir(join(relais.dataDir, 'pushes'));
+  const stray = await readdir(join(relais.dataDir, 'storage'), { recursive: true }).catch(() => [] as string[]);
+  return [...spool, ...stray.filter((f) => /push-[^/]*\.part$/.test(f))];
 }
 
 test('docker push of a multi-layer image is kept; a second, wiped dockerd pulls it with no blob and no manifest GET upstream', async () => {
