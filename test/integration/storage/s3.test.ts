@@ -1,12 +1,15 @@
 // The shared storage driver suite against the S3 driver on a real S3 server (Ceph RGW), plus what only
 // S3 has: a commit (upload) aborted midway leaves no object and no parts; a multipart upload left open is a
-// stale write (found, sized and aborted; the driver's own upload in flight never is); the key prefix keeps
-// relais's objects apart in a shared bucket.
+// stale write (found, sized and aborted; the driver's own upload in flight never is), which gc reports and
+// removes with a dead writer's staged file; the key prefix keeps relais's objects apart in a shared bucket.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { readdir } from 'node:fs/promises';
+import { join } from 'node:path';
 import { CreateMultipartUploadCommand, ListObjectsV2Command, UploadPartCommand } from '@aws-sdk/client-s3';
+import { runGc } from '../../../src/eviction/gc.js';
+import { SqliteIndex } from '../../../src/index/sqlite.js';
 import { S3Driver } from '../../../src/storage/s3.js';
 import { removeDir, tempDir } from '../../peers/proc.js';
 import { startS3, type S3Peer } from '../../peers/s3.js';
@@ -195,6 +198,42 @@ describe('storage driver: s3 specifics', () => {
     } finally {
       d.close();
       other.close();
+    }
+  });
+
+  test('gc on S3 reports a dead writer\'s staged file and a dead replica\'s upload as temp files, removes them on apply, not in a dry run', async () => {
+    const bucket = 'gc-stale';
+    await peer.createBucket(bucket);
+    // The replica that died: a writer never committed nor cancelled, and a multipart upload left open.
+    const dead = await driverFor(peer, bucket, 'relais/');
+    const d = await driverFor(peer, bucket, 'relais/', { stagingDir: dead.stagingDir, foreignUploadMs: 0 });
+    const dir = await tempDir('gc-stale-index');
+    stagingDirs.push(dir);
+    const index = new SqliteIndex(join(dir, 'index.db'));
+    try {
+      const w = await dead.writer('blobs/sha256/ab/abcd');
+      await w.write(randomBytes(4096));
+      const upload = await peer.client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: 'relais/blobs/sha256/cd/cdef' }));
+      await peer.client.send(new UploadPartCommand({ Bucket: bucket, Key: 'relais/blobs/sha256/cd/cdef', UploadId: upload.UploadId, PartNumber: 1, Body: randomBytes(1000), ContentLength: 1000 }));
+      const dry = await runGc({ index, storage: d, dryRun: true, graceMs: 0, now: Date.now() + 60_000 });
+      assert.deepEqual(
+        dry.tempFiles.map((t) => [t.id.startsWith('s3://') ? t.id : t.id.slice(d.stagingDir.length + 1).replace(/\.[0-9a-f]{8}\.part$/, ''), t.size]).sort(),
+        [['abcd', 4096], [`s3://${bucket}/relais/blobs/sha256/cd/cdef?uploadId=${upload.UploadId ?? ''}`, 1000]],
+      );
+      assert.equal(dry.freedBytes, 5096);
+      assert.equal((await readdir(d.stagingDir)).length, 1, 'a dry run removes nothing');
+      assert.equal(await peer.pendingUploads(bucket), 1);
+      const young = await runGc({ index, storage: d, dryRun: false, graceMs: 3_600_000 });
+      assert.deepEqual(young.tempFiles, [], 'within the grace period: left alone');
+      const applied = await runGc({ index, storage: d, dryRun: false, graceMs: 0, now: Date.now() + 60_000 });
+      assert.equal(applied.tempFiles.length, 2);
+      assert.deepEqual(await readdir(d.stagingDir), []);
+      assert.equal(await peer.pendingUploads(bucket), 0);
+      await w.cancel();
+    } finally {
+      await index.close();
+      dead.close();
+      d.close();
     }
   });
 });
