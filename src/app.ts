@@ -1,9 +1,9 @@
 // Composition root: builds storage, index, upstream clients, services and the server from a config.
 // Everything else receives its dependencies; nothing reaches for globals.
 import { readFileSync } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, rm } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { Evictor } from './eviction/evictor.js';
 import { acquireDataLock, type DataLock } from './upkeep/pidfile.js';
 import { RefreshAhead } from './upkeep/refresh-ahead.js';
@@ -121,7 +121,7 @@ export async function startRelais(config: ResolvedConfig, opts: StartOptions = {
 async function startLocked(config: ResolvedConfig, opts: StartOptions, logger: Logger, requestLog: RequestLog | undefined, dataDir: string, lock: DataLock): Promise<RelaisInstance> {
   // Filesystem or S3 (storage.driver); spool files left by a crash are removed before serving.
   const storageSetup = await openStorage(config.storage, dataDir, { now: opts.clock });
-  const { storage, stagingDir } = storageSetup;
+  const { storage } = storageSetup;
   // SQLite in dataDir, or PostgreSQL shared by a cluster (index.driver).
   const indexSetup = await openIndex(config.index, dataDir).catch((e: unknown) => {
     storageSetup.close();
@@ -234,7 +234,6 @@ async function startLocked(config: ResolvedConfig, opts: StartOptions, logger: L
     forget: (digests) => manifests.forget(digests),
     settings: config.storage,
     pinContext: { defaultUpstream: config.defaultUpstream, libraryPrefix: (u) => routing.upstreams.get(u)?.libraryPrefix ?? false },
-    tmpDir: stagingDir,
     logger,
     metrics,
   });
@@ -292,11 +291,17 @@ async function startLocked(config: ResolvedConfig, opts: StartOptions, logger: L
     }
   };
   const keep = config.proxy.keepPushes;
+  // Kept pushes spool in a directory of their own (their key is known only at the end), emptied here: a crash's leftovers go.
+  const pushSpool = join(dataDir, 'pushes');
+  if (proxyOn && keep.enabled) {
+    await rm(pushSpool, { recursive: true, force: true });
+    await mkdir(pushSpool, { recursive: true });
+  }
   const pushes = proxyOn && keep.enabled
     ? new UploadSessions({
         storage,
         index,
-        spoolDir: stagingDir,
+        spoolDir: pushSpool,
         maxUploads: keep.maxUploads,
         idleMs: keep.idleTimeout,
         mayKeep: (route, digest) => readable(route, 'blobs', digest),
@@ -308,7 +313,6 @@ async function startLocked(config: ResolvedConfig, opts: StartOptions, logger: L
         },
       })
     : undefined;
-  if (pushes) blobs.addSpoolSource(() => pushes.spoolFiles());
   const pushSweep = pushes ? setInterval(() => pushes.sweep(), Math.max(1000, Math.min(60_000, keep.idleTimeout / 2))) : undefined;
   pushSweep?.unref();
   const intercept = createInterceptHandler({

@@ -55,7 +55,6 @@ export class BlobService {
   private readonly holds = new BlobHolds();
   private readonly reader: SpoolReader;
   private readonly source: BlobSource;
-  private readonly spoolSources: (() => Iterable<string>)[] = [];
   private readonly admission: SpaceAdmission;
 
   constructor(private readonly opts: BlobServiceOptions) {
@@ -253,19 +252,6 @@ export class BlobService {
   /** Admissions over storage.maxSize (what was left could not be evicted) and the largest overrun in bytes. */
   budgetOverruns(): { readonly admissions: number; readonly maxBytes: number } {
     return this.admission.budgetOverruns();
-  }
-
-  /** The spool files (the storage writers' staged files) of the downloads in flight, and of the other writers registered: gc leaves them alone. */
-  spoolFiles(): Set<string> {
-    const files = new Set<string>();
-    for (const d of this.downloads.values()) if (d.localPath !== undefined) files.add(d.localPath);
-    for (const more of this.spoolSources) for (const f of more()) files.add(f);
-    return files;
-  }
-
-  /** Other writers of the spool (kept pushes, src/cache/pushes.ts) name their live files here. */
-  addSpoolSource(files: () => Iterable<string>): void {
-    this.spoolSources.push(files);
   }
 
   /** The downloads in flight (status page, metrics). */

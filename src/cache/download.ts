@@ -97,11 +97,6 @@ export class BlobDownload {
     this.abort.abort();
   }
 
-  /** The spool's local file while the download runs (gc leaves it alone). */
-  get localPath(): string | undefined {
-    return this.spool?.localPath;
-  }
-
   /**
    * The spool open for reading (an fd for sendfile, positional reads for a stream), shared by every follower: a
    * client joining the download opens nothing. The handle stays valid through the commit and a failure's cancel,

@@ -20,6 +20,10 @@ const SHA256 = /^sha256:[a-f0-9]{64}$/;
 export interface PushKeeperOptions {
   readonly storage: StorageDriver;
   readonly index: CacheIndex;
+  /**
+   * Where the sessions' bytes are spooled: a directory of their own (dataDir/pushes, emptied at start by app.ts),
+   * since a push's key (its digest) is known only at the end; the storage driver's writer takes the blob then.
+   */
   readonly spoolDir: string;
   /** Upload sessions tracked at once; beyond it a new upload is forwarded without being kept. */
   readonly maxUploads: number;
@@ -112,11 +116,6 @@ export class UploadSessions {
   /** Sessions tracked now. */
   get size(): number {
     return this.sessions.size;
-  }
-
-  /** The spool files of the sessions tracked now (gc leaves them alone). */
-  spoolFiles(): Set<string> {
-    return new Set([...this.sessions.values()].map((s) => s.spoolPath));
   }
 
   /** Whether an upload session is tracked (tests). */

@@ -127,7 +127,7 @@ function printGc(r: GcReport, out: NodeJS.WritableStream): void {
   for (const f of r.orphanFiles) out.write(`orphan file      ${f.key} (${formatBytes(f.size)})\n`);
   for (const m of r.missingFiles) out.write(`missing file     ${m.digest} (index says ${m.size} bytes, ${m.found === undefined ? 'no file' : `file has ${m.found}`})\n`);
   for (const d of r.dependentManifests) out.write(`broken manifest  ${d} (references content that is gone)\n`);
-  for (const t of r.tempFiles) out.write(`temp file        ${t.path} (${formatBytes(t.size)})\n`);
+  for (const t of r.tempFiles) out.write(`temp file        ${t.id} (${formatBytes(t.size)})\n`);
   out.write(
     `gc: ${r.orphanFiles.length} orphan files, ${r.missingFiles.length} index entries without their file, ${r.dependentManifests.length} manifests depending on them, ${r.tempFiles.length} temp files; ${verb} ${formatBytes(r.freedBytes)} on disk and ${r.droppedRows} index entries\n`,
   );
@@ -199,7 +199,7 @@ Examples:
         if (wantsRetention(retention)) {
           if (opts.dryRun === true && opts.apply === true) throw errors.gcDryRunAndApply();
           const run = await runCacheRetention(index, storage, retention, { graceMs });
-          const gcReport = opts.apply === true ? await runGc({ index, storage, tmpDir: storage.tmpDir, dryRun: false, graceMs }) : null;
+          const gcReport = opts.apply === true ? await runGc({ index, storage, dryRun: false, graceMs }) : null;
           if (opts.json === true) process.stdout.write(`${JSON.stringify({ retention: cacheRetentionJson(run), gc: gcReport, liveServerPid: live ?? null, graceMs }, null, 2)}\n`);
           else {
             if (live !== undefined) process.stdout.write(`relais (pid ${live}) serves this directory: content used within ${formatDurationShort(graceMs)} is left alone\n`);
@@ -212,7 +212,7 @@ Examples:
         }
         if (retention.apply || retention.protect !== undefined || retention.defaultBranch !== undefined || retention.maxDeleteShare !== undefined || retention.repos !== undefined || retention.age !== undefined)
           throw errors.gcNeedsPolicy();
-        const report = await runGc({ index, storage, tmpDir: storage.tmpDir, dryRun: opts.dryRun === true, graceMs });
+        const report = await runGc({ index, storage, dryRun: opts.dryRun === true, graceMs });
         if (opts.json === true) process.stdout.write(`${JSON.stringify({ ...report, liveServerPid: live ?? null, graceMs }, null, 2)}\n`);
         else {
           if (live !== undefined) process.stdout.write(`relais (pid ${live}) serves this directory: files younger than ${formatDurationShort(graceMs)} are left alone\n`);

@@ -5,25 +5,24 @@
 //
 // Safe while the others serve: blobs another replica is downloading have no index row yet (they cannot be
 // planned); blobs the others serve from storage carry a recent last access (touches reach the shared index
-// within seconds), so the LRU plan picks them last; gc never touches files younger than storage.gcGrace.
+// within seconds), so the LRU plan picks them last; gc never touches files younger than storage.gcGrace, nor
+// multipart uploads another replica may still be running (the S3 driver counts those stale only after a day).
 import { Evictor, type EvictionOverride, type EvictionRun, type EvictorOptions } from './evictor.js';
 import type { GcReport } from './gc.js';
 import type { LeaseManager } from '../cluster/leases.js';
 
 export const EVICT_JOB = 'job:evict';
 export const GC_JOB = 'job:gc';
-/** Multipart uploads older than this are a dead replica's: gc aborts them. */
-const STALE_UPLOAD_MS = 24 * 3600_000;
 
 export class ClusterEvictor extends Evictor {
   /** Runs skipped because another replica held the job (tests, status). */
   skipped = { evict: 0, gc: 0 };
 
   constructor(
-    private readonly copts: EvictorOptions,
+    opts: EvictorOptions,
     private readonly leases: LeaseManager,
   ) {
-    super(copts);
+    super(opts);
   }
 
   private async exclusive<T>(job: string, run: () => Promise<T>): Promise<T | undefined> {
@@ -49,16 +48,8 @@ export class ClusterEvictor extends Evictor {
   override gc(dryRun: boolean): Promise<GcReport> {
     if (dryRun) return super.gc(true);
     return (async () => {
-      const report = await this.exclusive(GC_JOB, async () => {
-        const r = await super.gc(false);
-        const storage = this.copts.storage;
-        // A capability of drivers with multipart uploads (S3), asked of the driver: nothing here loads the AWS SDK.
-        if (storage.abortStaleUploads) {
-          const aborted = await storage.abortStaleUploads(Date.now() - STALE_UPLOAD_MS);
-          if (aborted > 0) this.copts.logger.info({ event: 'gc', abortedUploads: aborted }, 'gc aborted stale multipart uploads');
-        }
-        return r;
-      });
+      // A dead replica's multipart uploads are among the driver's stale writes that gc drops.
+      const report = await this.exclusive(GC_JOB, () => super.gc(false));
       if (report) return report;
       this.skipped.gc++;
       return { dryRun: false, orphanFiles: [], missingFiles: [], dependentManifests: [], tempFiles: [], freedBytes: 0, droppedRows: 0 };

@@ -17,8 +17,6 @@ export interface BlobsInUse {
   /** Digests being downloaded or served to a client now: never deleted meanwhile. */
   busyDigests(): Set<string>;
   isBusy(digest: string): boolean;
-  /** Spool files of the downloads in flight (gc leaves them alone). */
-  spoolFiles(): Set<string>;
 }
 
 export interface EvictorOptions {
@@ -29,7 +27,6 @@ export interface EvictorOptions {
   readonly forget?: (digests: readonly string[]) => void;
   readonly settings: StorageConfig;
   readonly pinContext: PinContext;
-  readonly tmpDir: string;
   readonly logger: Logger;
   readonly metrics?: RelaisMetrics | undefined;
   readonly now?: () => number;
@@ -235,11 +232,9 @@ export class Evictor {
         const report = await runGc({
           index: this.opts.index,
           storage: this.opts.storage,
-          tmpDir: this.opts.tmpDir,
           dryRun,
           graceMs: this.opts.settings.gcGrace,
           busy: () => this.busy(),
-          liveTempFiles: () => this.opts.blobs.spoolFiles(),
         });
         if (!dryRun) {
           this.opts.forget?.([...report.missingFiles.map((m) => m.digest), ...report.dependentManifests]);

@@ -3,11 +3,11 @@
 //     an eviction that could not delete a file in use);
 //   - index rows without their file (or with a file of the wrong size): the rows go, and so do the
 //     manifests that reference them (up to the index that lists them) and the tags pointing there;
-//   - temporary files: spool files of downloads that died with a crash, and unfinished writes.
-// Files younger than the grace period, digests being downloaded or served, and live spool files are
+//   - temporary files: the storage driver's stale writes (StorageDriver.staleWrites): the staged files of
+//     downloads that died with a crash, and (S3) multipart uploads a dead process left open. Where they are
+//     and which writers are live only the driver knows: gc asks it.
+// Files younger than the grace period, digests being downloaded or served, and the writes of live writers are
 // never touched: gc runs while relais serves.
-import { readdir, rm, stat } from 'node:fs/promises';
-import { join } from 'node:path';
 import type { CacheIndex } from '../index/cache-index.js';
 import { dependentManifests } from './eviction-plan.js';
 import { blobKey, type StorageDriver } from '../storage/driver.js';
@@ -15,16 +15,12 @@ import { blobKey, type StorageDriver } from '../storage/driver.js';
 export interface GcOptions {
   readonly index: CacheIndex;
   readonly storage: StorageDriver;
-  /** The local directory of spool and temporary files. */
-  readonly tmpDir: string;
   readonly dryRun: boolean;
   /** Files modified within this many ms are left alone. */
   readonly graceMs: number;
   readonly now?: number;
   /** Digests being downloaded or served right now (online gc). */
   readonly busy?: () => ReadonlySet<string>;
-  /** Spool files of downloads running now (online gc). */
-  readonly liveTempFiles?: () => ReadonlySet<string>;
 }
 
 export interface GcReport {
@@ -35,7 +31,8 @@ export interface GcReport {
   readonly missingFiles: readonly { readonly digest: string; readonly size: number; readonly found: number | undefined }[];
   /** Manifests dropped because content they reference is gone. */
   readonly dependentManifests: readonly string[];
-  readonly tempFiles: readonly { readonly path: string; readonly size: number }[];
+  /** Unfinished writes no live writer owns (the driver's stale writes: a staged file's path, an S3 upload's object and id). */
+  readonly tempFiles: readonly { readonly id: string; readonly size: number }[];
   /** Bytes on disk removed (or that would be, in a dry run). */
   readonly freedBytes: number;
   /** Index entries dropped (or that would be). */
@@ -80,21 +77,9 @@ export async function runGc(opts: GcOptions): Promise<GcReport> {
   }
   const dependents = [...dependentManifests(missingFiles.map((m) => m.digest), await opts.index.listReferences())].filter((d) => rows.has(d));
 
-  const tempFiles: { path: string; size: number }[] = [];
-  const live = opts.liveTempFiles?.() ?? new Set<string>();
-  let names: string[] = [];
-  try {
-    names = await readdir(opts.tmpDir);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
-  }
-  for (const name of names) {
-    const path = join(opts.tmpDir, name);
-    if (live.has(path)) continue;
-    const s = await stat(path).catch(() => undefined);
-    if (!s?.isFile() || s.mtimeMs >= cutoff) continue;
-    tempFiles.push({ path, size: s.size });
-  }
+  const tempFiles: { id: string; size: number }[] = [];
+  // A capability asked of the driver: one that stages nothing has no stale writes.
+  if (opts.storage.staleWrites) for await (const w of opts.storage.staleWrites(cutoff)) tempFiles.push({ id: w.id, size: w.size });
 
   let freedBytes = orphanFiles.reduce((n, f) => n + f.size, 0) + tempFiles.reduce((n, f) => n + f.size, 0);
   for (const m of missingFiles) freedBytes += m.found ?? 0;
@@ -112,8 +97,8 @@ export async function runGc(opts: GcOptions): Promise<GcReport> {
       if (d !== undefined && (stillBusy.has(d) || (await opts.index.getContent(d)) !== undefined)) continue;
       await opts.storage.delete(f.key);
     }
-    const stillLive = opts.liveTempFiles?.() ?? new Set<string>();
-    for (const t of tempFiles) if (!stillLive.has(t.path)) await rm(t.path, { force: true });
+    // The driver refuses (false) what became live or went meanwhile.
+    for (const t of tempFiles) await opts.storage.dropStaleWrite?.(t.id);
   }
   return { dryRun: opts.dryRun, orphanFiles, missingFiles, dependentManifests: dependents, tempFiles, freedBytes, droppedRows: drop.length };
 }

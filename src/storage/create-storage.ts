@@ -1,8 +1,9 @@
 // Builds the storage driver a config asks for. Every driver stages its writes in a local directory (the
 // download spool that clients follow: src/storage/staged-writer.ts): for the filesystem driver inside the
 // storage root (so the commit is a rename), for S3 in dataDir/spool. It is emptied here at start: a crash's
-// leftovers are never served.
-import { mkdir, readdir, rm } from 'node:fs/promises';
+// leftovers are never served. Where a driver stages is its own business after that: gc asks the driver for
+// its stale writes (StorageDriver.staleWrites), readiness asks it to check itself (StorageDriver.check).
+import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { StorageConfig } from '../config/schema.js';
 import { errors } from '../errors.js';
@@ -12,8 +13,6 @@ import { guardS3Outages } from './outage.js';
 
 export interface StorageSetup {
   readonly storage: StorageDriver;
-  /** Where the driver stages its writes (emptied at start); gc removes a crash's leftovers there. */
-  readonly stagingDir: string;
   /** Readiness: the staging directory is there and the backend answers. */
   ready(): Promise<boolean>;
   close(): void;
@@ -21,6 +20,11 @@ export interface StorageSetup {
 
 /** How long a readiness answer from a remote backend is reused (probes come every few seconds). */
 const READY_CACHE_MS = 2000;
+
+async function emptyDir(dir: string): Promise<void> {
+  await rm(dir, { recursive: true, force: true });
+  await mkdir(dir, { recursive: true });
+}
 
 /** `now`: the clock of the readiness cache (tests advance one instead of waiting it out). */
 export async function openStorage(cfg: StorageConfig, dataDir: string, clock: { readonly now?: () => number } = {}): Promise<StorageSetup> {
@@ -31,6 +35,7 @@ export async function openStorage(cfg: StorageConfig, dataDir: string, clock: { 
     // The AWS SDK is loaded only when configured (it adds tens of MB to a process that does not use it).
     const { S3Driver } = await import('./s3.js');
     const stagingDir = join(dataDir, 'spool');
+    await emptyDir(stagingDir);
     const driver = new S3Driver({ ...s3, stagingDir });
     try {
       await driver.check(AbortSignal.timeout(15_000));
@@ -38,18 +43,14 @@ export async function openStorage(cfg: StorageConfig, dataDir: string, clock: { 
       driver.close();
       throw errors.storageUnusable(`S3 bucket ${s3.bucket} at ${s3.endpoint ?? 'AWS'}`, e);
     }
-    await rm(stagingDir, { recursive: true, force: true });
-    await mkdir(stagingDir, { recursive: true });
     let last: { at: number; ok: boolean } | undefined;
     return {
       // An S3 outage answers 503 with Retry-After (storage/outage.ts), not 500.
       storage: guardS3Outages(driver),
-      stagingDir,
       ready: async () => {
         if (last && now() - last.at < READY_CACHE_MS) return last.ok;
         let ok = true;
         try {
-          await readdir(stagingDir);
           await driver.check(AbortSignal.timeout(5000));
         } catch {
           ok = false;
@@ -63,19 +64,14 @@ export async function openStorage(cfg: StorageConfig, dataDir: string, clock: { 
     };
   }
   const driver = new FilesystemDriver(join(dataDir, 'storage'));
-  await rm(driver.tmpDir, { recursive: true, force: true });
-  await mkdir(driver.tmpDir, { recursive: true });
+  await emptyDir(driver.tmpDir);
   return {
     storage: driver,
-    stagingDir: driver.tmpDir,
-    ready: async () => {
-      try {
-        await readdir(driver.tmpDir);
-        return true;
-      } catch {
-        return false;
-      }
-    },
+    ready: () =>
+      driver.check().then(
+        () => true,
+        () => false,
+      ),
     close: () => {
       void driver.close();
     },

@@ -26,8 +26,6 @@ export interface StorageWriter {
   write(data: Uint8Array | readonly Uint8Array[]): Promise<void>;
   /** Bytes written so far (readable through readWritten). */
   readonly size: number;
-  /** The staged local file (gc leaves the files of live writers alone). */
-  readonly localPath: string;
   /**
    * What has been written so far, readable while the write goes on: one shared read-only handle on the staged
    * file, valid after commit (rename, upload) or cancel (unlink) until closed. Undefined once the writer has
@@ -82,10 +80,32 @@ export interface StorageDriver {
   /** Drivers that keep objects open between openLocal calls: closes those nobody is reading now. */
   releaseIdle?(): Promise<void>;
   /**
-   * Drivers with multipart uploads (S3): aborts the uploads started before `olderThan` (ms since the epoch),
-   * a dead process's leftovers; returns how many. Optional: a driver without such uploads has none to clean.
+   * Readiness: throws unless the driver can take writes and reads now (its staging directory is there; S3: the
+   * bucket answers).
    */
-  abortStaleUploads?(olderThan: number): Promise<number>;
+  check(signal?: AbortSignal): Promise<void>;
+  /**
+   * Unfinished writes no live writer of this driver owns, last changed before `olderThan` (ms since the epoch):
+   * what a dead process left (a staged file; S3: also a multipart upload). Where it stages and which of its
+   * writers are live only the driver knows: the files of writers not yet committed or cancelled are never
+   * listed. gc reports them and drops them with dropStaleWrite.
+   */
+  staleWrites?(olderThan: number, signal?: AbortSignal): AsyncIterable<StaleWrite>;
+  /**
+   * Drops a stale write by its id (staleWrites). Resolves false, dropping nothing, when the id is not one of
+   * this driver's stale writes (a live writer's, or gone already).
+   */
+  dropStaleWrite?(id: string, signal?: AbortSignal): Promise<boolean>;
+}
+
+/** An unfinished write no live writer owns (StorageDriver.staleWrites). */
+export interface StaleWrite {
+  /** What dropStaleWrite takes; readable for an operator: the staged file's path, or the multipart upload's object and id. */
+  readonly id: string;
+  /** Bytes it holds (a multipart upload: its parts'). */
+  readonly size: number;
+  /** Last written (a multipart upload: when it was started). */
+  readonly modTime: Date;
 }
 
 /** An object opened as a local file (StorageDriver.openLocal). */

@@ -1,13 +1,13 @@
 // The filesystem driver (default). Writes are staged in a temp file in the same filesystem (_tmp/ under the
 // root; src/storage/staged-writer.ts), then rename()d into place: a reader never sees a partial object, and a
-// crash leaves only temp files that gc removes.
+// crash leaves only staged files, which the driver lists as stale writes (gc removes them).
 import { createReadStream } from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, rm, stat, statfs, type FileHandle } from 'node:fs/promises';
 import { dirname, join, relative, sep } from 'node:path';
 import type { Readable } from 'node:stream';
-import { StorageNotFound, type ByteRange, type LocalFile, type StatInfo, type StorageDriver, type StorageWriter } from './driver.js';
+import { StorageNotFound, type ByteRange, type LocalFile, type StaleWrite, type StatInfo, type StorageDriver, type StorageWriter } from './driver.js';
 import { OpenFiles } from './open-files.js';
-import { StagedWriter, stagedName } from './staged-writer.js';
+import { StagingArea } from './staged-writer.js';
 
 const TMP_DIR = '_tmp';
 /** Idle fds of hot objects kept open for openLocal (src/storage/open-files.ts), and for how long. */
@@ -18,8 +18,11 @@ export class FilesystemDriver implements StorageDriver {
   readonly name = 'filesystem';
   private readonly madeDirs = new Set<string>();
   private readonly files = new OpenFiles((key) => open(this.path(key), 'r'), { maxIdle: MAX_IDLE_FDS, idleMs: IDLE_FD_MS });
+  private readonly staging: StagingArea;
 
-  constructor(readonly root: string) {}
+  constructor(readonly root: string) {
+    this.staging = new StagingArea(join(root, TMP_DIR));
+  }
 
   /** The local path of a key: keys are validated so they cannot leave the root. */
   path(key: string): string {
@@ -29,14 +32,9 @@ export class FilesystemDriver implements StorageDriver {
     return join(this.root, ...key.split('/'));
   }
 
-  /** Where temp files live (same filesystem as the objects, so rename is atomic). */
+  /** Where writes are staged (same filesystem as the objects, so rename is atomic); emptied at start by create-storage.ts. */
   get tmpDir(): string {
-    return join(this.root, TMP_DIR);
-  }
-
-  async tempPath(key: string): Promise<string> {
-    await this.ensureDir(this.tmpDir);
-    return join(this.tmpDir, stagedName(key));
+    return this.staging.dir;
   }
 
   private async ensureDir(dir: string): Promise<void> {
@@ -113,8 +111,8 @@ export class FilesystemDriver implements StorageDriver {
   /** A write staged in tmpDir (same filesystem), published by fdatasync and rename(): atomic, never partial. */
   async writer(key: string): Promise<StorageWriter> {
     const target = this.path(key);
-    return StagedWriter.create(
-      await this.tempPath(key),
+    return this.staging.writer(
+      key,
       async (staged, _size, releasePath) => {
         await this.ensureDir(dirname(target));
         await releasePath();
@@ -153,6 +151,20 @@ export class FilesystemDriver implements StorageDriver {
       }
     };
     yield* walk(start, this.root);
+  }
+
+  /** Readiness: the staging directory is there. */
+  check(): Promise<void> {
+    return this.staging.check();
+  }
+
+  /** Staged files of writers that are not live (a crash's), last written before `olderThan`; id: the file's path. */
+  staleWrites(olderThan: number): AsyncIterable<StaleWrite> {
+    return this.staging.stale(olderThan);
+  }
+
+  dropStaleWrite(id: string): Promise<boolean> {
+    return this.staging.drop(id);
   }
 
   async freeSpace(): Promise<number | undefined> {

@@ -2,10 +2,10 @@
 // prefix in one bucket. A streaming write is staged in a local file (src/storage/staged-writer.ts: the file a
 // download's clients follow while it grows) and uploaded on commit: a multipart upload straight to the final
 // key when it is larger than a part, else one PutObject. S3 shows an object only once the upload completes, so
-// a reader never sees a partial blob, and a failed upload is aborted (its parts dropped).
+// a reader never sees a partial blob, and a failed upload is aborted (its parts dropped). A dead process leaves
+// staged files and maybe multipart uploads: both are stale writes (staleWrites, dropStaleWrite: gc).
 import { createReadStream } from 'node:fs';
-import { open, rm, statfs } from 'node:fs/promises';
-import { join } from 'node:path';
+import { open, rm, statfs, type FileHandle } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import {
   AbortMultipartUploadCommand,
@@ -17,13 +17,14 @@ import {
   HeadObjectCommand,
   ListMultipartUploadsCommand,
   ListObjectsV2Command,
+  ListPartsCommand,
   PutObjectCommand,
   S3Client,
   UploadPartCommand,
   type CompletedPart,
 } from '@aws-sdk/client-s3';
-import { StorageNotFound, type ByteRange, type StatInfo, type StorageDriver, type StorageWriter } from './driver.js';
-import { StagedWriter, stagedName } from './staged-writer.js';
+import { StorageNotFound, type ByteRange, type StaleWrite, type StatInfo, type StorageDriver, type StorageWriter } from './driver.js';
+import { StagingArea } from './staged-writer.js';
 
 export interface S3DriverOptions {
   readonly bucket: string;
@@ -43,16 +44,30 @@ export interface S3DriverOptions {
   readonly stagingDir: string;
   /** Keys per ListObjectsV2 page (S3's default and maximum: 1000). */
   readonly listPageSize?: number | undefined;
+  /**
+   * A multipart upload this driver did not start may be another replica's, still running: it counts as a stale
+   * write only once started this long ago (ms; default 24 h), whatever the caller's cutoff. The driver's own
+   * uploads in flight are never stale.
+   */
+  readonly foreignUploadMs?: number | undefined;
 }
 
 const MIN_PART = 5 * 1024 * 1024;
 /** S3 allows 10,000 parts: past 9,000 the part size grows so that a writer of unknown size never runs out. */
 const MAX_PARTS = 9000;
+const FOREIGN_UPLOAD_MS = 24 * 3600_000;
+/** A multipart upload's stale-write id: s3://BUCKET/OBJECT-KEY?uploadId=ID (as S3's REST API names it). */
+const UPLOAD_ID = '?uploadId=';
 
 interface S3ErrorLike {
   name?: string;
   Code?: string;
   $metadata?: { httpStatusCode?: number };
+}
+
+function isNoSuchUpload(e: unknown): boolean {
+  const err = e as S3ErrorLike;
+  return err.name === 'NoSuchUpload' || err.Code === 'NoSuchUpload' || err.$metadata?.httpStatusCode === 404;
 }
 
 function isNotFound(e: unknown): boolean {
@@ -68,11 +83,15 @@ export class S3Driver implements StorageDriver {
   private readonly partSize: number;
   private readonly concurrency: number;
   private readonly listPageSize: number | undefined;
-  readonly stagingDir: string;
+  private readonly foreignUploadMs: number;
+  private readonly staging: StagingArea;
+  /** Multipart uploads this driver is running now (never stale). */
+  private readonly uploading = new Set<string>();
 
   constructor(opts: S3DriverOptions) {
     this.bucket = opts.bucket;
-    this.stagingDir = opts.stagingDir;
+    this.staging = new StagingArea(opts.stagingDir);
+    this.foreignUploadMs = opts.foreignUploadMs ?? FOREIGN_UPLOAD_MS;
     const p = opts.prefix ?? '';
     this.prefix = p === '' || p.endsWith('/') ? p : `${p}/`;
     this.partSize = Math.max(MIN_PART, opts.partSize ?? 8 * 1024 * 1024);
@@ -105,8 +124,14 @@ export class S3Driver implements StorageDriver {
     return n <= MAX_PARTS ? this.partSize : this.partSize * 4;
   }
 
-  /** Throws unless the bucket exists and the credentials may use it (readiness). */
+  /** The local directory where writes are staged. */
+  get stagingDir(): string {
+    return this.staging.dir;
+  }
+
+  /** Throws unless the staging directory is there, the bucket exists and the credentials may use it (readiness). */
   async check(signal?: AbortSignal): Promise<void> {
+    await this.staging.check();
     await this.client.send(new HeadBucketCommand({ Bucket: this.bucket }), { abortSignal: signal });
   }
 
@@ -159,8 +184,8 @@ export class S3Driver implements StorageDriver {
    */
   async writer(key: string, signal?: AbortSignal): Promise<StorageWriter> {
     const objectKey = this.objectKey(key);
-    return StagedWriter.create(
-      join(this.stagingDir, stagedName(key)),
+    return this.staging.writer(
+      key,
       async (staged, size, releasePath) => {
         await this.upload(key, objectKey, staged, size, signal);
         // The followers' shared fd outlives the unlink.
@@ -193,8 +218,11 @@ export class S3Driver implements StorageDriver {
     const created = await this.client.send(new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: objectKey }), { abortSignal: signal });
     const uploadId = created.UploadId;
     if (uploadId === undefined) throw new Error(`storage: the S3 service started no multipart upload for ${key}`);
-    const fh = await open(localPath, 'r');
+    this.uploading.add(uploadId);
+    let fh: FileHandle | undefined;
     try {
+      const file = (fh = await open(localPath, 'r'));
+
       const ranges: { n: number; start: number; length: number }[] = [];
       for (let start = 0, n = 1; start < size; n++) {
         const length = Math.min(this.partSizeFor(n), size - start);
@@ -212,7 +240,7 @@ export class S3Driver implements StorageDriver {
           const buf = Buffer.allocUnsafe(r.length);
           let got = 0;
           while (got < r.length) {
-            const { bytesRead } = await fh.read(buf, got, r.length - got, r.start + got);
+            const { bytesRead } = await file.read(buf, got, r.length - got, r.start + got);
             if (bytesRead === 0) throw new Error(`storage: ${localPath} shrank while it was uploaded`);
             got += bytesRead;
           }
@@ -232,7 +260,8 @@ export class S3Driver implements StorageDriver {
       await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: objectKey, UploadId: uploadId })).catch(() => undefined);
       throw e;
     } finally {
-      await fh.close();
+      this.uploading.delete(uploadId);
+      await fh?.close();
     }
   }
 
@@ -260,11 +289,13 @@ export class S3Driver implements StorageDriver {
   }
 
   /**
-   * Aborts multipart uploads below the prefix started before `olderThan` (ms since epoch): the parts of a
-   * replica that died mid-upload cost storage until someone does. Returns how many were aborted.
+   * Unfinished writes no live writer owns: staged files of a dead process (id: the file's path), and multipart
+   * uploads below the prefix that this driver is not running, started before `olderThan` and before
+   * foreignUploadMs ago (the parts of a replica that died mid-upload cost storage until someone aborts them).
    */
-  async abortStaleUploads(olderThan: number, signal?: AbortSignal): Promise<number> {
-    let aborted = 0;
+  async *staleWrites(olderThan: number, signal?: AbortSignal): AsyncIterable<StaleWrite> {
+    yield* this.staging.stale(olderThan);
+    const before = Math.min(olderThan, Date.now() - this.foreignUploadMs);
     let keyMarker: string | undefined;
     let idMarker: string | undefined;
     for (;;) {
@@ -278,13 +309,54 @@ export class S3Driver implements StorageDriver {
         { abortSignal: signal },
       );
       for (const u of r.Uploads ?? []) {
-        if (u.Key === undefined || u.UploadId === undefined || (u.Initiated?.getTime() ?? 0) >= olderThan) continue;
-        await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: u.Key, UploadId: u.UploadId }), { abortSignal: signal });
-        aborted++;
+        if (u.Key === undefined || u.UploadId === undefined || this.uploading.has(u.UploadId)) continue;
+        const started = u.Initiated?.getTime() ?? 0;
+        if (started >= before) continue;
+        const size = await this.uploadedBytes(u.Key, u.UploadId, signal);
+        if (size === undefined) continue;
+        yield { id: `s3://${this.bucket}/${u.Key}${UPLOAD_ID}${u.UploadId}`, size, modTime: new Date(started) };
       }
-      if (r.IsTruncated !== true) return aborted;
+      if (r.IsTruncated !== true) return;
       keyMarker = r.NextKeyMarker;
       idMarker = r.NextUploadIdMarker;
+    }
+  }
+
+  /** The bytes of a multipart upload's parts; undefined when it is gone (completed or aborted meanwhile). */
+  private async uploadedBytes(objectKey: string, uploadId: string, signal?: AbortSignal): Promise<number | undefined> {
+    let size = 0;
+    let marker: string | undefined;
+    try {
+      for (;;) {
+        const r = await this.client.send(
+          new ListPartsCommand({ Bucket: this.bucket, Key: objectKey, UploadId: uploadId, ...(marker !== undefined ? { PartNumberMarker: marker } : {}) }),
+          { abortSignal: signal },
+        );
+        for (const p of r.Parts ?? []) size += p.Size ?? 0;
+        if (r.IsTruncated !== true) return size;
+        marker = r.NextPartNumberMarker;
+      }
+    } catch (e) {
+      if (isNoSuchUpload(e)) return undefined;
+      throw e;
+    }
+  }
+
+  /** Removes a stale staged file, or aborts a stale multipart upload below the prefix that this driver is not running. */
+  async dropStaleWrite(id: string, signal?: AbortSignal): Promise<boolean> {
+    const base = `s3://${this.bucket}/`;
+    if (!id.startsWith(base)) return this.staging.drop(id);
+    const at = id.lastIndexOf(UPLOAD_ID);
+    if (at < 0) return false;
+    const key = id.slice(base.length, at);
+    const uploadId = id.slice(at + UPLOAD_ID.length);
+    if (!key.startsWith(this.prefix) || uploadId === '' || this.uploading.has(uploadId)) return false;
+    try {
+      await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId }), { abortSignal: signal });
+      return true;
+    } catch (e) {
+      if (isNoSuchUpload(e)) return false;
+      throw e;
     }
   }
 

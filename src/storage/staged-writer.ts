@@ -2,9 +2,12 @@
 // driver (fs: fdatasync + rename in the same filesystem; S3: an upload of the file). The staged file is what a
 // download's followers read while it grows: one read-only fd shared by all of them (sendfile(2) or positional
 // reads), opened on first use and kept valid through the publish's rename or unlink until the last one lets go.
+// A driver's staging directory (StagingArea) knows which staged files belong to its live writers: the others are
+// a dead process's, which the driver lists and drops as stale writes (gc).
 import { randomUUID } from 'node:crypto';
-import { open, rm, type FileHandle } from 'node:fs/promises';
-import type { StorageWriter, WrittenFile } from './driver.js';
+import { mkdir, open, readdir, rm, stat, type FileHandle } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import type { StaleWrite, StorageWriter, WrittenFile } from './driver.js';
 
 /**
  * Publishes a staged file under its key. `releasePath` must be awaited before the staged path is renamed away or
@@ -40,12 +43,14 @@ export class StagedWriter implements StorageWriter {
     private readonly publish: Publish,
     /** fdatasync before publishing (fs: the rename must not outlive the bytes in a power loss). */
     private readonly sync: boolean,
+    /** Called once the staged file is gone by the writer's own hand (published, or cancelled). */
+    private readonly onGone: () => void,
   ) {}
 
   /** Creates the staged file (it must not exist). */
-  static async create(localPath: string, publish: Publish, opts: { readonly sync: boolean }): Promise<StagedWriter> {
+  static async create(localPath: string, publish: Publish, opts: { readonly sync: boolean; readonly onGone?: () => void }): Promise<StagedWriter> {
     const fh = await open(localPath, 'wx');
-    return new StagedWriter(fh, localPath, publish, opts.sync);
+    return new StagedWriter(fh, localPath, publish, opts.sync, opts.onGone ?? (() => undefined));
   }
 
   get size(): number {
@@ -112,6 +117,7 @@ export class StagedWriter implements StorageWriter {
         await this.closeWrite();
         await this.publish(this.localPath, this.position, () => this.releasePath());
         this.state = 'committed';
+        this.onGone();
       } catch (e) {
         this.state = 'failed';
         throw e;
@@ -130,6 +136,7 @@ export class StagedWriter implements StorageWriter {
     await this.closeWrite().catch(() => undefined);
     await this.releasePath();
     await rm(this.localPath, { force: true });
+    this.onGone();
     await this.closeReaderIfUnused();
   }
 
@@ -150,6 +157,72 @@ export class StagedWriter implements StorageWriter {
     const r = this.reader;
     this.reader = undefined;
     if (r) await (await r.catch(() => undefined))?.close().catch(() => undefined);
+  }
+}
+
+/**
+ * A driver's staging directory: the files its writers stage, which of them are live (a writer made here that was
+ * neither committed nor cancelled yet: never listed, never dropped), and the others, a dead process's: stale
+ * writes once older than the caller's cutoff (StorageDriver.staleWrites / dropStaleWrite).
+ */
+export class StagingArea {
+  /** Names of the staged files of this process's live writers. */
+  private readonly live = new Set<string>();
+  private made = false;
+
+  constructor(readonly dir: string) {}
+
+  /** A writer of `key` staged here. */
+  async writer(key: string, publish: Publish, opts: { readonly sync: boolean }): Promise<StagedWriter> {
+    if (!this.made) {
+      await mkdir(this.dir, { recursive: true });
+      this.made = true;
+    }
+    const name = stagedName(key);
+    this.live.add(name);
+    try {
+      return await StagedWriter.create(join(this.dir, name), publish, { ...opts, onGone: () => this.live.delete(name) });
+    } catch (e) {
+      this.live.delete(name);
+      throw e;
+    }
+  }
+
+  /** Throws unless the directory is there (readiness). */
+  async check(): Promise<void> {
+    await readdir(this.dir);
+  }
+
+  /** Staged files no live writer owns, last written before `olderThan` (ms since the epoch); id: the file's path. */
+  async *stale(olderThan: number): AsyncIterable<StaleWrite> {
+    let names: string[];
+    try {
+      names = await readdir(this.dir);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw e;
+    }
+    for (const name of names) {
+      if (this.live.has(name)) continue;
+      const path = join(this.dir, name);
+      const s = await stat(path).catch(() => undefined);
+      if (!s?.isFile() || s.mtimeMs >= olderThan) continue;
+      yield { id: path, size: s.size, modTime: s.mtime };
+    }
+  }
+
+  /** Whether `id` names a staged file here (a path in this directory, not a live writer's). */
+  owns(id: string): boolean {
+    return dirname(id) === this.dir && !this.live.has(basename(id));
+  }
+
+  /** Removes a stale staged file; false when `id` is not one (a live writer's, another directory's, gone already). */
+  async drop(id: string): Promise<boolean> {
+    if (!this.owns(id)) return false;
+    const s = await stat(id).catch(() => undefined);
+    if (!s?.isFile()) return false;
+    await rm(id, { force: true });
+    return true;
   }
 }
 

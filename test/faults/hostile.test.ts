@@ -35,7 +35,7 @@ async function stillServes(): Promise<void> {
 
 async function filesOutsideStorage(): Promise<string[]> {
   const top = await readdir(relais.dataDir);
-  return top.filter((f) => !['storage', 'spool', 'index.db', 'index.db-wal', 'index.db-shm', 'relais.pid', 'relais.lock'].includes(f));
+  return top.filter((f) => !['storage', 'spool', 'pushes', 'index.db', 'index.db-wal', 'index.db-shm', 'relais.pid', 'relais.lock'].includes(f));
 }
 
 test('path traversal, encoded slashes, NUL, bad digests and names: 400/404 with OCI codes, nothing reaches the upstream', async () => {

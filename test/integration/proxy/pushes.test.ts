@@ -24,6 +24,7 @@ let gitlab: RegistryPeer & { token?: TokenIssuer };
 let issuer: TokenIssuer;
 let relais: RelaisPeer;
 let dir: string;
+let dataDir: string;
 let bundle: string;
 const daemons: Dockerd[] = [];
 
@@ -31,7 +32,11 @@ before(async () => {
   gitlab = await startRegistry({ auth: { kind: 'token', users: { [CREDS.username]: CREDS.password } } });
   assert.ok(gitlab.token);
   issuer = gitlab.token;
-  relais = await startRelais({ upstreams: { [HOST]: gitlab.url }, config: { proxy: { listen: '127.0.0.1:0' } } });
+  // What a crash left in the kept pushes' spool (DATA/pushes): emptied at start.
+  dataDir = await tempDir('proxy-pushes-data');
+  await mkdir(join(dataDir, 'pushes'));
+  await writeFile(join(dataDir, 'pushes', 'push-crashed.part'), randomBytes(1000));
+  relais = await startRelais({ dataDir, upstreams: { [HOST]: gitlab.url }, config: { proxy: { listen: '127.0.0.1:0' } } });
   const proxy = relais.instance.proxy;
   assert.ok(proxy, 'the proxy door is on');
   dir = await tempDir('proxy-pushes');
@@ -44,6 +49,7 @@ after(async () => {
   await relais.close();
   await gitlab.close();
   await removeDir(dir);
+  await removeDir(dataDir);
 });
 
 function pushes() {
@@ -84,10 +90,16 @@ async function cached(digest: string): Promise<boolean> {
   return row !== undefined;
 }
 
+/** The kept pushes' spool files (DATA/pushes: src/cache/pushes.ts), and any that strayed into storage. */
 async function spoolLeftovers(): Promise<string[]> {
-  const files = await readdir(join(relais.dataDir, 'storage'), { recursive: true }).catch(() => [] as string[]);
-  return files.filter((f) => /push-[^/]*\.part$/.test(f));
+  const spool = await readdir(join(relais.dataDir, 'pushes'));
+  const stray = await readdir(join(relais.dataDir, 'storage'), { recursive: true }).catch(() => [] as string[]);
+  return [...spool, ...stray.filter((f) => /push-[^/]*\.part$/.test(f))];
 }
+
+test('the kept pushes\' spool a crash left is emptied at start', async () => {
+  assert.deepEqual(await readdir(join(dataDir, 'pushes')), []);
+});
 
 test('docker push of a multi-layer image is kept; a second, wiped dockerd pulls it with no blob and no manifest GET upstream', async () => {
   const proxy = relais.instance.proxy;

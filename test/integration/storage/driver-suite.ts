@@ -4,7 +4,9 @@
 // production does with it (every blob download writes through writer(): src/cache/download.ts): bytes
 // round-trip, Range reads, a write readable while it grows (readWritten: what a download's clients follow)
 // and invisible until commit, commit atomic, cancel leaves nothing (no staged file, no upload), concurrent
-// writers, multi-part writes, list pages through everything below a prefix, keys cannot escape.
+// writers, multi-part writes, list pages through everything below a prefix, keys cannot escape; and the stale
+// writes gc asks of the driver (staleWrites, dropStaleWrite): what a dead process's writer left is found once
+// older than the cutoff and dropped, a live writer's never, a finished write leaves none.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
@@ -17,6 +19,11 @@ export interface DriverUnderTest {
   pendingUploads?(): Promise<number>;
   /** The files the driver's writers have staged locally and not yet published or dropped. */
   stagedFiles(): Promise<string[]>;
+  /**
+   * Another driver on the same storage and staging directory, as the next process makes after a crash (or
+   * `relais gc` beside a serving relais): none of the first driver's writers is live to it. Closed by cleanup.
+   */
+  sibling(): Promise<StorageDriver>;
   cleanup(): Promise<void>;
 }
 
@@ -141,7 +148,6 @@ export function registerDriverSuite(name: string, factory: () => Promise<DriverU
 
     test('writer: what is written can be read while the write grows (a download\'s followers), through commit', async () => {
       const w = await d.writer('grow/obj');
-      assert.ok(w.localPath.length > 0);
       const f = await w.readWritten();
       assert.ok(f, 'a writer in progress has staged bytes to read');
       const buf = Buffer.alloc(300_000);
@@ -224,6 +230,59 @@ export function registerDriverSuite(name: string, factory: () => Promise<DriverU
       const listed: string[] = [];
       for await (const e of d.list('cancel/')) listed.push(e.key);
       assert.deepEqual(listed, ['cancel/kept']);
+      await noPendingUploads();
+    });
+
+    const staleOf = async (driver: StorageDriver, olderThan: number): Promise<{ id: string; size: number; modTime: Date }[]> => {
+      assert.equal(typeof driver.staleWrites, 'function', 'every driver lists its stale writes');
+      const out: { id: string; size: number; modTime: Date }[] = [];
+      for await (const w of driver.staleWrites?.(olderThan) ?? []) out.push(w);
+      return out;
+    };
+
+    test('stale writes: a dead process\'s writer is found once older than the cutoff and dropped; a live writer\'s never', async () => {
+      // `d` is the process that dies mid-write (its writer is never cancelled); `next` the one that comes after.
+      const next = await dut.sibling();
+      assert.equal(typeof next.dropStaleWrite, 'function', 'every driver drops its stale writes');
+      const started = Date.now();
+      const w = await d.writer('stale/killed');
+      await w.write(randomBytes(300_000));
+      await w.write(randomBytes(12_345));
+      const written = Date.now();
+      assert.deepEqual(await staleOf(next, started - 1000), [], 'written after the cutoff: not stale yet');
+      const found = await staleOf(next, written + 1000);
+      assert.equal(found.length, 1, `one stale write: ${JSON.stringify(found)}`);
+      const [stale] = found;
+      assert.ok(stale);
+      assert.equal(stale.size, 312_345);
+      assert.ok(Math.abs(stale.modTime.getTime() - written) < 5_000, `modTime ${stale.modTime.toISOString()} is when it was last written`);
+      // The writer's own driver knows it is live: never listed, never dropped, even past any cutoff.
+      assert.deepEqual(await staleOf(d, Date.now() + 3_600_000), [], 'a live writer\'s file is never listed');
+      assert.equal(await d.dropStaleWrite?.(stale.id), false, 'nor dropped');
+      assert.equal((await dut.stagedFiles()).length, 1);
+      assert.equal(await next.dropStaleWrite?.(`${stale.id}x`), false, 'an id that is no stale write drops nothing');
+      assert.equal((await dut.stagedFiles()).length, 1);
+      // Dropping it frees it.
+      assert.equal(await next.dropStaleWrite?.(stale.id), true);
+      assert.deepEqual(await dut.stagedFiles(), [], 'the staged file is gone');
+      assert.deepEqual(await staleOf(next, Date.now() + 60_000), []);
+      assert.equal(await next.dropStaleWrite?.(stale.id), false, 'gone already');
+      assert.equal(await d.stat('stale/killed'), undefined, 'nothing was ever visible under the key');
+      await w.cancel();
+      await noPendingUploads();
+    });
+
+    test('stale writes: a committed write and a cancelled one leave none; a writer in flight is live until it finishes', async () => {
+      const next = await dut.sibling();
+      const w = await d.writer('stale/committed');
+      await w.write(randomBytes(1000));
+      assert.deepEqual(await staleOf(d, Date.now() + 60_000), [], 'in flight: live');
+      await w.commit();
+      const c = await d.writer('stale/cancelled');
+      await c.write(randomBytes(1000));
+      await c.cancel();
+      for (const driver of [d, next]) assert.deepEqual(await staleOf(driver, Date.now() + 60_000), [], 'nothing stale after commit and cancel');
+      assert.equal((await d.stat('stale/committed'))?.size, 1000);
       await noPendingUploads();
     });
 

@@ -7,11 +7,17 @@ import { registerDriverSuite } from './driver-suite.js';
 registerDriverSuite('filesystem', async () => {
   const root = await tempDir('fs-driver');
   const driver = new FilesystemDriver(root);
+  const siblings: FilesystemDriver[] = [];
   return {
     driver,
     stagedFiles: () => readdir(driver.tmpDir).catch(() => []),
+    sibling: () => {
+      const s = new FilesystemDriver(root);
+      siblings.push(s);
+      return Promise.resolve(s);
+    },
     cleanup: async () => {
-      await driver.close();
+      for (const s of [driver, ...siblings]) await s.close();
       await removeDir(root);
     },
   };

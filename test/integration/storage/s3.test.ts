@@ -1,11 +1,15 @@
 // The shared storage driver suite against the S3 driver on a real S3 server (Ceph RGW), plus what only
-// S3 has: a commit (upload) aborted midway leaves no object and no parts; stale multipart uploads are cleaned
-// up; the key prefix keeps relais's objects apart in a shared bucket.
+// S3 has: a commit (upload) aborted midway leaves no object and no parts; a multipart upload left open is a
+// stale write (found, sized and aborted; the driver's own upload in flight never is), which gc reports and
+// removes with a dead writer's staged file; the key prefix keeps relais's objects apart in a shared bucket.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { readdir } from 'node:fs/promises';
-import { CreateMultipartUploadCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
+import { join } from 'node:path';
+import { CreateMultipartUploadCommand, ListObjectsV2Command, UploadPartCommand } from '@aws-sdk/client-s3';
+import { runGc } from '../../../src/eviction/gc.js';
+import { SqliteIndex } from '../../../src/index/sqlite.js';
 import { S3Driver } from '../../../src/storage/s3.js';
 import { removeDir, tempDir } from '../../peers/proc.js';
 import { startS3, type S3Peer } from '../../peers/s3.js';
@@ -25,10 +29,11 @@ after(async () => {
   for (const dir of stagingDirs) await removeDir(dir);
 });
 
-const driverFor = async (peer: S3Peer, bucket: string, prefix?: string): Promise<S3Driver> => {
-  const stagingDir = await tempDir(`s3-staging-${bucket}`);
+const driverFor = async (peer: S3Peer, bucket: string, prefix?: string, more: { stagingDir?: string; foreignUploadMs?: number } = {}): Promise<S3Driver> => {
+  const stagingDir = more.stagingDir ?? (await tempDir(`s3-staging-${bucket}`));
   stagingDirs.push(stagingDir);
   return new S3Driver({
+    foreignUploadMs: more.foreignUploadMs,
     stagingDir,
     bucket,
     endpoint: peer.endpoint,
@@ -41,17 +46,29 @@ const driverFor = async (peer: S3Peer, bucket: string, prefix?: string): Promise
   });
 };
 
+const stale = async (driver: S3Driver, olderThan: number): Promise<{ id: string; size: number }[]> => {
+  const out: { id: string; size: number }[] = [];
+  for await (const w of driver.staleWrites(olderThan)) out.push({ id: w.id, size: w.size });
+  return out;
+};
+
 registerDriverSuite('s3 (Ceph RGW)', async () => {
   const peer = await server();
   const bucket = `suite-${++buckets}`;
   await peer.createBucket(bucket);
   const driver = await driverFor(peer, bucket, 'relais/');
+  const siblings: S3Driver[] = [];
   return {
     driver,
     pendingUploads: () => peer.pendingUploads(bucket),
     stagedFiles: () => readdir(driver.stagingDir),
+    sibling: async () => {
+      const s = await driverFor(peer, bucket, 'relais/', { stagingDir: driver.stagingDir });
+      siblings.push(s);
+      return s;
+    },
     cleanup: () => {
-      driver.close();
+      for (const s of [driver, ...siblings]) s.close();
       return Promise.resolve();
     },
   };
@@ -83,7 +100,8 @@ describe('storage driver: s3 specifics', () => {
       assert.equal(ac.signal.aborted, true, 'the upload had started');
       assert.equal(await d.stat('blobs/x'), undefined);
       assert.equal(await peer.pendingUploads(bucket), 0);
-      assert.deepEqual(await readdir(d.stagingDir), [w.localPath.slice(d.stagingDir.length + 1)], 'the caller cancels a failed commit');
+      assert.equal((await readdir(d.stagingDir)).length, 1, 'the caller cancels a failed commit');
+      assert.deepEqual(await stale(d, Date.now() + 60_000), [], 'a failed writer not cancelled yet is still live');
       await w.cancel();
       assert.deepEqual(await readdir(d.stagingDir), []);
     } finally {
@@ -111,10 +129,12 @@ describe('storage driver: s3 specifics', () => {
     }
   });
 
-  test('the prefix keeps relais to its own keys; abortStaleUploads drops only old uploads below it', async () => {
+  test('the prefix keeps relais to its own keys; a multipart upload left open below it is a stale write, found and aborted', async () => {
     const bucket = 'shared-bucket';
     await peer.createBucket(bucket);
     const d = await driverFor(peer, bucket, 'cache');
+    // The replica that comes after: it takes another replica's upload for stale at once (foreignUploadMs 0).
+    const next = await driverFor(peer, bucket, 'cache', { foreignUploadMs: 0 });
     try {
       await d.putContent('blobs/a', Buffer.from('a'));
       const raw = await peer.client.send(new ListObjectsV2Command({ Bucket: bucket }));
@@ -123,13 +143,96 @@ describe('storage driver: s3 specifics', () => {
       for await (const e of d.list('')) keys.push(e.key);
       assert.deepEqual(keys, ['blobs/a']);
 
-      // A replica that died mid-upload leaves a multipart upload; another app's upload is not ours.
-      await peer.client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: 'cache/blobs/dead' }));
+      // A replica that died mid-upload leaves a multipart upload with a part; another app's upload is not ours.
+      const dead = await peer.client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: 'cache/blobs/dead' }));
+      await peer.client.send(new UploadPartCommand({ Bucket: bucket, Key: 'cache/blobs/dead', UploadId: dead.UploadId, PartNumber: 1, Body: randomBytes(5 * 1024 * 1024), ContentLength: 5 * 1024 * 1024 }));
       await peer.client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: 'other-app/file' }));
-      assert.equal(await d.abortStaleUploads(Date.now() - 3_600_000), 0, 'a young upload may still be running');
-      assert.equal(await d.abortStaleUploads(Date.now() + 60_000), 1);
+      assert.deepEqual(await stale(d, Date.now() + 60_000), [], 'another replica\'s young upload may still be running (foreignUploadMs, 24 h by default)');
+      assert.deepEqual(await stale(next, Date.now() - 3_600_000), [], 'nor one younger than the caller\'s cutoff');
+      const found = await stale(next, Date.now() + 60_000);
+      assert.equal(found.length, 1, JSON.stringify(found));
+      const [upload] = found;
+      assert.ok(upload);
+      assert.equal(upload.id, `s3://${bucket}/cache/blobs/dead?uploadId=${dead.UploadId ?? ''}`);
+      assert.equal(upload.size, 5 * 1024 * 1024, 'its parts\' bytes');
+      assert.equal(await next.dropStaleWrite(`s3://${bucket}/other-app/file?uploadId=${dead.UploadId ?? ''}`), false, 'nothing outside the prefix');
+      assert.equal(await next.dropStaleWrite(upload.id), true);
+      assert.equal(await next.dropStaleWrite(upload.id), false, 'aborted already');
+      assert.deepEqual(await stale(next, Date.now() + 60_000), []);
       assert.equal(await peer.pendingUploads(bucket), 1, 'the other application\'s upload is left alone');
     } finally {
+      d.close();
+      next.close();
+    }
+  });
+
+  test('the driver\'s own multipart upload in flight is never a stale write, its staged file neither; another replica sees the upload', async () => {
+    const bucket = 'own-upload';
+    await peer.createBucket(bucket);
+    const d = await driverFor(peer, bucket, undefined, { foreignUploadMs: 0 });
+    const other = await driverFor(peer, bucket, undefined, { foreignUploadMs: 0 });
+    let seen: { own: string[]; other: string[] } | undefined;
+    // Look while the first part goes out: an event, not a timer.
+    d.client.middlewareStack.add(
+      (next, context) => async (args) => {
+        if (context.commandName === 'UploadPartCommand' && seen === undefined) {
+          seen = { own: [], other: [] };
+          seen.own = (await stale(d, Date.now() + 60_000)).map((w) => w.id);
+          seen.other = (await stale(other, Date.now() + 60_000)).map((w) => w.id);
+        }
+        return next(args);
+      },
+      { step: 'initialize', name: 'lookDuringUpload' },
+    );
+    try {
+      const w = await d.writer('blobs/big');
+      for (let i = 0; i < 2; i++) await w.write(randomBytes(5 * 1024 * 1024));
+      await w.write(randomBytes(10));
+      await w.commit();
+      assert.ok(seen, 'a multipart upload ran');
+      assert.deepEqual(seen.own, [], 'the driver\'s own upload and staged file are live');
+      assert.equal(seen.other.length, 1, `another replica sees the upload (its own staging directory is elsewhere): ${JSON.stringify(seen.other)}`);
+      assert.match(seen.other[0] ?? '', /^s3:\/\/own-upload\/blobs\/big\?uploadId=/);
+      assert.equal((await d.stat('blobs/big'))?.size, 10 * 1024 * 1024 + 10);
+      assert.equal(await peer.pendingUploads(bucket), 0);
+    } finally {
+      d.close();
+      other.close();
+    }
+  });
+
+  test('gc on S3 reports a dead writer\'s staged file and a dead replica\'s upload as temp files, removes them on apply, not in a dry run', async () => {
+    const bucket = 'gc-stale';
+    await peer.createBucket(bucket);
+    // The replica that died: a writer never committed nor cancelled, and a multipart upload left open.
+    const dead = await driverFor(peer, bucket, 'relais/');
+    const d = await driverFor(peer, bucket, 'relais/', { stagingDir: dead.stagingDir, foreignUploadMs: 0 });
+    const dir = await tempDir('gc-stale-index');
+    stagingDirs.push(dir);
+    const index = new SqliteIndex(join(dir, 'index.db'));
+    try {
+      const w = await dead.writer('blobs/sha256/ab/abcd');
+      await w.write(randomBytes(4096));
+      const upload = await peer.client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: 'relais/blobs/sha256/cd/cdef' }));
+      await peer.client.send(new UploadPartCommand({ Bucket: bucket, Key: 'relais/blobs/sha256/cd/cdef', UploadId: upload.UploadId, PartNumber: 1, Body: randomBytes(1000), ContentLength: 1000 }));
+      const dry = await runGc({ index, storage: d, dryRun: true, graceMs: 0, now: Date.now() + 60_000 });
+      assert.deepEqual(
+        dry.tempFiles.map((t) => [t.id.startsWith('s3://') ? t.id : t.id.slice(d.stagingDir.length + 1).replace(/\.[0-9a-f]{8}\.part$/, ''), t.size]).sort(),
+        [['abcd', 4096], [`s3://${bucket}/relais/blobs/sha256/cd/cdef?uploadId=${upload.UploadId ?? ''}`, 1000]],
+      );
+      assert.equal(dry.freedBytes, 5096);
+      assert.equal((await readdir(d.stagingDir)).length, 1, 'a dry run removes nothing');
+      assert.equal(await peer.pendingUploads(bucket), 1);
+      const young = await runGc({ index, storage: d, dryRun: false, graceMs: 3_600_000 });
+      assert.deepEqual(young.tempFiles, [], 'within the grace period: left alone');
+      const applied = await runGc({ index, storage: d, dryRun: false, graceMs: 0, now: Date.now() + 60_000 });
+      assert.equal(applied.tempFiles.length, 2);
+      assert.deepEqual(await readdir(d.stagingDir), []);
+      assert.equal(await peer.pendingUploads(bucket), 0);
+      await w.cancel();
+    } finally {
+      await index.close();
+      dead.close();
       d.close();
     }
   });
