@@ -141,6 +141,8 @@ export class Evictor {
   /** Waits for the current run (tests, shutdown). */
   async idle(): Promise<void> {
     while (this.running) await this.running;
+    // And the runs queued by makeRoom (an admission's room).
+    await this.runTail;
   }
 
   private async runLoop(): Promise<EvictionRun | undefined> {
