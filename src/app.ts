@@ -175,9 +175,10 @@ async function startLocked(config: ResolvedConfig, opts: StartOptions, logger: L
     attempts: (name) => upstreamCfg(name).retries.attempts,
     // Cluster mode: every fetch from an upstream (a miss, a refetch of a lost object) claims the download lease.
     wrapSource: cluster ? (local) => cluster.wrap(local) : undefined,
-    // Disk full: evict least-recently-used images first, when storage.maxSize is set (the evictor is built below).
+    // Room for a download (the budget's, or the disk's when it is full): evict least-recently-used images, when
+    // storage.maxSize is set (the evictor is built below).
     makeRoom: (bytes, recheck) => evictor.makeRoom(bytes, recheck),
-    // storage.maxSize holds strictly: a blob's room is made (by eviction) before it is stored.
+    // storage.maxSize: a blob's room is made (by eviction) and reserved before it is stored.
     budget: budgetLedger && { ledger: budgetLedger, usage: async () => (await index.usage()).bytes },
     observer: {
       event: (event, detail) => logger.warn({ event, ...detail }, `blob download: ${event}`),
