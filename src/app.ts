@@ -27,6 +27,7 @@ import { RelaisMetrics, type RequestInfo } from './observability/metrics.js';
 import { RefreshMetrics } from './observability/refresh-metrics.js';
 import { AccessMetrics } from './observability/access-metrics.js';
 import { PullBudgets } from './policy/budget.js';
+import { StorageBudgetLedger } from './policy/storage-budget.js';
 import { BlobService } from './cache/blobs.js';
 import { ListingService } from './cache/listing.js';
 import { ReferrersService } from './cache/referrers.js';
@@ -164,6 +165,9 @@ async function startLocked(config: ResolvedConfig, opts: StartOptions, logger: L
     return u;
   };
 
+  // storage.maxSize: what the index does not count (stores in progress, files not unlinked yet), shared by the
+  // admission (before a store) and the evictor (around its deletes), so that the bound on disk is exact.
+  const budgetLedger = config.storage.maxSize === undefined ? undefined : new StorageBudgetLedger(config.storage.maxSize);
   const blobs = new BlobService({
     storage,
     index,
@@ -171,10 +175,11 @@ async function startLocked(config: ResolvedConfig, opts: StartOptions, logger: L
     attempts: (name) => upstreamCfg(name).retries.attempts,
     // Cluster mode: every fetch from an upstream (a miss, a refetch of a lost object) claims the download lease.
     wrapSource: cluster ? (local) => cluster.wrap(local) : undefined,
-    // Disk full: evict least-recently-used images first, when storage.maxSize is set (the evictor is built below).
-    makeRoom: (bytes) => evictor.makeRoom(bytes),
-    // storage.maxSize holds strictly: a blob's room is made (by eviction) before it is stored.
-    budget: config.storage.maxSize === undefined ? undefined : { maxSize: config.storage.maxSize, usage: async () => (await index.usage()).bytes },
+    // Room for a download (the budget's, or the disk's when it is full): evict least-recently-used images, when
+    // storage.maxSize is set (the evictor is built below).
+    makeRoom: (bytes, recheck) => evictor.makeRoom(bytes, recheck),
+    // storage.maxSize: a blob's room is made (by eviction) and reserved before it is stored.
+    budget: budgetLedger && { ledger: budgetLedger, usage: async () => (await index.usage()).bytes },
     observer: {
       event: (event, detail) => logger.warn({ event, ...detail }, `blob download: ${event}`),
       bytesFetched: (upstream, n) => metrics.bytesFetched(upstream, n),
@@ -191,6 +196,7 @@ async function startLocked(config: ResolvedConfig, opts: StartOptions, logger: L
     settings: (name) => upstreamCfg(name),
     maxManifestSize: config.server.maxManifestSize,
     coordinator: cluster?.manifests,
+    space: budgetLedger && blobs,
     ...(opts.clock ? { now: opts.clock } : {}),
     budget: {
       maySpend: (name) => budgets.maySpend(name),
@@ -232,6 +238,7 @@ async function startLocked(config: ResolvedConfig, opts: StartOptions, logger: L
     storage,
     blobs,
     forget: (digests) => manifests.forget(digests),
+    ledger: budgetLedger,
     settings: config.storage,
     pinContext: { defaultUpstream: config.defaultUpstream, libraryPrefix: (u) => routing.upstreams.get(u)?.libraryPrefix ?? false },
     logger,

@@ -1,9 +1,8 @@
-// Admission of a download into the cache: does the blob fit? Checked before the first byte is spooled, so
+// Admission of a store into the cache: does the blob fit? Checked before the first byte is spooled, so
 // a client gets a 503 STORAGE_FULL it can retry instead of a broken transfer. Two limits: the storage
-// budget (storage.maxSize: room is made by eviction BEFORE the blob is stored, counting the downloads in
-// flight, so the budget holds instead of being overshot by what is being stored at once) and the disk's
-// free space.
-import { budgetShortfall } from '../policy/storage-budget.js';
+// budget (storage.maxSize: room is made by eviction BEFORE the blob is stored and then reserved in the
+// budget's ledger, src/policy/storage-budget.ts, until the index counts the blob) and the disk's free space.
+import type { Reservation, StorageBudgetLedger } from '../policy/storage-budget.js';
 import type { StorageDriver } from '../storage/driver.js';
 import { storageFullError } from './download.js';
 
@@ -15,65 +14,78 @@ export interface AdmissionOptions {
   readonly storage: Pick<StorageDriver, 'freeSpace'>;
   /** Bytes the other downloads in flight still need (all but `digest`'s). */
   readonly pending: (digest: string) => number;
-  /** Disk full: evict to free at least this many bytes (when a budget is configured); returns bytes freed. */
-  readonly makeRoom?: ((bytes: number) => Promise<number>) | undefined;
-  /** storage.maxSize, when configured: the budget the cache and the downloads in flight stay within. */
+  /**
+   * Evict to free at least this many bytes (when a budget is configured); returns bytes freed. `recheck`, when
+   * given, says how many are still needed once the evictions before this one have landed.
+   */
+  readonly makeRoom?: ((bytes: number, recheck?: () => Promise<number>) => Promise<number>) | undefined;
+  /** storage.maxSize, when configured: the budget the cache and the stores in progress stay within. */
   readonly budget?: StorageBudget | undefined;
-  /** A blob admitted over the budget (what is left is in use or pinned): by how many bytes. */
+  /** A store admitted over the budget (what is left is in use or pinned): by how many bytes, all stores counted. */
   readonly onOverrun?: ((digest: string, bytes: number) => void) | undefined;
 }
 
 export interface StorageBudget {
-  readonly maxSize: number;
+  /** What the index does not count: reservations, files being unlinked; and the exclusive sections. */
+  readonly ledger: StorageBudgetLedger;
   /** Bytes the index counts as cached. */
   usage(): Promise<number>;
-  /** Full sizes of the other downloads in flight (all but `digest`'s): space they have reserved. */
-  reserved(digest: string): number;
 }
 
-/** What the budget check found (for tests and the log): bytes still over the budget after eviction. */
+/** What the budget check found (for tests and the log): bytes over the budget before eviction, and with this store reserved. */
 export interface BudgetOutcome {
   readonly shortBefore: number;
   readonly shortAfter: number;
+  readonly reservation: Reservation;
 }
 
 export class SpaceAdmission {
-  private overruns = { admissions: 0, maxBytes: 0 };
-
   constructor(private readonly opts: AdmissionOptions) {}
-
-  /** Admissions that went over the budget because what was left could not be evicted, and the largest overrun. */
-  budgetOverruns(): { readonly admissions: number; readonly maxBytes: number } {
-    return { ...this.overruns };
-  }
 
   /**
    * Refuses a download that cannot fit: the free space the storage reports (for S3, the local disk its writer
-   * stages blobs on) minus what the other downloads in flight still need; asks eviction for room first.
+   * stages blobs on) minus what the other downloads in flight still need; asks eviction for room first. With a
+   * budget, returns the reservation the caller releases once the index counts the blob (`indexed`) or the store failed.
    */
-  async admit(digest: string, size: number): Promise<void> {
-    await this.reserveInBudget(digest, size);
-    await this.fitOnDisk(digest, size);
+  async admit(digest: string, size: number): Promise<Reservation | undefined> {
+    const outcome = await this.reserveInBudget(digest, size);
+    try {
+      await this.fitOnDisk(digest, size);
+    } catch (e) {
+      outcome?.reservation.release();
+      throw e;
+    }
+    return outcome?.reservation;
   }
 
   /**
-   * Evicts, before the blob is stored, what the budget needs for it beside the cache and the other downloads
-   * in flight. When what is left cannot be evicted (blobs being downloaded or served, pinned images), the
-   * blob is still admitted: the budget is then exceeded by at most what is in use (docs/operations.md).
+   * Evicts, before the blob is stored, what the budget needs for it beside the cache and the other stores in
+   * progress, then reserves its room. When what is left cannot be evicted (blobs being downloaded or served, pinned
+   * images), the blob is still admitted: the budget is then exceeded by `shortAfter` (every store counted), which
+   * is reported (docs/operations.md).
    */
   async reserveInBudget(digest: string, size: number): Promise<BudgetOutcome | undefined> {
     const b = this.opts.budget;
     if (!b) return undefined;
-    const short = async (): Promise<number> => budgetShortfall({ used: await b.usage(), reserved: b.reserved(digest), size, maxSize: b.maxSize });
-    const shortBefore = await short();
-    if (shortBefore === 0 || !this.opts.makeRoom) return { shortBefore, shortAfter: shortBefore };
-    await this.opts.makeRoom(shortBefore);
-    const shortAfter = await short();
-    if (shortAfter > 0) {
-      this.overruns = { admissions: this.overruns.admissions + 1, maxBytes: Math.max(this.overruns.maxBytes, shortAfter) };
-      this.opts.onOverrun?.(digest, shortAfter);
-    }
-    return { shortBefore, shortAfter };
+    const shortBefore = b.ledger.shortfall(await b.usage(), size);
+    if (shortBefore > 0 && this.opts.makeRoom) await this.opts.makeRoom(shortBefore, async () => b.ledger.shortfall(await b.usage(), size));
+    // The usage read and the reservation in one exclusive section: no index write or delete lands in between.
+    const reservation = await b.ledger.exclusive(async () => b.ledger.reserve(await b.usage(), size));
+    if (reservation.overBy > 0) this.opts.onOverrun?.(digest, reservation.overBy);
+    return { shortBefore, shortAfter: reservation.overBy, reservation };
+  }
+
+  /**
+   * Records a reserved store in the index (`put`) and releases its reservation in one exclusive section, so that
+   * no usage read counts it twice or not at all. Without a budget, just `put`.
+   */
+  async indexed(reservation: Reservation | undefined, put: () => Promise<void>): Promise<void> {
+    const b = this.opts.budget;
+    if (!b) return put();
+    await b.ledger.exclusive(async () => {
+      await put();
+      reservation?.release();
+    });
   }
 
   private async fitOnDisk(digest: string, size: number): Promise<void> {

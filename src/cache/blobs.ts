@@ -9,6 +9,7 @@
 import type { Readable } from 'node:stream';
 import { errors } from '../errors.js';
 import type { CacheIndex } from '../index/cache-index.js';
+import type { BudgetOverruns, StorageBudgetLedger } from '../policy/storage-budget.js';
 import { blobKey, StorageNotFound, type ByteRange, type StorageDriver } from '../storage/driver.js';
 import type { CacheResult } from '../types.js';
 import { discard, header, type UpstreamClient } from '../upstream/client.js';
@@ -31,10 +32,16 @@ export interface BlobServiceOptions {
   readonly observer?: BlobObserver;
   /** Cluster mode: wraps the core's own source, so that a fetch may be another replica's (app.ts, src/cluster/peers.ts). */
   readonly wrapSource?: ((local: LocalBlobSource) => BlobSource) | undefined;
-  /** Disk full: evict to free at least this many bytes (when a budget is configured); returns bytes freed. */
-  readonly makeRoom?: ((bytes: number) => Promise<number>) | undefined;
-  /** storage.maxSize: room for a blob is made before it is stored (admission.ts). */
-  readonly budget?: { readonly maxSize: number; usage(): Promise<number> } | undefined;
+  /**
+   * Evict to free at least this many bytes (when a budget is configured); returns bytes freed. `recheck`, when
+   * given, says how many are still needed once the evictions before this one have landed.
+   */
+  readonly makeRoom?: ((bytes: number, recheck?: () => Promise<number>) => Promise<number>) | undefined;
+  /**
+   * storage.maxSize: room for a blob (or manifest) is made and reserved in the ledger before it is stored
+   * (admission.ts); the evictor records in the same ledger what it has not unlinked yet.
+   */
+  readonly budget?: { readonly ledger: StorageBudgetLedger; usage(): Promise<number> } | undefined;
 }
 
 /** A download in flight in this process, as another replica streams it (src/cluster/peers.ts). */
@@ -58,8 +65,13 @@ export class BlobService {
   private readonly admission: SpaceAdmission;
 
   constructor(private readonly opts: BlobServiceOptions) {
-    const budget = opts.budget && { maxSize: opts.budget.maxSize, usage: () => opts.budget?.usage() ?? Promise.resolve(0), reserved: (d: string) => this.downloads.reservedBytes(d) };
-    const admission = new SpaceAdmission({ storage: opts.storage, pending: (d) => this.downloads.pendingBytes(d), makeRoom: opts.makeRoom, budget, onOverrun: (digest, bytes) => opts.observer?.event?.('admitted over storage.maxSize: what is left to evict is in use (being downloaded or served) or pinned', { digest, bytes }) });
+    const admission = new SpaceAdmission({
+      storage: opts.storage,
+      pending: (d) => this.downloads.pendingBytes(d),
+      makeRoom: opts.makeRoom,
+      budget: opts.budget,
+      onOverrun: (digest, bytes) => opts.observer?.event?.('admitted over storage.maxSize: what is left to evict is in use (being downloaded or served) or pinned', { digest, bytes }),
+    });
     this.admission = admission;
     this.downloads = new DownloadTable({
       storage: opts.storage,
@@ -67,6 +79,7 @@ export class BlobService {
       upstream: (name) => this.upstream(name),
       attempts: opts.attempts,
       admit: (digest, size) => admission.admit(digest, size),
+      indexed: (reservation, put) => admission.indexed(reservation, put),
       observer: opts.observer,
     });
     this.reader = new SpoolReader(opts.storage);
@@ -249,9 +262,27 @@ export class BlobService {
     return busy;
   }
 
-  /** Admissions over storage.maxSize (what was left could not be evicted) and the largest overrun in bytes. */
-  budgetOverruns(): { readonly admissions: number; readonly maxBytes: number } {
-    return this.admission.budgetOverruns();
+  /**
+   * Admissions over storage.maxSize (what was left could not be evicted): how many, the largest overrun and the
+   * latest admission's (0 if it fitted), every store in progress counted. The bytes on disk never exceed maxSize
+   * plus the latest admission's overrun (src/policy/storage-budget.ts).
+   */
+  budgetOverruns(): BudgetOverruns {
+    return this.opts.budget?.ledger.budgetOverruns() ?? { admissions: 0, maxBytes: 0, lastBytes: 0 };
+  }
+
+  /**
+   * Stores something of known size that is not a download (a manifest) within the budget: room made and reserved
+   * before `write`, released once `index` has recorded it. Never refuses (a manifest is small); an overrun is reported.
+   */
+  async storeWithinBudget(digest: string, size: number, write: () => Promise<void>, index: () => Promise<void>): Promise<void> {
+    const reserved = await this.admission.reserveInBudget(digest, size);
+    try {
+      await write();
+      await this.admission.indexed(reserved?.reservation, index);
+    } finally {
+      reserved?.reservation.release();
+    }
   }
 
   /** The downloads in flight (status page, metrics). */

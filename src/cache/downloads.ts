@@ -2,6 +2,7 @@
 // the rest of relais hears about them (started, ended, bytes fetched, resumes, mismatches, failures). It is
 // the core's own blob source: a miss starts a download here or joins the one in flight.
 import type { CacheIndex } from '../index/cache-index.js';
+import type { Reservation } from '../policy/storage-budget.js';
 import { blobKey, type StorageDriver } from '../storage/driver.js';
 import type { UpstreamClient } from '../upstream/client.js';
 import type { Fetched, LocalBlobSource } from './blob-source.js';
@@ -23,8 +24,13 @@ export interface DownloadTableOptions {
   readonly index: CacheIndex;
   readonly upstream: (name: string) => UpstreamClient;
   readonly attempts: (upstream: string) => number;
-  /** Once the size is known, before the first byte: throws (STORAGE_FULL) to refuse the download. */
-  readonly admit: (digest: string, size: number) => Promise<void>;
+  /**
+   * Once the size is known, before the first byte: throws (STORAGE_FULL) to refuse the download; with a budget,
+   * returns the room reserved for it (released once the index counts the blob, or when the download failed).
+   */
+  readonly admit: (digest: string, size: number) => Promise<Reservation | undefined>;
+  /** Writes the index row of a reserved blob and releases its reservation, with no usage read in between. */
+  readonly indexed: (reservation: Reservation | undefined, put: () => Promise<void>) => Promise<void>;
   readonly observer?: BlobObserver | undefined;
 }
 
@@ -65,17 +71,12 @@ export class DownloadTable implements LocalBlobSource {
     return pending;
   }
 
-  /** Full sizes of the downloads in flight (all but `digest`'s): the budget they reserve until they are indexed. */
-  reservedBytes(digest: string): number {
-    let reserved = 0;
-    for (const d of this.table.values()) if (d.digest !== digest && d.size !== undefined) reserved += d.size;
-    return reserved;
-  }
-
   private start(route: UpstreamRoute, digest: string): BlobDownload {
     const upstream = this.opts.upstream(route.upstream);
     const obs = this.opts.observer;
     const { storage, index } = this.opts;
+    // The room admission reserved in the budget (storage.maxSize): held until the index counts the blob.
+    let reservation: Reservation | undefined;
     const dl = new BlobDownload({
       digest,
       upstream,
@@ -87,7 +88,7 @@ export class DownloadTable implements LocalBlobSource {
       commit: async (size) => {
         try {
           const now = Date.now();
-          await index.putBlob(digest, size, now);
+          await this.opts.indexed(reservation, () => index.putBlob(digest, size, now));
           await index.linkContent(route.upstream, route.repo, [digest]);
         } catch (e) {
           // An unindexed file is never served and never evicted: do not leave it behind (e.g. SQLITE_FULL).
@@ -95,7 +96,9 @@ export class DownloadTable implements LocalBlobSource {
           throw e;
         }
       },
-      reserve: (size) => this.opts.admit(digest, size),
+      reserve: async (size) => {
+        reservation = await this.opts.admit(digest, size);
+      },
       onProgress: (n) => obs?.bytesFetched?.(route.upstream, n),
       onEvent: (event, detail) => {
         if (event === 'resume') this.stats.resumes++;
@@ -109,6 +112,8 @@ export class DownloadTable implements LocalBlobSource {
     void dl.done
       .catch(() => undefined)
       .finally(() => {
+        // Indexed, or failed with its spool removed: nothing of it is on disk outside the index now.
+        reservation?.release();
         this.stats.upstreamBytes += dl.fetched;
         if (this.table.get(digest) === dl) this.table.delete(digest);
         obs?.downloadEnded?.(dl);

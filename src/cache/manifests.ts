@@ -48,6 +48,11 @@ export interface ManifestServiceOptions {
    * stale (within maxStale) instead of spending a GET on it; `heldBack` is told each time.
    */
   readonly budget?: { maySpend(upstream: string): boolean; heldBack?(route: UpstreamRoute, tag: string): void } | undefined;
+  /**
+   * storage.maxSize: a manifest's room is reserved before it is written and released once the index counts it
+   * (BlobService.storeWithinBudget), so that the budget's bound counts manifests too.
+   */
+  readonly space?: { storeWithinBudget(digest: string, size: number, write: () => Promise<void>, index: () => Promise<void>): Promise<void> } | undefined;
 }
 
 /** What refreshTag() found (refresh-ahead, src/upkeep/refresh-ahead.ts). */
@@ -340,8 +345,7 @@ export class ManifestService {
     const previous = tag === undefined ? undefined : (this.tags.get(key) ?? (await this.opts.index.getTag(route.upstream, route.repo, tag)));
     const now = this.now();
     try {
-      await this.opts.storage.putContent(blobKey(digest), body);
-      await this.opts.index.putManifest({ upstream: route.upstream, repo: route.repo, digest, size: body.byteLength, mediaType, references: manifestReferences(doc), tag, now });
+      await this.store(digest, body, () => this.opts.index.putManifest({ upstream: route.upstream, repo: route.repo, digest, size: body.byteLength, mediaType, references: manifestReferences(doc), tag, now }));
     } catch (e) {
       throw asStorageFull(e) ?? e;
     }
@@ -491,8 +495,7 @@ export class ManifestService {
     const contentType = header(res.headers, 'content-type')?.split(';')[0]?.trim();
     const mediaType = contentType !== undefined && contentType !== '' && contentType !== 'application/json' ? contentType : typeof declared === 'string' ? declared : MT.ociManifest;
     try {
-      await this.opts.storage.putContent(blobKey(digest), body);
-      await this.opts.index.putManifest({
+      await this.store(digest, body, () => this.opts.index.putManifest({
         upstream: route.upstream,
         repo: route.repo,
         digest,
@@ -501,7 +504,7 @@ export class ManifestService {
         references: manifestReferences(doc),
         tag: isDigest(reference) ? undefined : reference,
         now: this.now(),
-      });
+      }));
     } catch (e) {
       // A full disk is the operator's to fix: say so (503 STORAGE_FULL), not "internal error".
       throw asStorageFull(e) ?? e;
@@ -512,6 +515,14 @@ export class ManifestService {
       this.rememberTag(`${route.upstream}/${route.repo}:${reference}`, { digest, fetchedAt: now, checkedAt: now });
     }
     return { digest, mediaType, body, result: 'miss' };
+  }
+
+  /** Writes a manifest to storage, then its index row: within the storage budget when one is configured. */
+  private async store(digest: string, body: Buffer, index: () => Promise<void>): Promise<void> {
+    const write = (): Promise<void> => this.opts.storage.putContent(blobKey(digest), body);
+    if (this.opts.space) return this.opts.space.storeWithinBudget(digest, body.byteLength, write, index);
+    await write();
+    await index();
   }
 
   private async readCapped(upstream: string, res: UpstreamResponse): Promise<Buffer> {

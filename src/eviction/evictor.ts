@@ -2,6 +2,9 @@
 // It runs every evictInterval, and soon after a stored blob pushes usage over the budget. One run at a
 // time; a trigger during a run asks for another. The plan is pure (eviction/eviction-plan.ts); this applies it:
 // index rows first (new lookups miss and re-fetch), then files, skipping any digest that became busy.
+// Runs one at a time (a budget check, a disk-full makeRoom, an admission's room), so an admission asking for
+// room sees the previous run's files unlinked. With storage.maxSize, the budget's ledger
+// (src/policy/storage-budget.ts) counts each evicted file from before its rows go until it is unlinked.
 // Also runs the periodic online gc.
 import type { StorageConfig } from '../config/schema.js';
 import { formatBytes } from '../config/units.js';
@@ -9,6 +12,7 @@ import type { CacheIndex } from '../index/cache-index.js';
 import type { Logger } from '../observability/logger.js';
 import type { RelaisMetrics } from '../observability/metrics.js';
 import { parsePin, planEviction, type EvictionPlan, type PinContext, type PinPattern } from './eviction-plan.js';
+import type { StorageBudgetLedger } from '../policy/storage-budget.js';
 import { blobKey, type StorageDriver } from '../storage/driver.js';
 import { runGc, type GcReport } from './gc.js';
 
@@ -25,6 +29,8 @@ export interface EvictorOptions {
   readonly blobs: BlobsInUse;
   /** Told what left the index, so nothing is served from memory the index no longer knows. */
   readonly forget?: (digests: readonly string[]) => void;
+  /** storage.maxSize's ledger: evicted files count in it until they are unlinked (the admission reads it). */
+  readonly ledger?: StorageBudgetLedger | undefined;
   readonly settings: StorageConfig;
   readonly pinContext: PinContext;
   readonly logger: Logger;
@@ -35,10 +41,13 @@ export interface EvictorOptions {
 /** How soon after a stored blob the budget is checked (a burst of commits shares one check). */
 const STORED_CHECK_DELAY_MS = 200;
 
-/** A one-off budget (disk full): evict down to maxSize x lowWatermark. */
+/**
+ * A one-off budget (disk full, room for an admission): evict `free` bytes below the index's usage at the time the
+ * run starts (after the runs before it), or what `recheck` says is still needed then (nothing: no run).
+ */
 export interface EvictionOverride {
-  readonly maxSize: number;
-  readonly lowWatermark: number;
+  readonly free: number;
+  readonly recheck?: (() => Promise<number>) | undefined;
 }
 
 export interface EvictionRun {
@@ -62,6 +71,8 @@ export class Evictor {
   private stopped = false;
   /** Files whose rows are gone but that were busy when their turn came: retried on later runs. */
   private readonly pendingFiles = new Set<string>();
+  /** Runs one after another: the tail of the queue. */
+  private runTail: Promise<unknown> = Promise.resolve();
   private readonly now: () => number;
   lastRun: EvictionRun | undefined;
   lastGc: { report: GcReport; at: number } | undefined;
@@ -127,6 +138,8 @@ export class Evictor {
   /** Waits for the current run (tests, shutdown). */
   async idle(): Promise<void> {
     while (this.running) await this.running;
+    // And the runs queued by makeRoom (an admission's room).
+    await this.runTail;
   }
 
   private async runLoop(): Promise<EvictionRun | undefined> {
@@ -139,24 +152,31 @@ export class Evictor {
   }
 
   /**
-   * The disk is too full for a download (BlobService's free-space check): evicts least-recently-used
-   * images as if the budget were `bytes` lower than today's usage. Only when a budget is configured
+   * A download needs room (the budget's admission, or the disk's free-space check): evicts least-recently-used
+   * images as if the budget were `bytes` lower than the usage when its turn comes (or `recheck()` bytes, asked
+   * then: what the runs before it freed counts). Only when a budget is configured
    * (storage.maxSize): without one, relais never deletes cached content on its own. Returns bytes freed.
    */
-  async makeRoom(bytes: number): Promise<number> {
+  async makeRoom(bytes: number, recheck?: () => Promise<number>): Promise<number> {
     if (this.opts.settings.maxSize === undefined || this.stopped) return 0;
-    await this.running;
-    const usage = await this.opts.index.usage();
-    const run = await this.runOnce({ maxSize: Math.max(0, usage.bytes - bytes), lowWatermark: 1 });
+    const run = await this.runOnce({ free: bytes, recheck });
     return run?.plan.bytes ?? 0;
   }
 
-  /** One check: plans and applies an eviction when needed. Returns undefined when nothing was due. */
-  async runOnce(override?: EvictionOverride): Promise<EvictionRun | undefined> {
-    const s = { ...this.opts.settings, ...override };
+  /** One check: plans and applies an eviction when needed, after the runs before it. Undefined when nothing was due. */
+  runOnce(override?: EvictionOverride): Promise<EvictionRun | undefined> {
+    const run = this.runTail.then(() => this.runNow(override));
+    this.runTail = run.catch(() => undefined);
+    return run;
+  }
+
+  private async runNow(override?: EvictionOverride): Promise<EvictionRun | undefined> {
     const started = this.now();
     await this.retryPending();
+    const free = override?.recheck ? await override.recheck() : override?.free;
+    if (free !== undefined && free <= 0) return undefined;
     const usage = await this.opts.index.usage();
+    const s = free === undefined ? this.opts.settings : { ...this.opts.settings, maxSize: Math.max(0, usage.bytes - free), lowWatermark: 1 };
     this.lastUsage = usage.bytes;
     const overBudget = s.maxSize !== undefined && usage.bytes > s.maxSize;
     if (!overBudget && s.maxIdleAge === undefined) return undefined;
@@ -175,7 +195,7 @@ export class Evictor {
       if (plan.shortBy > 0) this.opts.logger.warn({ usage: plan.usageBefore, maxSize: s.maxSize, shortBy: plan.shortBy }, 'cache over budget, but everything left is pinned or in use');
       return undefined;
     }
-    await this.opts.index.deleteContent(plan.digests);
+    await this.forgetRows(plan.digests, content);
     this.opts.forget?.(plan.digests);
     for (const d of plan.digests) await this.deleteFile(d);
     this.lastUsage = plan.usageAfter;
@@ -202,14 +222,34 @@ export class Evictor {
     return run;
   }
 
+  /**
+   * Deletes the rows; with a budget, each file goes on the ledger's unlinking list first, in one exclusive section
+   * with the delete, so that a usage read counts every evicted file once until it is unlinked.
+   */
+  private async forgetRows(digests: readonly string[], content: readonly { readonly digest: string; readonly size: number }[]): Promise<void> {
+    const ledger = this.opts.ledger;
+    if (!ledger) return this.opts.index.deleteContent(digests);
+    const size = new Map(content.map((c) => [c.digest, c.size]));
+    await ledger.exclusive(async () => {
+      for (const d of digests) ledger.unlinkStarted(d, size.get(d) ?? 0);
+      try {
+        await this.opts.index.deleteContent(digests);
+      } catch (e) {
+        for (const d of digests) ledger.unlinkEnded(d);
+        throw e;
+      }
+    });
+  }
+
   private busy(): Set<string> {
     return this.opts.blobs.busyDigests();
   }
 
   private async deleteFile(digest: string): Promise<void> {
     if ((await this.opts.index.getContent(digest)) !== undefined) {
-      // Fetched again since the plan: the file is live again.
+      // Fetched again since the plan: the file is live again (and the index counts it).
       this.pendingFiles.delete(digest);
+      this.opts.ledger?.unlinkEnded(digest);
       return;
     }
     if (this.opts.blobs.isBusy(digest)) {
@@ -217,7 +257,14 @@ export class Evictor {
       return;
     }
     this.pendingFiles.delete(digest);
-    await this.opts.storage.delete(blobKey(digest));
+    try {
+      await this.opts.storage.delete(blobKey(digest));
+    } catch (e) {
+      // Still on disk (and on the ledger): tried again on the next run.
+      this.pendingFiles.add(digest);
+      throw e;
+    }
+    this.opts.ledger?.unlinkEnded(digest);
   }
 
   private async retryPending(): Promise<void> {
