@@ -47,10 +47,9 @@ function setup(n: number, busy: Set<string>, afterRowsDeleted?: (digests: readon
     index,
     storage,
     ledger,
-    blobs: { busyDigests: () => new Set(busy), isBusy: (d) => busy.has(d), spoolFiles: () => new Set() },
+    blobs: { busyDigests: () => new Set(busy), isBusy: (d) => busy.has(d) },
     settings: storageSchema.parse({ maxSize: n * MiB }),
     pinContext: { defaultUpstream: 'docker.io', libraryPrefix: () => false },
-    tmpDir: '/nonexistent',
     logger,
   });
   const unlinkNext = async (): Promise<void> => {
