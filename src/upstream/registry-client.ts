@@ -146,6 +146,8 @@ export interface SendOptions {
   readonly signal?: AbortSignal | undefined;
   /** This request's credential source instead of the client's. */
   readonly credential?: CredentialSource | undefined;
+  /** Follow redirects (a blob's storage URL), Authorization kept to the registry's origin. */
+  readonly followRedirects?: boolean;
 }
 
 export interface ExchangeRequest extends SendOptions {
@@ -153,8 +155,6 @@ export interface ExchangeRequest extends SendOptions {
   /** Repository, for the credential's scope ('' for paths outside /v2/NAME). */
   readonly repo: string;
   readonly target: URL;
-  /** Follow redirects (a blob's storage URL), Authorization kept to the registry's origin. */
-  readonly followRedirects?: boolean;
 }
 
 /** An answer and whether a challenge was tried on the way (a passthrough client's refusal depends on it). */
