@@ -156,6 +156,16 @@ module.exports = {
       to: { path: '^src/storage/s3\\.ts$|^src/index/postgres\\.ts$', dynamic: false, dependencyTypesNot: ['type-only'] },
     },
     {
+      name: 'one-registry-client',
+      comment:
+        'relais speaks the registry API through ONE client, src/upstream/registry-client.ts (the server through its facade upstream/client.ts, the commands directly): only it, and the token service that shares its connection pool (upstream/auth.ts), import undici. ' +
+        'Two other modules speak HTTP that is not a registry exchange: the cluster\'s replica-to-replica streams (cluster/peers.ts) and the GitLab REST API of `relais cleanup` (products/cleanup/gitlab-backend.ts). ' +
+        'A new HTTP client elsewhere would grow a second exchange loop (auth, redirects, retries, Retry-After): use RegistryClient and its options instead.',
+      severity: 'error',
+      from: { path: '^src/', pathNot: '^src/upstream/(registry-client|auth)\\.ts$|^src/cluster/peers\\.ts$|^src/products/cleanup/gitlab-backend\\.ts$' },
+      to: { path: 'node_modules/undici/' },
+    },
+    {
       name: 'aws-sdk-and-pg-stay-in-their-drivers',
       comment: 'Only the S3 driver imports the AWS SDK; only the PostgreSQL index (and, for types, the cluster leases) imports pg.',
       severity: 'error',

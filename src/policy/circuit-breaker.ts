@@ -26,6 +26,11 @@ export class CircuitBreaker {
     return this.now() < this.openUntil ? 'open' : 'half-open';
   }
 
+  /** How long the circuit stays open after it opens (and after a 429 without Retry-After). */
+  get cooldownMs(): number {
+    return this.opts.cooldownMs;
+  }
+
   /** Milliseconds until a call may be tried again (0 when it may be tried now). */
   retryAfterMs(): number {
     return Math.max(0, this.openUntil - this.now());

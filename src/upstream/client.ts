@@ -1,21 +1,25 @@
-// The upstream client: one per configured upstream. It owns the connection pool, authentication,
-// redirects, timeouts, retries and the circuit breaker (each a separate, named setting), and reports
-// failures as RelaisErrors (502/503/504). It knows the registry HTTP API paths, nothing about caching.
+// The server's facade over THE registry client (registry-client.ts): one UpstreamClient per configured
+// upstream. It only chooses the RegistryClient's policies from the upstream's config (circuit breaker,
+// private-address checks, metrics observer, retries honouring Retry-After up to maxRetryAfter, no limiter),
+// picks the credential (the upstream's TokenService, or a passthrough client's own), and maps answers the
+// cache does not take to the error table: 401/403 -> upstreamRepoNotFound or passthroughChallenge/Denied,
+// 429/5xx after retries -> 502/503 (with Retry-After), network failures -> 502/503/504. The exchange itself
+// (auth challenge, redirects, retries) is RegistryClient's. It knows the registry API paths, nothing of caching.
 import type { Readable } from 'node:stream';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { lookup, type LookupAddress } from 'node:dns';
-import { Agent, request, type Dispatcher } from 'undici';
-import { errors, RelaisError, upstreamAnswered } from '../errors.js';
+import { createHash } from 'node:crypto';
+import { errors, type RelaisError, upstreamAnswered } from '../errors.js';
 import { CircuitBreaker, parseRetryAfter } from '../policy/circuit-breaker.js';
 import type { UpstreamConfig } from '../config/schema.js';
-import { isPrivateHost } from './address.js';
+import { isPrivateHost, refusePrivateLookup } from './address.js';
 import { basicAuthorization, TokenService } from './auth.js';
-import { parseChallenges } from './challenge.js';
 import { credentialMaterial, type ClientCredential } from './credential.js';
-import { createHash } from 'node:crypto';
-import { classifyFailure, isAbort, isTransient, toUpstreamError, type UpstreamFailureKind } from './upstream-errors.js';
+import { discard, header, isRedirect, RegistryClient, type CredentialSource, type ExchangeObserver, type ResponseBody } from './registry-client.js';
+import { classifyFailure, isAbort, toUpstreamError } from './upstream-errors.js';
 
-export type UpstreamBody = Dispatcher.ResponseData['body'];
+export { discard, header };
+export type UpstreamBody = ResponseBody;
+/** What the client reports about each upstream exchange (for metrics and logs). */
+export type UpstreamObserver = ExchangeObserver;
 
 export interface UpstreamResponse {
   readonly status: number;
@@ -41,85 +45,69 @@ export interface UpstreamRequest {
 /** Client credentials whose tokens a passthrough upstream's client keeps at most (in memory; the oldest go). */
 const MAX_CLIENT_TOKEN_SERVICES = 1000;
 
-/** What the client reports about each upstream exchange (for metrics and logs). */
-export interface UpstreamObserver {
-  onExchange?(upstream: string, method: string, outcome: number | UpstreamFailureKind, seconds: number): void;
-  onHeaders?(upstream: string, headers: Readonly<Record<string, string | string[] | undefined>>): void;
-}
-
-const MAX_REDIRECTS = 5;
-
-/** Drops a response body relais does not need, keeping the connection reusable when the body is small. */
-export function discard(body: UpstreamBody): void {
-  body.dump({ limit: 64 * 1024 }).catch(() => undefined);
-}
-
-export function header(h: Readonly<Record<string, string | string[] | undefined>>, name: string): string | undefined {
-  const v = h[name];
-  return Array.isArray(v) ? v[0] : v;
-}
-
 export class UpstreamClient {
   readonly name: string;
   readonly baseUrl: URL;
   readonly breaker: CircuitBreaker;
-  private readonly dispatcher: Agent;
+  private readonly client: RegistryClient;
   private readonly tokens: TokenService;
+  private readonly configured: CredentialSource;
   private readonly cfg: UpstreamConfig;
-  private readonly observer: UpstreamObserver;
   /** Passthrough upstreams: a token cache per client credential (keyed by its hash), oldest first. */
   private readonly clientTokens = new Map<string, TokenService>();
   private readonly clock: { readonly now?: () => number };
 
-  /** `now`: the clock of the circuit breaker and the token cache (tests advance one instead of sleeping). */
-  constructor(name: string, cfg: UpstreamConfig, observer: UpstreamObserver = {}, clock: { readonly now?: () => number } = {}) {
+  /**
+   * `now`: the clock of the circuit breaker and the token cache (tests advance one instead of sleeping);
+   * `sleep`: the wait between attempts (tests record it instead of waiting).
+   */
+  constructor(
+    name: string,
+    cfg: UpstreamConfig,
+    observer: UpstreamObserver = {},
+    clock: { readonly now?: () => number; readonly sleep?: (ms: number, signal: AbortSignal | undefined) => Promise<void> } = {},
+  ) {
     this.name = name;
     this.cfg = cfg;
-    this.observer = observer;
     this.clock = clock;
     this.baseUrl = new URL(cfg.url.replace(/\/+$/, ''));
-    const upstreamHost = this.baseUrl.hostname;
-    this.dispatcher = new Agent({
-      connect: {
-        timeout: cfg.timeouts.connect,
-        // Names that resolve to private addresses (DNS rebinding, CDN redirects gone wrong) are refused
-        // unless they are the upstream's own host or allowPrivateRedirects is set. IP literals: checkTarget().
-        lookup: (hostname, options, callback) => {
-          lookup(hostname, { ...options, all: true }, (err, addresses) => {
-            if (err) return callback(err, '', 0);
-            const list = addresses;
-            if (hostname !== upstreamHost && !cfg.allowPrivateRedirects && list.some((a) => isPrivateHost(a.address))) {
-              const e = Object.assign(new Error(`${hostname} resolves to a private address; refused`), { code: 'ERELAIS_PRIVATE_ADDRESS' });
-              return callback(e, '', 0);
-            }
-            if ((options as { all?: boolean }).all === true) return (callback as unknown as (e: null, a: LookupAddress[]) => void)(null, list);
-            const first = list[0];
-            if (!first) return callback(Object.assign(new Error(`${hostname}: no address`), { code: 'ENOTFOUND' }), '', 0);
-            callback(null, first.address, first.family);
-          });
-        },
-      },
-      headersTimeout: cfg.timeouts.headers,
-      bodyTimeout: cfg.timeouts.idle,
-      keepAliveTimeout: 30_000,
-      connections: 64,
-    });
     this.breaker = new CircuitBreaker({ failures: cfg.circuitBreaker.failures, cooldownMs: cfg.circuitBreaker.cooldown, ...(clock.now ? { now: clock.now } : {}) });
-    const credentials = cfg.username !== undefined && cfg.password !== undefined ? { username: cfg.username, password: cfg.password } : undefined;
-    this.tokens = new TokenService({
-      upstream: name,
-      credentials,
-      dispatcher: this.dispatcher,
-      headersTimeout: cfg.timeouts.headers,
-      bodyTimeout: cfg.timeouts.idle,
-      checkUrl: (u) => this.checkTarget(u),
+    this.client = new RegistryClient({
+      url: cfg.url,
+      userAgent: 'relais',
+      description: name,
+      connection: { connectTimeoutMs: cfg.timeouts.connect, headersTimeoutMs: cfg.timeouts.headers, bodyTimeoutMs: cfg.timeouts.idle, keepAliveTimeoutMs: 30_000, connections: 64 },
+      concurrency: 0,
+      breaker: this.breaker,
+      // Names that resolve to private addresses (DNS rebinding, CDN redirects gone wrong) are refused
+      // unless they are the upstream's own host or allowPrivateRedirects is set. IP literals: checkTarget().
+      targetCheck: { check: (u) => this.checkTarget(u), ...(cfg.allowPrivateRedirects ? {} : { lookup: refusePrivateLookup(this.baseUrl.hostname) }) },
+      observer,
+      retry: {
+        attempts: cfg.retries.attempts,
+        backoffMs: cfg.retries.backoff,
+        jitter: 0,
+        status: (s) => s === 429 || (s >= 500 && s !== 501),
+        failures: new Set(['timeout', 'refused', 'reset', 'dns']),
+        maxRetryAfterMs: cfg.retries.maxRetryAfter,
+        // A longer pause than relais will hold a client: the breaker backs off for it instead.
+        beyondMaxRetryAfter: 'give-up',
+      },
+      failure: (e, req) => (isAbort(e) && req.signal?.aborted === true ? e : toUpstreamError(name, e)),
+      tooManyRedirects: () => errors.upstreamTooManyRedirects(name),
+      ...(clock.sleep ? { sleep: clock.sleep } : {}),
       ...(clock.now ? { now: clock.now } : {}),
     });
+    this.tokens = this.tokenService(cfg.username !== undefined && cfg.password !== undefined ? { username: cfg.username, password: cfg.password } : undefined);
+    this.configured = {
+      authorization: (scope, signal) => this.tokens.authorizationFor(scope.repo, signal),
+      answer: (challenges, scope, signal) => this.tokens.answer(challenges, scope.repo, signal),
+    };
   }
 
   /** The upstream URL for a path (never carries credentials). */
   url(path: string): URL {
-    return new URL(this.baseUrl.pathname.replace(/\/$/, '') + path, this.baseUrl);
+    return this.client.url(path);
   }
 
   /** Refuses hosts an upstream may not send relais to (private ranges), unless it is the upstream itself. */
@@ -133,123 +121,76 @@ export class UpstreamClient {
     }
   }
 
+  /** Whether this upstream uses each client's own credentials (access: passthrough). */
+  get passthrough(): boolean {
+    return this.cfg.access === 'passthrough';
+  }
+
   /**
    * Sends a request with auth, redirects and retries. Returns any response the caller must interpret
    * (2xx, 3xx not followed, 404...). Throws RelaisError for failures: unreachable, timeouts, 5xx and 429
    * after retries, refused credentials, an open circuit. The caller must consume or destroy the body.
    */
   async send(req: UpstreamRequest): Promise<UpstreamResponse> {
-    const attempts = this.cfg.retries.attempts;
-    let lastError: unknown;
-    for (let attempt = 1; attempt <= attempts; attempt++) {
-      if (!this.breaker.tryAcquire()) {
-        throw errors.upstreamCircuitOpen(this.name, this.breaker.retryAfterMs());
+    const cred = req.credential;
+    const credential = this.passthrough ? this.clientCredential(cred) : this.configured;
+    const res = await this.client.request({ method: req.method, repo: req.repo, target: this.url(req.path), headers: req.headers ?? {}, signal: req.signal, credential, followRedirects: true });
+    const { status } = res;
+    if (status === 401 || status === 403) {
+      discard(res.body);
+      if (!this.passthrough) {
+        // Registries answer 401 both for private and for missing repositories (Docker Hub does): to the
+        // client this is "not found", with a hint for the operator.
+        throw errors.upstreamRepoNotFound(this.name, req.repo, this.cfg.username !== undefined);
       }
-      try {
-        const res = await this.sendOnce(req);
-        if (res.status === 429 || res.status >= 500) {
-          const retryAfter = parseRetryAfter(header(res.headers, 'retry-after'));
-          discard(res.body);
-          lastError = statusError(this.name, res.status, retryAfter);
-          const canRetry = attempt < attempts && res.status !== 501 && (retryAfter === undefined || retryAfter <= this.cfg.retries.maxRetryAfter);
-          if (retryAfter === undefined && res.status !== 429) this.breaker.onFailure();
-          if (canRetry) {
-            await sleep(retryAfter ?? this.backoff(attempt), undefined, { signal: req.signal });
-            continue;
-          }
-          // The upstream asked for a pause longer than relais will hold a client: stop calling it until then.
-          if (retryAfter !== undefined || res.status === 429) this.breaker.backOff(retryAfter ?? this.cfg.circuitBreaker.cooldown);
-          throw lastError;
-        }
-        this.breaker.onSuccess();
-        return res;
-      } catch (e) {
-        // Every outcome settles the breaker: a half-open probe left unsettled would keep the circuit shut for good.
-        if (isAbort(e) && req.signal?.aborted === true) {
-          this.breaker.release();
-          throw e;
-        }
-        // Auth, protocol and status errors are final here (status retries happen above). The upstream
-        // answered (401, a bad redirect...), unless its token service is unreachable or failing (503).
-        if (e instanceof RelaisError) {
-          // A 429/5xx thrown just above: the breaker already counted it.
-          if (e === lastError) throw e;
-          if (e.status === 503 || e.status === 504) this.breaker.onFailure();
-          else this.breaker.onSuccess();
-          throw e;
-        }
-        this.breaker.onFailure();
-        lastError = e;
-        if (attempt < attempts && isTransient(e)) {
-          await sleep(this.backoff(attempt), undefined, { signal: req.signal });
-          continue;
-        }
-        throw toUpstreamError(this.name, e);
-      }
+      // The upstream's refusal is the client's: 403, or Basic credentials its token service took (a token
+      // was issued) that the registry still refuses, is denied; else the client is challenged again (401)
+      // with the upstream's own challenge (no credential, a token it refused, credentials refused).
+      if (status === 403 || (cred?.kind === 'basic' && res.challenged)) throw errors.passthroughDenied(this.name, req.repo);
+      throw errors.passthroughChallenge(this.name, req.repo, header(res.headers, 'www-authenticate'));
     }
-    throw toUpstreamError(this.name, lastError);
-  }
-
-  private backoff(attempt: number): number {
-    return this.cfg.retries.backoff * 2 ** (attempt - 1);
-  }
-
-  /** One HTTP request of an exchange, observed (status or failure kind, duration; the upstream's headers). */
-  private async exchange(url: URL, req: UpstreamRequest, headers: Record<string, string>, sameHost: boolean): Promise<Dispatcher.ResponseData> {
-    const started = performance.now();
-    let res: Dispatcher.ResponseData;
-    try {
-      res = await request(url, { method: req.method, headers, dispatcher: this.dispatcher, signal: req.signal });
-    } catch (e) {
-      this.observer.onExchange?.(this.name, req.method, classifyFailure(e), (performance.now() - started) / 1000);
-      throw e;
+    if (isRedirect(status)) {
+      discard(res.body);
+      throw errors.upstreamRedirectNoLocation(this.name);
     }
-    this.observer.onExchange?.(this.name, req.method, res.statusCode, (performance.now() - started) / 1000);
-    if (sameHost) this.observer.onHeaders?.(this.name, res.headers);
+    if (status === 429 || status >= 500) {
+      const retryAfter = parseRetryAfter(header(res.headers, 'retry-after'));
+      discard(res.body);
+      throw statusError(this.name, status, retryAfter);
+    }
     return res;
   }
 
-  /** One exchange: auth (answering one challenge), then up to MAX_REDIRECTS redirects. */
-  private async sendOnce(req: UpstreamRequest): Promise<UpstreamResponse> {
-    if (this.passthrough) return this.sendAsClient(req);
-    let url = this.url(req.path);
-    let authorization = await this.tokens.authorizationFor(req.repo, req.signal);
-    let answeredChallenge = false;
-    for (let hop = 0; hop <= MAX_REDIRECTS; hop++) {
-      const sameHost = url.host === this.baseUrl.host;
-      const headers: Record<string, string> = { 'user-agent': 'relais', ...req.headers };
-      // The upstream's Authorization never goes to another host (CDN redirects carry signed URLs).
-      if (sameHost && authorization !== undefined) headers.authorization = authorization;
-      const res = await this.exchange(url, req, headers, sameHost);
-      if (res.statusCode === 401 && sameHost && !answeredChallenge) {
-        discard(res.body);
-        answeredChallenge = true;
-        authorization = await this.tokens.answer(parseChallenges(res.headers['www-authenticate']), req.repo, req.signal);
-        if (authorization === undefined) throw deniedError(this.name, req.repo, this.cfg.username !== undefined);
-        hop--;
-        continue;
-      }
-      if (res.statusCode === 401 || res.statusCode === 403) {
-        discard(res.body);
-        throw deniedError(this.name, req.repo, this.cfg.username !== undefined);
-      }
-      if ([301, 302, 303, 307, 308].includes(res.statusCode)) {
-        const location = header(res.headers, 'location');
-        discard(res.body);
-        if (location === undefined) throw errors.upstreamRedirectNoLocation(this.name);
-        const next = new URL(location, url);
-        this.checkTarget(next);
-        url = next;
-        continue;
-      }
-      return { status: res.statusCode, headers: res.headers, body: res.body };
-    }
-    throw errors.upstreamTooManyRedirects(this.name);
+  /** A token service of this upstream, on its connection pool, its realms checked like its redirects. */
+  private tokenService(credentials: { username: string; password: string } | undefined, refused?: (scope: string) => RelaisError): TokenService {
+    return new TokenService({
+      upstream: this.name,
+      credentials,
+      dispatcher: this.client.dispatcher,
+      headersTimeout: this.cfg.timeouts.headers,
+      bodyTimeout: this.cfg.timeouts.idle,
+      checkUrl: (u) => this.checkTarget(u),
+      ...(refused ? { refused } : {}),
+      ...(this.clock.now ? { now: this.clock.now } : {}),
+    });
   }
 
-  /** Whether this upstream uses each client's own credentials (access: passthrough). */
-  get passthrough(): boolean {
-    return this.cfg.access === 'passthrough';
+  /**
+   * A passthrough client's credential source: a Bearer token the client sent is used as it is; Basic
+   * credentials go through the upstream's token flow (or as Basic, if that is its challenge); no credential
+   * is an anonymous request, which may still get an anonymous token.
+   */
+  private clientCredential(cred: ClientCredential | undefined): CredentialSource {
+    if (cred?.kind === 'bearer') return { authorization: () => `Bearer ${cred.token}` };
+    const tokens = this.clientTokenService(cred);
+    return {
+      authorization: (scope, signal) => tokens.authorizationFor(scope.repo, signal),
+      answer: (challenges, scope, signal) => {
+        const basicOnly = !challenges.some((c) => c.scheme === 'bearer') && challenges.some((c) => c.scheme === 'basic');
+        if (basicOnly) return Promise.resolve(cred?.kind === 'basic' ? basicAuthorization(cred) : undefined);
+        return tokens.answer(challenges, scope.repo, signal);
+      },
+    };
   }
 
   /**
@@ -264,17 +205,11 @@ export class UpstreamClient {
       this.clientTokens.set(key, known);
       return known;
     }
-    const service = new TokenService({
-      upstream: this.name,
-      credentials: credential?.kind === 'basic' ? { username: credential.username, password: credential.password } : undefined,
-      dispatcher: this.dispatcher,
-      headersTimeout: this.cfg.timeouts.headers,
-      bodyTimeout: this.cfg.timeouts.idle,
-      checkUrl: (u) => this.checkTarget(u),
+    const service = this.tokenService(
+      credential?.kind === 'basic' ? { username: credential.username, password: credential.password } : undefined,
       // The client's credentials refused by the token service: the client is challenged again (401).
-      refused: (scope) => errors.passthroughChallenge(this.name, scope.replace(/^repository:|:pull$/g, '')),
-      ...(this.clock.now ? { now: this.clock.now } : {}),
-    });
+      (scope) => errors.passthroughChallenge(this.name, scope.replace(/^repository:|:pull$/g, '')),
+    );
     this.clientTokens.set(key, service);
     if (this.clientTokens.size > MAX_CLIENT_TOKEN_SERVICES) {
       const oldest = this.clientTokens.keys().next();
@@ -284,79 +219,16 @@ export class UpstreamClient {
   }
 
   /**
-   * One exchange of a passthrough upstream with the client's credential: a Bearer token the client sent is
-   * used as it is; Basic credentials go through the upstream's token flow (or as Basic, if that is its
-   * challenge); no credential is an anonymous request. The upstream's refusal is the client's: 401 with the
-   * upstream's own challenge (no credential, a token it refused, credentials its token service refused) or
-   * 403 (credentials accepted by the token service, still refused for this repository).
-   */
-  private async sendAsClient(req: UpstreamRequest): Promise<UpstreamResponse> {
-    const cred = req.credential;
-    const tokens = cred?.kind === 'bearer' ? undefined : this.clientTokenService(cred);
-    let authorization = cred?.kind === 'bearer' ? `Bearer ${cred.token}` : await tokens?.authorizationFor(req.repo, req.signal);
-    let answeredChallenge = false;
-    let url = this.url(req.path);
-    for (let hop = 0; hop <= MAX_REDIRECTS; hop++) {
-      const sameHost = url.host === this.baseUrl.host;
-      const headers: Record<string, string> = { 'user-agent': 'relais', ...req.headers };
-      if (sameHost && authorization !== undefined) headers.authorization = authorization;
-      const res = await this.exchange(url, req, headers, sameHost);
-      if (res.statusCode === 401 || res.statusCode === 403) {
-        discard(res.body);
-        const challenge = header(res.headers, 'www-authenticate');
-        if (res.statusCode === 401 && sameHost && !answeredChallenge && tokens !== undefined) {
-          answeredChallenge = true;
-          const challenges = parseChallenges(res.headers['www-authenticate']);
-          const basicOnly = !challenges.some((c) => c.scheme === 'bearer') && challenges.some((c) => c.scheme === 'basic');
-          authorization = basicOnly ? (cred?.kind === 'basic' ? basicAuthorization(cred) : undefined) : await tokens.answer(challenges, req.repo, req.signal);
-          if (authorization !== undefined) {
-            hop--;
-            continue;
-          }
-        }
-        // Credentials the token service took (a token was issued) that the registry still refuses: denied.
-        if (res.statusCode === 403 || (cred?.kind === 'basic' && answeredChallenge)) throw errors.passthroughDenied(this.name, req.repo);
-        throw errors.passthroughChallenge(this.name, req.repo, challenge);
-      }
-      if ([301, 302, 303, 307, 308].includes(res.statusCode)) {
-        const location = header(res.headers, 'location');
-        discard(res.body);
-        if (location === undefined) throw errors.upstreamRedirectNoLocation(this.name);
-        const next = new URL(location, url);
-        this.checkTarget(next);
-        url = next;
-        continue;
-      }
-      return { status: res.statusCode, headers: res.headers, body: res.body };
-    }
-    throw errors.upstreamTooManyRedirects(this.name);
-  }
-
-  /**
    * One exchange passed through verbatim for the proxy door (pushes, token endpoints, other paths): the
    * client's method, path, headers and streamed body; no relais credential, no retry, no redirect followed,
    * nothing cached. The caller relays the answer as it is and must consume or destroy its body.
    */
-  async forward(req: ForwardRequest): Promise<UpstreamResponse> {
-    const started = performance.now();
-    try {
-      const res = await request(this.url(req.path), {
-        method: req.method,
-        headers: { ...req.headers, host: this.baseUrl.host },
-        body: req.body ?? null,
-        dispatcher: this.dispatcher,
-        signal: req.signal,
-      });
-      this.observer.onExchange?.(this.name, req.method, res.statusCode, (performance.now() - started) / 1000);
-      return { status: res.statusCode, headers: res.headers, body: res.body };
-    } catch (e) {
-      this.observer.onExchange?.(this.name, req.method, classifyFailure(e), (performance.now() - started) / 1000);
-      throw e;
-    }
+  forward(req: ForwardRequest): Promise<UpstreamResponse> {
+    return this.client.forward(req.method, this.url(req.path), { ...req.headers, host: this.baseUrl.host }, req.body, req.signal);
   }
 
   async close(): Promise<void> {
-    await this.dispatcher.close();
+    await this.client.close();
   }
 }
 
@@ -374,12 +246,6 @@ function statusError(upstream: string, status: number, retryAfterMs: number | un
   const headers = retryAfterMs === undefined ? undefined : { 'retry-after': String(Math.max(1, Math.ceil(retryAfterMs / 1000))) };
   if (status === 429) return errors.upstreamRateLimited.with(headers ? { headers } : {}, upstream);
   return upstreamAnswered(upstream, status, headers);
-}
-
-function deniedError(upstream: string, repo: string, hasCredentials: boolean): RelaisError {
-  // Registries answer 401 both for private and for missing repositories (Docker Hub does): to the client
-  // this is "not found", with a hint for the operator.
-  return errors.upstreamRepoNotFound(upstream, repo, hasCredentials);
 }
 
 export { classifyFailure };

@@ -2,8 +2,8 @@
 // answers 200 (open) or 401 with a WWW-Authenticate challenge (it wants a token or a password). A plain
 // web server, a wrong path or port answers something else (404, an HTML page, a redirect elsewhere), and
 // every pull through relais would then fail with "manifest unknown": better said once, at start.
-import { Agent, request } from 'undici';
 import { describeCause } from '../errors.js';
+import { fixedCredential, RegistryClient } from './registry-client.js';
 
 export interface ProbeResult {
   readonly upstream: string;
@@ -22,7 +22,7 @@ export interface ProbeOptions {
   readonly timeoutMs?: number;
 }
 
-function header(h: Record<string, string | string[] | undefined>, name: string): string | undefined {
+function header(h: Readonly<Record<string, string | string[] | undefined>>, name: string): string | undefined {
   const v = h[name];
   return Array.isArray(v) ? v.join(', ') : v;
 }
@@ -31,38 +31,40 @@ function header(h: Record<string, string | string[] | undefined>, name: string):
 export async function probeUpstream(upstream: string, baseUrl: string, opts: ProbeOptions = {}): Promise<ProbeResult> {
   const timeoutMs = opts.timeoutMs ?? 5000;
   const url = `${baseUrl.replace(/\/+$/, '')}/v2/`;
-  const agent = new Agent({ connect: { timeout: timeoutMs }, headersTimeout: timeoutMs, bodyTimeout: timeoutMs });
   const base = { upstream, url: baseUrl };
+  let client: RegistryClient | undefined;
   try {
-    const res = await request(url, { method: 'GET', dispatcher: agent, signal: AbortSignal.timeout(timeoutMs), headers: { 'user-agent': 'relais (start-up check)' } });
+    // The one registry client, asked once as it is: no credential, no retry, the network failure itself.
+    client = new RegistryClient({ url: baseUrl, userAgent: 'relais (start-up check)', description: upstream, timeoutMs, retries: 0, concurrency: 0, credential: fixedCredential(undefined), failure: (e) => e });
+    const res = await client.request({ method: 'GET', repo: '', target: client.url('/v2/'), signal: AbortSignal.timeout(timeoutMs) });
     const body = await res.body.text().catch(() => '');
     const h = res.headers;
     const api = header(h, 'docker-distribution-api-version');
     const type = header(h, 'content-type') ?? '';
     const challenge = header(h, 'www-authenticate');
-    if (res.statusCode === 200) {
+    if (res.status === 200) {
       if (api === undefined && (/text\/html/i.test(type) || /^\s*</.test(body))) {
         return { ...base, ok: false, status: 200, summary: `${url} answers 200 with a web page, not the registry API: a plain web server?`, hint: hintFor(baseUrl) };
       }
       return { ...base, ok: true, status: 200, summary: 'registry (open)' };
     }
-    if (res.statusCode === 401) {
+    if (res.status === 401) {
       if (challenge !== undefined && /^\s*(bearer|basic)\b/i.test(challenge)) {
         return { ...base, ok: true, status: 401, summary: `registry (${/^\s*bearer/i.test(challenge) ? 'Bearer token' : 'Basic'} auth)` };
       }
       return { ...base, ok: false, status: 401, summary: `${url} answers 401 without a WWW-Authenticate challenge: not a registry?`, hint: hintFor(baseUrl) };
     }
-    if (res.statusCode >= 300 && res.statusCode < 400) {
+    if (res.status >= 300 && res.status < 400) {
       const to = header(h, 'location') ?? '?';
-      return { ...base, ok: false, status: res.statusCode, summary: `${url} redirects (${res.statusCode}) to ${to}`, hint: 'give the URL the registry answers on directly (often the https:// one, or another host)' };
+      return { ...base, ok: false, status: res.status, summary: `${url} redirects (${res.status}) to ${to}`, hint: 'give the URL the registry answers on directly (often the https:// one, or another host)' };
     }
-    if (res.statusCode === 404) {
+    if (res.status === 404) {
       return { ...base, ok: false, status: 404, summary: `${url} answers 404: no registry API there (a plain web server, or a wrong path or port)`, hint: hintFor(baseUrl) };
     }
-    if (res.statusCode >= 500) {
-      return { ...base, ok: false, status: res.statusCode, summary: `${url} answers ${res.statusCode}: the registry is failing or down`, hint: 'relais serves from its cache meanwhile; check the registry' };
+    if (res.status >= 500) {
+      return { ...base, ok: false, status: res.status, summary: `${url} answers ${res.status}: the registry is failing or down`, hint: 'relais serves from its cache meanwhile; check the registry' };
     }
-    return { ...base, ok: false, status: res.statusCode, summary: `${url} answers ${res.statusCode}${api === undefined ? ', and is not a registry' : ''}`, hint: hintFor(baseUrl) };
+    return { ...base, ok: false, status: res.status, summary: `${url} answers ${res.status}${api === undefined ? ', and is not a registry' : ''}`, hint: hintFor(baseUrl) };
   } catch (e) {
     const why = describeCause(e);
     return {
@@ -78,7 +80,7 @@ export async function probeUpstream(upstream: string, baseUrl: string, opts: Pro
             : 'check the URL and that this machine can reach the registry (proxy, firewall)',
     };
   } finally {
-    await agent.close().catch(() => undefined);
+    await client?.close().catch(() => undefined);
   }
 }
 

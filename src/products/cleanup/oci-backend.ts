@@ -7,7 +7,6 @@ import { ACCEPT_ALL_MANIFESTS, ACCEPT_REFERRERS } from '../../upstream/media-typ
 import {
   firstHeader as h,
   mediaTypeOf,
-  MAX_REDIRECTS,
   nextLink,
   RegistryClient,
   registryErrorMessage as errorMessage,
@@ -112,23 +111,13 @@ export class OciRegistry implements RegistryBackend {
   }
 
   async getBlob(repo: string, digest: string, maxBytes: number): Promise<Buffer | null> {
-    let target = this.url(`/v2/${repo}/blobs/${digest}`);
-    for (let i = 0; i <= MAX_REDIRECTS; i++) {
-      const res = await this.send('GET', repo, target);
-      if (res.status >= 300 && res.status < 400) {
-        const loc = h(res.headers, 'location');
-        if (loc === undefined) break;
-        target = new URL(loc, target);
-        continue;
-      }
-      if (res.status === 404) return null;
-      if (res.status !== 200) throw this.fail(res, `GET blob ${repo}@${digest}`, repo);
-      if (res.body.length > maxBytes) return null;
-      if (sha256(res.body) !== digest && digest.startsWith('sha256:'))
-        throw errors.registryBlobDigestMismatch(this.description, `${repo}@${digest}`);
-      return res.body;
-    }
-    throw errors.registryTooManyRedirects(this.description, digest);
+    // Registries send blobs to their storage's URL: the client follows (Authorization stays with the registry).
+    const res = await this.client.send('GET', repo, this.url(`/v2/${repo}/blobs/${digest}`), { followRedirects: true });
+    if (res.status === 404) return null;
+    if (res.status !== 200) throw this.fail(res, `GET blob ${repo}@${digest}`, repo);
+    if (res.body.length > maxBytes) return null;
+    if (sha256(res.body) !== digest && digest.startsWith('sha256:')) throw errors.registryBlobDigestMismatch(this.description, `${repo}@${digest}`);
+    return res.body;
   }
 
   async referrers(repo: string, digest: string): Promise<Descriptor[] | null> {
