@@ -18,6 +18,7 @@ import { createOpsHandler } from './doors/http/ops-endpoints.js';
 import { Sendfile, loadSendfile } from './doors/http/sendfile.js';
 import { createServer, type RouteHandler, type RunningServer } from './doors/http/server.js';
 import { startCluster } from './cluster/create-cluster.js';
+import type { ClusterInvalidations } from './cluster/invalidations.js';
 import { makeEvictor } from './eviction/cluster-evictor.js';
 import { openIndex } from './index/create-index.js';
 import type { CacheIndex } from './index/cache-index.js';
@@ -73,6 +74,8 @@ export interface RelaisInstance {
   readonly budgets: PullBudgets;
   /** Whether cached blobs go out with sendfile(2), and why not when they do not. */
   readonly sendfile: { readonly enabled: boolean; readonly reason?: string };
+  /** Cluster mode: this replica's id and the invalidations it sends and receives (src/cluster/invalidations.ts). */
+  readonly cluster?: { readonly id: string; readonly invalidations: ClusterInvalidations } | undefined;
   /** Graceful stop: drain requests, cancel downloads, close the index. */
   close(): Promise<void>;
 }
@@ -455,6 +458,8 @@ async function startLocked(config: ResolvedConfig, opts: StartOptions, logger: L
   });
   const { host, port } = splitListen(config.listen);
   try {
+    // Cluster mode: a push, delete or eviction through any replica is forgotten by every replica (docs/cluster.md).
+    await cluster?.invalidations.start(manifests);
     await new Promise<void>((resolveListen, reject) => {
       http.server.once('error', reject);
       http.server.listen(port, host, () => {
@@ -564,6 +569,7 @@ async function startLocked(config: ResolvedConfig, opts: StartOptions, logger: L
     refreshAhead,
     budgets,
     sendfile: sendfile.status,
+    cluster: cluster && { id: cluster.id, invalidations: cluster.invalidations },
     close: () => {
       closing ??= (async () => {
         // A scheduled prefetch is a client of this relais: stop it before draining.

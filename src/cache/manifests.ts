@@ -72,6 +72,22 @@ export interface ManifestCoordinator {
   once<T>(key: string, work: () => Promise<T>, done: () => Promise<T | undefined>): Promise<T>;
 }
 
+/**
+ * What this process changed in the index that another process's memory may still hold. A cluster's replicas
+ * share the index but not their memories (tag mappings, remembered 404s, bodies, prepared responses): the
+ * cluster carries each change to the other replicas (src/cluster/invalidations.ts), which apply it with
+ * `applyChange`. Kept small: it travels in a PostgreSQL notification. Every item stands alone, so a change
+ * may be split into parts and applied part by part.
+ */
+export type ManifestChange =
+  /**
+   * References (tags or digests) of a repository written or deleted at the upstream: their tag mappings and
+   * remembered 404s are out of date, and so are the prepared responses and tag mappings naming `digests`.
+   */
+  | { readonly kind: 'references'; readonly upstream: string; readonly repo: string; readonly references: readonly string[]; readonly digests: readonly string[] }
+  /** Manifests eviction or gc removed from the index (and the tags pointing to them). */
+  | { readonly kind: 'forgotten'; readonly digests: readonly string[] };
+
 interface MemEntry {
   readonly mediaType: string;
   readonly body: Buffer;
@@ -142,8 +158,10 @@ export class ManifestService {
   /** Remembered 404s: key -> expiry time. */
   private readonly notFound = new Map<string, number>();
   private readonly now: () => number;
-  /** Told which manifests eviction or gc removed (prepared responses built from them must go too). */
-  private readonly forgetListeners: ((digests: ReadonlySet<string>) => void)[] = [];
+  /** Told which manifests eviction or gc removed (prepared responses built from them must go too); 'all': everything. */
+  private readonly forgetListeners: ((digests: ReadonlySet<string> | 'all') => void)[] = [];
+  /** Told what this process changed in the index (a cluster passes it on to the other replicas). */
+  private readonly changeListeners: ((change: ManifestChange) => void)[] = [];
 
   constructor(private readonly opts: ManifestServiceOptions) {
     this.memory = new ManifestMemory(opts.memoryBytes ?? 64 * 1024 * 1024);
@@ -308,6 +326,7 @@ export class ManifestService {
     }
     // Prepared responses answer by URL until their freshness ends: the ones of these digests must go.
     if (digests.size > 0) for (const l of this.forgetListeners) l(digests);
+    if (gone.length > 0) this.emit({ kind: 'references', upstream: route.upstream, repo: route.repo, references: gone, digests: [...digests] });
     return gone;
   }
 
@@ -356,6 +375,7 @@ export class ManifestService {
       // Prepared responses answer by URL until their freshness ends: the ones of the tag's old digest must go.
       if (previous !== undefined && previous.digest !== digest) for (const l of this.forgetListeners) l(new Set([previous.digest]));
     }
+    this.emit({ kind: 'references', upstream: route.upstream, repo: route.repo, references: [reference], digests: previous !== undefined && previous.digest !== digest ? [previous.digest] : [] });
     return { kept: true, digest };
   }
 
@@ -410,9 +430,59 @@ export class ManifestService {
   forget(digests: Iterable<string>): void {
     const gone = new Set(digests);
     if (gone.size === 0) return;
+    this.forgetLocally(gone);
+    this.emit({ kind: 'forgotten', digests: [...gone] });
+  }
+
+  private forgetLocally(gone: ReadonlySet<string>): void {
     for (const d of gone) this.memory.delete(d);
     for (const [key, entry] of this.tags) if (gone.has(entry.digest)) this.tags.delete(key);
     for (const l of this.forgetListeners) l(gone);
+  }
+
+  /**
+   * A change another process made to the shared index (a cluster's replica; src/cluster/invalidations.ts): what
+   * this process remembers of it is dropped, so the next request reads the index. Nothing is emitted again.
+   */
+  applyChange(change: ManifestChange): void {
+    if (change.kind === 'forgotten') {
+      if (change.digests.length > 0) this.forgetLocally(new Set(change.digests));
+      return;
+    }
+    const stale = new Set(change.digests);
+    for (const reference of change.references) {
+      const key = `${change.upstream}/${change.repo}:${reference}`;
+      this.notFound.delete(key);
+      // This process's own mapping may name another digest than the writer knew: its prepared responses go too.
+      const mine = this.tags.get(key);
+      if (mine !== undefined) stale.add(mine.digest);
+      this.tags.delete(key);
+    }
+    if (stale.size === 0) return;
+    for (const [key, entry] of this.tags) if (stale.has(entry.digest)) this.tags.delete(key);
+    for (const l of this.forgetListeners) l(stale);
+  }
+
+  /**
+   * Drops every tag mapping, remembered 404 and prepared response (not the bodies: a digest's bytes never
+   * change, and a manifest by digest is served only when the index links it). For a cluster replica that may
+   * have missed changes of the other replicas: the next requests read the shared index.
+   */
+  dropMemory(): { readonly tags: number; readonly notFound: number } {
+    const dropped = { tags: this.tags.size, notFound: this.notFound.size };
+    this.tags.clear();
+    this.notFound.clear();
+    for (const l of this.forgetListeners) l('all');
+    return dropped;
+  }
+
+  /** Calls `listener` with each change this process makes to the index that other processes may remember. */
+  onChange(listener: (change: ManifestChange) => void): void {
+    this.changeListeners.push(listener);
+  }
+
+  private emit(change: ManifestChange): void {
+    for (const l of this.changeListeners) l(change);
   }
 
   /**
@@ -422,16 +492,23 @@ export class ManifestService {
   async written(route: UpstreamRoute, reference: string): Promise<void> {
     const key = `${route.upstream}/${route.repo}:${reference}`;
     this.notFound.delete(key);
-    if (isDigest(reference)) return;
+    if (isDigest(reference)) {
+      this.emit({ kind: 'references', upstream: route.upstream, repo: route.repo, references: [reference], digests: [] });
+      return;
+    }
     this.tags.delete(key);
     const old = await this.opts.index.getTag(route.upstream, route.repo, reference);
     await this.opts.index.deleteTag(route.upstream, route.repo, reference);
     // Prepared responses answer by URL until their freshness ends: the old digest's must go too.
     if (old) for (const l of this.forgetListeners) l(new Set([old.digest]));
+    this.emit({ kind: 'references', upstream: route.upstream, repo: route.repo, references: [reference], digests: old ? [old.digest] : [] });
   }
 
-  /** Calls `listener` with the digests each time eviction or gc makes relais forget manifests. */
-  onForget(listener: (digests: ReadonlySet<string>) => void): void {
+  /**
+   * Calls `listener` with the digests each time relais forgets manifests (eviction, gc, a push or delete), or
+   * with 'all' when it drops everything it remembered (dropMemory).
+   */
+  onForget(listener: (digests: ReadonlySet<string> | 'all') => void): void {
     this.forgetListeners.push(listener);
   }
 

@@ -3,6 +3,7 @@
 // back as JavaScript numbers. Last-access updates are batched in memory and written in one statement
 // every few seconds. Migrations run under an advisory lock, so replicas starting together do not race;
 // schema_version records how many ran.
+import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { toUsage, type CacheIndex, type ContentEntry, type IndexUsage, type LinkRow, type ManifestRecord, type ReferenceRow, type TagEntry, type TagRow } from './cache-index.js';
 import { errors } from '../errors.js';
@@ -83,6 +84,20 @@ export interface PostgresIndexOptions {
   readonly applicationName?: string;
 }
 
+/**
+ * A LISTEN on a connection of its own (not from the pool: a pooled connection is shared and recycled). The
+ * cluster's invalidations use it (src/cluster/invalidations.ts); it reconnects by listening again.
+ */
+export interface NotificationChannel {
+  /** Settles (resolves) when the connection is gone: an error, the server ending it, close(). */
+  readonly lost: Promise<void>;
+  /** One round trip on the listening connection (rejects when it is dead or slower than its query timeout). */
+  ping(): Promise<void>;
+  close(): Promise<void>;
+}
+
+const CHANNEL_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
+
 export class PostgresIndex implements CacheIndex {
   private readonly pendingTouches = new Map<string, number>();
   private readonly timer: NodeJS.Timeout;
@@ -91,6 +106,7 @@ export class PostgresIndex implements CacheIndex {
 
   private constructor(
     readonly pool: pg.Pool,
+    private readonly url: string,
     opts: PostgresIndexOptions,
   ) {
     this.timer = setInterval(() => {
@@ -117,7 +133,7 @@ export class PostgresIndex implements CacheIndex {
       await pool.end().catch(() => undefined);
       throw e;
     }
-    return new PostgresIndex(pool, opts);
+    return new PostgresIndex(pool, url, opts);
   }
 
   /** Runs fn in a transaction, retrying on deadlock or serialization failure. */
@@ -137,6 +153,52 @@ export class PostgresIndex implements CacheIndex {
         client.release();
       }
     }
+  }
+
+  /**
+   * Listens to `channel` on a dedicated connection; `onMessage` gets each notification's payload. Rejects when
+   * it cannot connect or LISTEN. Queries on it (LISTEN, ping) time out after `timeoutMs`.
+   */
+  async listen(channel: string, onMessage: (payload: string) => void, opts: { applicationName: string; timeoutMs: number }): Promise<NotificationChannel> {
+    if (!CHANNEL_NAME.test(channel)) throw new Error(`bad notification channel name ${channel}`);
+    const client = new pg.Client({
+      connectionString: this.url,
+      application_name: opts.applicationName,
+      connectionTimeoutMillis: opts.timeoutMs,
+      query_timeout: opts.timeoutMs,
+      keepAlive: true,
+    });
+    let markLost!: () => void;
+    const lost = new Promise<void>((r) => (markLost = r));
+    client.on('error', () => markLost());
+    client.on('end', () => markLost());
+    client.on('notification', (n) => {
+      if (n.channel === channel && n.payload !== undefined) onMessage(n.payload);
+    });
+    try {
+      await client.connect();
+      await client.query(`LISTEN ${channel}`);
+    } catch (e) {
+      markLost();
+      await client.end().catch(() => undefined);
+      throw e;
+    }
+    return {
+      lost,
+      ping: async () => {
+        await client.query('SELECT 1');
+      },
+      close: async () => {
+        markLost();
+        // A connection that died silently may never answer the goodbye: do not wait for it long.
+        await Promise.race([client.end().catch(() => undefined), sleep(2000, undefined, { ref: false })]);
+      },
+    };
+  }
+
+  /** Sends a notification to every connection listening to `channel` (through the pool; at most 8000 bytes). */
+  async notify(channel: string, payload: string): Promise<void> {
+    await this.pool.query('SELECT pg_notify($1, $2)', [channel, payload]);
   }
 
   /** Readiness: one round trip. */

@@ -2,7 +2,8 @@
 // CI fleets and pollers ask for the same few tags thousands of times a minute; answering those from a
 // prepared header block and body, before routing, lookup and access checks run, is what lets one Node
 // process answer them at the rate of a bare HTTP server. An entry is only ever served until its tag's
-// freshness ends (then the full path revalidates it), is dropped when eviction or gc forgets its manifest,
+// freshness ends (then the full path revalidates it), is dropped when eviction or gc forgets its manifest
+// or a push or DELETE moves its tag (through any replica of a cluster),
 // and is only made when every client may pull anonymously (no per-request access decision to skip).
 import type { FastAnswer } from './context.js';
 
@@ -62,8 +63,12 @@ export class HotManifests {
     }
   }
 
-  /** Drops every entry serving one of these manifests (eviction, gc, retention). */
-  forget(digests: ReadonlySet<string>): void {
+  /** Drops every entry serving one of these manifests (eviction, gc, retention, pushes), or every entry ('all'). */
+  forget(digests: ReadonlySet<string> | 'all'): void {
+    if (digests === 'all') {
+      this.map.clear();
+      return;
+    }
     for (const [url, e] of this.map) if (digests.has(e.digest)) this.map.delete(url);
   }
 }

@@ -1,7 +1,8 @@
 // Cluster-wide eviction: two replicas share one budget (storage.maxSize) on one S3 bucket and one
 // PostgreSQL index; a run happens only on the replica holding the "job:evict" lease. While another
 // holder keeps the lease nobody evicts; once it is free, exactly one replica evicts the least recently
-// used image from the shared storage (objects and index rows), and the other finds the budget met.
+// used image from the shared storage (objects and index rows), and the other finds the budget met and
+// forgets the evicted manifest it remembered (the cluster's invalidations: no answer from stale memory).
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { HeadObjectCommand } from '@aws-sdk/client-s3';
@@ -76,6 +77,8 @@ test('one shared budget, evicted by one replica at a time (the holder of the job
   // rows and last accesses are in the shared index before the recent one is pulled.
   await r0.instance.blobs.settle();
   await r0.instance.index.flush();
+  // The other replica reads the old tag too: both remember it, each in its own memory.
+  assert.equal((await fetch(`${r1.url}/v2/library/old/manifests/v1`, { headers: { accept: old.manifestMediaType } })).status, 200);
   await skopeoPull(r1.host, 'library/recent:v1');
   for (const r of replicas) await r.instance.blobs.settle();
   for (const r of replicas) await r.instance.index.flush();
@@ -117,4 +120,14 @@ test('one shared budget, evicted by one replica at a time (the holder of the job
   for (const l of recent.layers) assert.equal(await stored(l.digest), true, 'the recent image stays');
   assert.ok((await r0.instance.index.usage()).bytes <= 3_000_000);
   assert.deepEqual(await pg.query('evict', 'SELECT digest FROM download_leases'), [], 'the job lease was released');
+
+  // The replica that did not evict was told (docs/cluster.md): it no longer answers the old tag from its
+  // memory (fresh for tagTtl) but asks the upstream, as the shared index no longer has it.
+  const other = replicas.find((r) => !r.logs().some((l) => l.event === 'eviction'));
+  assert.ok(other);
+  upstream.clearLog();
+  const again = await fetch(`${other.url}/v2/library/old/manifests/v1`, { headers: { accept: old.manifestMediaType } });
+  assert.equal(again.status, 200);
+  await upstream.settle();
+  assert.equal(upstream.manifestGets(), 1, 'the other replica forgot the evicted manifest');
 });

@@ -36,6 +36,15 @@ test('forgetting a manifest drops every URL it answers', () => {
   assert.ok(h.get('/v2/b/manifests/latest', 0));
 });
 
+test('forgetting everything (a cluster replica that may have missed changes) drops every entry', () => {
+  const h = new HotManifests();
+  h.set('/v2/a/manifests/latest', entry('sha256:a', 10));
+  h.set('/v2/b/manifests/latest', entry('sha256:b', 10));
+  h.forget('all');
+  assert.equal(h.size, 0);
+  assert.equal(h.get('/v2/a/manifests/latest', 0), undefined);
+});
+
 test('a prepared entry says what a GET and a HEAD of it send, and which image it is (the metrics labels)', () => {
   const e = prepare({ digest: 'sha256:abc', upstream: 'docker.io', image: 'docker.io/library/a:latest', freshUntil: 10, headers: ['content-type', 'x'], body: Buffer.from('sha256:abc') });
   assert.deepEqual(e.answers.get, { upstream: 'docker.io', result: 'hit', kind: 'manifest', image: 'docker.io/library/a:latest', bytes: 'sha256:abc'.length });
