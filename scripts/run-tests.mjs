@@ -1,16 +1,19 @@
 #!/usr/bin/env node
-// Runs the compiled test files with node's own test runner.
-// `node scripts/run-tests.mjs [unit|integration|faults|all] [filter...]`
+// Runs the compiled test files with node's own test runner (run() from node:test, spec output).
+// `node scripts/run-tests.mjs [unit|integration|faults|all] [filter...] [--update-durations]`
 //
 // Files start longest first (durations measured on a full run, in scripts/test-durations.json; files not
 // listed there start before all others, by name), so that no long file starts last while the other slots
-// idle. RELAIS_TEST_ORDER=name starts them by name instead.
+// idle. (`node --test` sorts its files by name, hence run() here.) RELAIS_TEST_ORDER=name starts them by
+// name instead.
 // RELAIS_TEST_CONCURRENCY: how many files run at once (default 2).
-// RELAIS_TEST_TIMINGS=<file>: also write how long each file took (JSON, scripts/timing-reporter.mjs) and
-// print a summary to stderr after the run; `--update-durations` with it rewrites scripts/test-durations.json.
+// RELAIS_TEST_TIMINGS=<file>: write how long each file took (JSON: file, ms, start and end within the run)
+// and print a summary to stderr after the run; with --update-durations, scripts/test-durations.json is
+// rewritten from it.
 import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { spawnSync } from 'node:child_process';
+import { join, relative, resolve } from 'node:path';
+import { run } from 'node:test';
+import { spec } from 'node:test/reporters';
 
 const args = process.argv.slice(2);
 const updateDurations = args.includes('--update-durations');
@@ -37,28 +40,53 @@ if (selected.length === 0) {
   console.error(`no test files for ${kind} ${filters.join(' ')}`);
   process.exit(1);
 }
-const concurrency = process.env.RELAIS_TEST_CONCURRENCY ?? '2';
-const timings = process.env.RELAIS_TEST_TIMINGS;
-const reporters = timings
-  ? ['--test-reporter=spec', '--test-reporter-destination=stdout', '--test-reporter=./scripts/timing-reporter.mjs', `--test-reporter-destination=${timings}`]
-  : ['--test-reporter=spec'];
-const started = Date.now();
-const r = spawnSync(process.execPath, ['--test', `--test-concurrency=${concurrency}`, ...reporters, ...selected], { stdio: 'inherit' });
-if (timings && existsSync(timings)) {
-  const report = JSON.parse(readFileSync(timings, 'utf8'));
-  const wall = (Date.now() - started) / 1000;
-  const sum = report.sumMs / 1000;
-  const lines = report.files.slice(0, 15).map((e) => `  ${(e.ms / 1000).toFixed(1).padStart(6)} s  ${e.file}${e.ok ? '' : '  (failed)'}`);
+const concurrency = Number(process.env.RELAIS_TEST_CONCURRENCY ?? '2');
+const timingsFile = process.env.RELAIS_TEST_TIMINGS;
+
+const t0 = Date.now();
+const stream = run({ files: selected.map((f) => resolve(f)), concurrency });
+// Any failure (a test, a hook, a file whose process died) fails the run.
+stream.on('test:fail', () => {
+  process.exitCode = 1;
+});
+// Node 20 reports each file as a top-level test named after its absolute path: dequeued when its process
+// starts, complete (with its duration) when it ends, both as they happen.
+const timings = new Map();
+const timing = (file) => {
+  const name = relative(process.cwd(), file);
+  let e = timings.get(name);
+  if (!e) timings.set(name, (e = { file: name, ms: 0, startMs: undefined, endMs: undefined, ok: true }));
+  return e;
+};
+const isFile = (d) => d.nesting === 0 && typeof d.file === 'string' && d.name === d.file;
+stream.on('test:dequeue', (d) => {
+  if (isFile(d)) timing(d.file).startMs ??= Date.now() - t0;
+});
+stream.on('test:complete', (d) => {
+  if (!isFile(d)) return;
+  const e = timing(d.file);
+  e.ms = Math.round(d.details?.duration_ms ?? 0);
+  e.endMs = Date.now() - t0;
+  e.ok = d.details?.passed !== false;
+});
+const out = stream.compose(spec);
+out.pipe(process.stdout);
+out.once('end', () => {
+  if (!timingsFile) return;
+  const list = [...timings.values()].sort((a, b) => b.ms - a.ms || (a.file < b.file ? -1 : 1));
+  const wallMs = Date.now() - t0;
+  const sumMs = list.reduce((s, e) => s + e.ms, 0);
+  writeFileSync(timingsFile, `${JSON.stringify({ concurrency, wallMs, sumMs, files: list }, null, 1)}\n`);
+  const top = list.slice(0, 15).map((e) => `  ${(e.ms / 1000).toFixed(1).padStart(6)} s  ${e.file}${e.ok ? '' : '  (failed)'}`);
   console.error(
-    `\ntest files: ${report.files.length}, concurrency ${concurrency}, wall ${wall.toFixed(1)} s, sum of file times ${sum.toFixed(1)} s ` +
-      `(${((sum / (wall * Number(concurrency))) * 100).toFixed(0)}% of ${concurrency} slots); longest:\n${lines.join('\n')}\n(all in ${timings})`,
+    `\ntest files: ${list.length}, concurrency ${concurrency}, wall ${(wallMs / 1000).toFixed(1)} s, sum of file times ${(sumMs / 1000).toFixed(1)} s ` +
+      `(${((sumMs / (wallMs * concurrency)) * 100).toFixed(0)}% of ${concurrency} slots); longest:\n${top.join('\n')}\n(all in ${timingsFile})`,
   );
   if (updateDurations) {
     const next = { ...known };
-    for (const e of report.files) next[e.file] = Math.round(e.ms / 100) / 10;
+    for (const e of list) next[e.file] = Math.round(e.ms / 100) / 10;
     const sorted = Object.fromEntries(Object.entries(next).filter(([f]) => existsSync(f)).sort(([a], [b]) => (a < b ? -1 : 1)));
     writeFileSync(DURATIONS, `${JSON.stringify(sorted, null, 1)}\n`);
     console.error(`updated ${DURATIONS}`);
   }
-}
-process.exit(r.status ?? 1);
+});
