@@ -180,6 +180,7 @@ export class BlobService {
   }
 
   private async lookup(route: UpstreamRoute, digest: string, signal?: AbortSignal): Promise<BlobHandle> {
+    const commitsAtLookup = this.downloads.commits(digest);
     const cached = await this.opts.index.getContent(digest);
     if (!cached) return this.fetch(route, digest, signal);
     await this.ensureLinked(route, digest, signal);
@@ -191,27 +192,31 @@ export class BlobService {
       this.opts.observer?.event?.('cached blob missing from storage, fetching it again', { digest, upstream: route.upstream, repo: route.repo });
       return this.fetch(route, digest, signal);
     };
+    // The object missing: unless a download of the digest committed since this lookup began (a concurrent
+    // client's refetch that ended between this read's failure and now: the object is back, read it again),
+    // fetch it. The count and the downloads table change in one step, so no refetch ends unseen in between.
+    const orRefetch = async <T>(read: () => Promise<T>, again: (h: BlobHandle) => Promise<T>): Promise<T> => {
+      try {
+        return await read();
+      } catch (e) {
+        if (!(e instanceof StorageNotFound)) throw e;
+      }
+      if (this.downloads.commits(digest) !== commitsAtLookup) {
+        try {
+          return await read();
+        } catch (e) {
+          if (!(e instanceof StorageNotFound)) throw e;
+        }
+      }
+      return again(await refetch());
+    };
     const key = blobKey(digest);
     return {
       digest,
       size: cached.size,
       result: 'hit',
-      open: async (range, sig) => {
-        try {
-          return await this.opts.storage.reader(key, range, sig);
-        } catch (e) {
-          if (e instanceof StorageNotFound) return (await refetch()).open(range, sig);
-          throw e;
-        }
-      },
-      openFile: async (range) => {
-        try {
-          return await this.reader.committedFile(digest, cached.size, range);
-        } catch (e) {
-          if (e instanceof StorageNotFound) return (await refetch()).openFile(range);
-          throw e;
-        }
-      },
+      open: (range, sig) => orRefetch(() => this.opts.storage.reader(key, range, sig), (h) => h.open(range, sig)),
+      openFile: (range) => orRefetch(() => this.reader.committedFile(digest, cached.size, range), (h) => h.openFile(range)),
     };
   }
 

@@ -34,8 +34,13 @@ export interface DownloadTableOptions {
   readonly observer?: BlobObserver | undefined;
 }
 
+/** Digests whose commit count the table keeps (a count forgotten reads 0: a lookup then looks at storage once more). */
+const COMMITS_KEPT = 4096;
+
 export class DownloadTable implements LocalBlobSource {
   private readonly table = new Map<string, BlobDownload>();
+  /** Downloads committed per digest (the latest COMMITS_KEPT digests): a lookup compares before and after. */
+  private readonly committed = new Map<string, number>();
   /** Download outcomes since start (tests, status): resumes, digest mismatches, failures, bytes received from upstreams. */
   readonly stats = { resumes: 0, digestMismatches: 0, failures: 0, upstreamBytes: 0 };
 
@@ -47,6 +52,15 @@ export class DownloadTable implements LocalBlobSource {
 
   downloading(digest: string): boolean {
     return this.table.has(digest);
+  }
+
+  /**
+   * How many downloads of the digest this process has committed (0 for one not among the latest). It changes in
+   * the same step that takes a committed download out of the table, so a caller that finds the digest neither
+   * in the table nor changed here knows no download of it ended since it last looked.
+   */
+  commits(digest: string): number {
+    return this.committed.get(digest) ?? 0;
   }
 
   /** Downloads in flight now. */
@@ -116,6 +130,15 @@ export class DownloadTable implements LocalBlobSource {
         reservation?.release();
         this.stats.upstreamBytes += dl.fetched;
         if (this.table.get(digest) === dl) this.table.delete(digest);
+        if (dl.state === 'committed') {
+          const n = this.commits(digest) + 1;
+          this.committed.delete(digest);
+          this.committed.set(digest, n);
+          if (this.committed.size > COMMITS_KEPT) {
+            const oldest = this.committed.keys().next();
+            if (oldest.done !== true) this.committed.delete(oldest.value);
+          }
+        }
         obs?.downloadEnded?.(dl);
       });
     return dl;

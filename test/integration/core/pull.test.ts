@@ -319,6 +319,59 @@ test('a fresh tag is answered from a prepared response: same bytes and headers, 
   }
 });
 
+test('a refetch that ends while another client is between its failed read and its own refetch: that client reads the object back, no second GET', async () => {
+  const up = await startRegistry();
+  const r = await startRelais({ upstreams: { 'docker.io': up.url } });
+  try {
+    const img = await pushRandomImage(up.host, 'library/lostrace:v1', { layers: [400_000] });
+    const layer = img.layers[0];
+    assert.ok(layer);
+    const url = `${r.url}/v2/library/lostrace/blobs/${layer.digest}`;
+    assert.equal(sha256((await http(url)).body), layer.digest);
+    await r.instance.blobs.settle();
+    const key = `blobs/sha256/${layer.digest.slice(7, 9)}/${layer.digest.slice(7)}`;
+    await rm(join(r.dataDir, 'storage', key));
+    await r.instance.storage.releaseIdle?.();
+    up.clearLog();
+    // The first read of the lost object (client C's) fails at once, but its failure reaches relais only after
+    // client A's refetch has committed and left the downloads table: the interleaving a loaded machine makes.
+    // The door reads a stored blob through openLocal (a file descriptor) where the driver has it, else reader.
+    const storage = r.instance.storage;
+    const openLocal = storage.openLocal?.bind(storage);
+    assert.ok(openLocal, 'the filesystem driver opens local files');
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    let cFailed!: () => void;
+    const cHasFailed = new Promise<void>((resolve) => (cFailed = resolve));
+    let held = false;
+    storage.openLocal = async (k) => {
+      if (k !== key || held) return openLocal(k);
+      held = true;
+      try {
+        return await openLocal(k);
+      } catch (e) {
+        cFailed();
+        await released;
+        throw e;
+      }
+    };
+    const c = http(url);
+    await cHasFailed;
+    const a = await http(url);
+    assert.equal(sha256(a.body), layer.digest);
+    await r.instance.blobs.settle();
+    release();
+    const cRes = await c;
+    assert.equal(cRes.status, 200);
+    assert.equal(sha256(cRes.body), layer.digest);
+    await up.settle();
+    assert.equal(up.blobGets(layer.digest), 1, 'one refetch for both clients');
+  } finally {
+    await r.close();
+    await up.close();
+  }
+});
+
 test('a cached blob whose file was deleted is fetched again (once, for concurrent clients), not answered 404', async () => {
   for (const sendfile of [true, false]) {
     const up = await startRegistry();
