@@ -6,7 +6,7 @@
 // listed there start before all others, by name), so that no long file starts last while the other slots
 // idle. (`node --test` sorts its files by name, hence run() here.) RELAIS_TEST_ORDER=name starts them by
 // name instead.
-// RELAIS_TEST_CONCURRENCY: how many files run at once (default 2).
+// RELAIS_TEST_CONCURRENCY: how many files run at once (default 3).
 // RELAIS_TEST_TIMINGS=<file>: write how long each file took (JSON: file, ms, start and end within the run)
 // and print a summary to stderr after the run; with --update-durations, scripts/test-durations.json is
 // rewritten from it.
@@ -40,7 +40,7 @@ if (selected.length === 0) {
   console.error(`no test files for ${kind} ${filters.join(' ')}`);
   process.exit(1);
 }
-const concurrency = Number(process.env.RELAIS_TEST_CONCURRENCY ?? '2');
+const concurrency = Number(process.env.RELAIS_TEST_CONCURRENCY ?? '3');
 const timingsFile = process.env.RELAIS_TEST_TIMINGS;
 
 const t0 = Date.now();
