@@ -319,22 +319,33 @@ test('a fresh tag is answered from a prepared response: same bytes and headers, 
   }
 });
 
+/**
+ * A blob pulled through relais and stored, then its file deleted behind relais's back (the index still lists
+ * it), with the upstream's log cleared: what the lost-blob tests start from. Returns the blob's URL at relais.
+ */
+async function cacheThenLose(up: RegistryPeer, r: RelaisPeer, repo: string, size: number): Promise<{ layer: { digest: string; size: number }; url: string; key: string; file: string }> {
+  const img = await pushRandomImage(up.host, `${repo}:v1`, { layers: [size] });
+  const layer = img.layers[0];
+  assert.ok(layer);
+  const url = `${r.url}/v2/${repo}/blobs/${layer.digest}`;
+  assert.equal(sha256((await http(url)).body), layer.digest);
+  // The client has the blob once its digest verified; the cache stores it a moment later.
+  await r.instance.blobs.settle();
+  const key = `blobs/sha256/${layer.digest.slice(7, 9)}/${layer.digest.slice(7)}`;
+  const file = join(r.dataDir, 'storage', key);
+  await rm(file);
+  await r.instance.storage.releaseIdle?.();
+  // The first GET's access-log line may be written after relais has the bytes: let it land before clearing.
+  await up.settle();
+  up.clearLog();
+  return { layer, url, key, file };
+}
+
 test('a refetch that ends while another client is between its failed read and its own refetch: that client reads the object back, no second GET', async () => {
   const up = await startRegistry();
   const r = await startRelais({ upstreams: { 'docker.io': up.url } });
   try {
-    const img = await pushRandomImage(up.host, 'library/lostrace:v1', { layers: [400_000] });
-    const layer = img.layers[0];
-    assert.ok(layer);
-    const url = `${r.url}/v2/library/lostrace/blobs/${layer.digest}`;
-    assert.equal(sha256((await http(url)).body), layer.digest);
-    await r.instance.blobs.settle();
-    const key = `blobs/sha256/${layer.digest.slice(7, 9)}/${layer.digest.slice(7)}`;
-    await rm(join(r.dataDir, 'storage', key));
-    await r.instance.storage.releaseIdle?.();
-    // The first GET's access-log line may be written after relais has the bytes: let it land before clearing.
-    await up.settle();
-    up.clearLog();
+    const { layer, url, key } = await cacheThenLose(up, r, 'library/lostrace', 400_000);
     // The first read of the lost object (client C's) fails at once, but its failure reaches relais only after
     // client A's refetch has committed and left the downloads table: the interleaving a loaded machine makes.
     // The door reads a stored blob through openLocal (a file descriptor) where the driver has it, else reader.
@@ -379,18 +390,7 @@ test('a cached blob whose file was deleted is fetched again (once, for concurren
     const up = await startRegistry();
     const r = await startRelais({ upstreams: { 'docker.io': up.url }, config: { server: { sendfile } } });
     try {
-      const img = await pushRandomImage(up.host, 'library/lost:v1', { layers: [600_000] });
-      const layer = img.layers[0];
-      assert.ok(layer);
-      const url = `${r.url}/v2/library/lost/blobs/${layer.digest}`;
-      assert.equal(sha256((await http(url)).body), layer.digest);
-      // The client has the blob once its digest verified; the cache stores it a moment later.
-      await r.instance.blobs.settle();
-      const file = join(r.dataDir, 'storage', 'blobs', 'sha256', layer.digest.slice(7, 9), layer.digest.slice(7));
-      await rm(file);
-      await r.instance.storage.releaseIdle?.();
-      await up.settle();
-      up.clearLog();
+      const { layer, url, file } = await cacheThenLose(up, r, 'library/lost', 600_000);
       const [a, b, range] = await Promise.all([http(url), http(url), http(url, { headers: { range: 'bytes=10-19' } })]);
       for (const res of [a, b]) {
         assert.equal(res.status, 200, `sendfile ${sendfile}`);
